@@ -1,0 +1,120 @@
+//! PostgreSQL pools with strict limits, tenant-scoped transactions, and the mapping of
+//! database trouble to fail-fast answers.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Executor, PgPool, Postgres, Transaction};
+
+use crate::config::DatabaseSettings;
+use crate::domain::TenantId;
+use crate::problem::Problem;
+
+/// Builds a pool that never makes a request wait more than `acquire_timeout` for a connection
+/// and never lets one statement run longer than `statement_timeout`. Connections are opened
+/// lazily so a service can start (and report not-ready) while the database is down.
+pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = settings.url.parse()?;
+    let statement_timeout_ms = settings.statement_timeout.as_millis();
+    let options = options.options([
+        ("statement_timeout", statement_timeout_ms.to_string()),
+        // A lock we cannot get quickly is a conflict to report, not a reason to wait.
+        ("lock_timeout", "1000".to_owned()),
+        ("idle_in_transaction_session_timeout", "10000".to_owned()),
+    ]);
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .min_connections(0)
+        .acquire_timeout(settings.acquire_timeout)
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .connect_lazy_with(options))
+}
+
+/// Opens a transaction whose row-level-security tenant is `tenant` (`app.org_id`, local to the
+/// transaction so a pooled connection never carries it into the next request).
+pub async fn begin_for_tenant<'a>(pool: &'a PgPool, tenant: &TenantId) -> Result<Transaction<'a, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    set_tenant(&mut tx, tenant).await?;
+    Ok(tx)
+}
+
+/// Switches the tenant inside an open transaction (the worker groups a batch by tenant).
+pub async fn set_tenant(tx: &mut Transaction<'_, Postgres>, tenant: &TenantId) -> Result<(), sqlx::Error> {
+    tx.execute(sqlx::query("SELECT set_config('app.org_id', $1, true)").bind(tenant.as_str()))
+        .await?;
+    Ok(())
+}
+
+/// SQLSTATE 55P03: `FOR UPDATE NOWAIT` (or `lock_timeout`) could not get the lock.
+pub fn is_lock_unavailable(error: &sqlx::Error) -> bool {
+    sqlx_state(error).as_deref() == Some("55P03")
+}
+
+/// SQLSTATE 57014: the statement ran into `statement_timeout`.
+pub fn is_statement_timeout(error: &sqlx::Error) -> bool {
+    sqlx_state(error).as_deref() == Some("57014")
+}
+
+fn sqlx_state(error: &sqlx::Error) -> Option<String> {
+    error.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned())
+}
+
+/// True for errors that mean "the database is busy or unreachable", where the caller should
+/// retry later, as opposed to a bug or a constraint violation.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_)
+    ) || is_lock_unavailable(error)
+        || is_statement_timeout(error)
+        || sqlx_state(error).is_some_and(|s| s.starts_with("08") || s.starts_with("53") || s.starts_with("57P") || s == "40001" || s == "40P01")
+}
+
+/// The answer for database trouble: a transient problem is a 503 with `Retry-After`, never a
+/// hang; anything else is an internal error (logged, without secrets, by the caller).
+pub fn problem_for(error: &sqlx::Error) -> Problem {
+    if is_lock_unavailable(error) {
+        Problem::unavailable("busy", "this vote is being processed by another request; retry shortly", 1)
+    } else if matches!(error, sqlx::Error::PoolTimedOut) {
+        Problem::unavailable("overloaded", "the database is at capacity; retry shortly", 1)
+    } else if is_transient(error) {
+        Problem::unavailable("database-unavailable", "the database is unavailable; retry shortly", 2)
+    } else {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "an unexpected database error occurred; it has been logged",
+        )
+    }
+}
+
+/// Runs the embedded migrations (`infra/migrations`).
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    sqlx::migrate!("../infra/migrations").run(pool).await
+}
+
+/// A cheap readiness probe.
+pub async fn ping(pool: &PgPool) -> Result<(), String> {
+    sqlx::query("SELECT 1")
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("database unreachable: {}", redact(&e)))
+}
+
+/// sqlx errors can quote the connection string on connect failures; keep only the kind.
+pub fn redact(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(e) => format!("database error {}", e.code().unwrap_or_default()),
+        sqlx::Error::PoolTimedOut => "pool timed out".into(),
+        sqlx::Error::Io(e) => format!("io error: {}", e.kind()),
+        sqlx::Error::Configuration(_) => "configuration error".into(),
+        other => format!("{}", other)
+            .split(['@', '?'])
+            .next()
+            .unwrap_or("database error")
+            .to_owned(),
+    }
+}

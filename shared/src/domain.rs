@@ -1,0 +1,354 @@
+//! The vocabulary every crate shares. Types here parse, rather than validate: holding an
+//! `ElectionDefinition` or a `Ballot` means its invariants already hold.
+//!
+//! - a **voting token** is the signed credential a member gets once per election (`token`);
+//! - a **vote** is one submission of a ballot with a token;
+//! - a **ballot** is the choices, stored with no link to the token or voter;
+//! - a **receipt** is what the voter gets back and can look the outcome up with.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// A tenant (party organisation). Lower-case letters, digits and `-`, 2–63 characters: safe in
+/// logs, metric labels and the `app.org_id` setting.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TenantId(String);
+
+impl TenantId {
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        let ok = (2..=63).contains(&raw.len())
+            && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !raw.starts_with('-');
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(DomainError::InvalidTenant)
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for TenantId {
+    type Error = DomainError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+impl From<TenantId> for String {
+    fn from(value: TenantId) -> Self {
+        value.0
+    }
+}
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ElectionKind {
+    /// Exactly one option.
+    Single,
+    /// One to `max_choices` distinct options, order irrelevant.
+    Multiple,
+    /// One to `max_choices` distinct options in order of preference.
+    Ranked,
+}
+
+impl ElectionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Single => "single",
+            Self::Multiple => "multiple",
+            Self::Ranked => "ranked",
+        }
+    }
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        match raw {
+            "single" => Ok(Self::Single),
+            "multiple" => Ok(Self::Multiple),
+            "ranked" => Ok(Self::Ranked),
+            _ => Err(DomainError::InvalidDefinition(format!("unknown election kind `{raw}`"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ElectionStatus {
+    Draft,
+    Open,
+    Closed,
+}
+
+impl ElectionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Open => "open",
+            Self::Closed => "closed",
+        }
+    }
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        match raw {
+            "draft" => Ok(Self::Draft),
+            "open" => Ok(Self::Open),
+            "closed" => Ok(Self::Closed),
+            _ => Err(DomainError::InvalidDefinition(format!("unknown election status `{raw}`"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ElectionOption {
+    pub id: String,
+    pub label: String,
+}
+
+/// What the elections side needs to accept or refuse a ballot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ElectionDefinition {
+    pub tenant: TenantId,
+    pub id: Uuid,
+    pub kind: ElectionKind,
+    pub options: Vec<ElectionOption>,
+    pub max_choices: u32,
+    pub status: ElectionStatus,
+    pub opens_at: Option<DateTime<Utc>>,
+    pub closes_at: Option<DateTime<Utc>>,
+}
+
+pub const MAX_OPTIONS: usize = 256;
+pub const MAX_OPTION_ID_LEN: usize = 64;
+
+impl ElectionDefinition {
+    /// Checks the definition's own consistency (unique, short option ids; a sane `max_choices`).
+    pub fn check(&self) -> Result<(), DomainError> {
+        if self.options.is_empty() || self.options.len() > MAX_OPTIONS {
+            return Err(DomainError::InvalidDefinition(format!(
+                "an election needs 1 to {MAX_OPTIONS} options"
+            )));
+        }
+        let mut seen = HashSet::new();
+        for option in &self.options {
+            if option.id.is_empty() || option.id.len() > MAX_OPTION_ID_LEN {
+                return Err(DomainError::InvalidDefinition(format!(
+                    "option ids must be 1 to {MAX_OPTION_ID_LEN} characters"
+                )));
+            }
+            if !seen.insert(option.id.as_str()) {
+                return Err(DomainError::InvalidDefinition(format!("duplicate option id `{}`", option.id)));
+            }
+        }
+        let max = self.max_choices as usize;
+        if max == 0 || max > self.options.len() {
+            return Err(DomainError::InvalidDefinition(
+                "max_choices must be between 1 and the number of options".into(),
+            ));
+        }
+        if self.kind == ElectionKind::Single && max != 1 {
+            return Err(DomainError::InvalidDefinition("a single-choice election has max_choices 1".into()));
+        }
+        if let (Some(open), Some(close)) = (self.opens_at, self.closes_at) {
+            if close <= open {
+                return Err(DomainError::InvalidDefinition("closes_at must be after opens_at".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a vote arriving `at` may be accepted: the status says open and `at` lies
+    /// inside the optional window.
+    pub fn accepts_votes_at(&self, at: DateTime<Utc>) -> Result<(), DomainError> {
+        if self.status != ElectionStatus::Open {
+            return Err(DomainError::NotOpen(self.status));
+        }
+        if self.opens_at.is_some_and(|t| at < t) || self.closes_at.is_some_and(|t| at >= t) {
+            return Err(DomainError::OutsideWindow);
+        }
+        Ok(())
+    }
+
+    /// Parses raw choices into a [`Ballot`] valid for this election.
+    pub fn ballot(&self, choices: Vec<String>) -> Result<Ballot, DomainError> {
+        if choices.is_empty() {
+            return Err(DomainError::InvalidBallot("choose at least one option".into()));
+        }
+        let max = self.max_choices as usize;
+        if choices.len() > max {
+            return Err(DomainError::InvalidBallot(format!(
+                "{} choices given, at most {max} allowed",
+                choices.len()
+            )));
+        }
+        let mut seen = HashSet::with_capacity(choices.len());
+        for choice in &choices {
+            if !self.options.iter().any(|o| &o.id == choice) {
+                let shown: String = choice.chars().take(MAX_OPTION_ID_LEN).collect();
+                return Err(DomainError::InvalidBallot(format!("`{shown}` is not an option of this election")));
+            }
+            if !seen.insert(choice.as_str()) {
+                return Err(DomainError::InvalidBallot(format!("option `{choice}` chosen more than once")));
+            }
+        }
+        Ok(Ballot { choices })
+    }
+}
+
+/// Choices valid for their election (ordered by preference for ranked elections).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ballot {
+    choices: Vec<String>,
+}
+
+impl Ballot {
+    pub fn choices(&self) -> &[String] {
+        &self.choices
+    }
+    pub fn into_choices(self) -> Vec<String> {
+        self.choices
+    }
+}
+
+/// sha256 of a voting token's random id: what the elections side stores to recognise a token
+/// without being able to recreate it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TokenHash(#[serde(with = "hex_bytes")] pub [u8; 32]);
+
+impl TokenHash {
+    pub fn of_token_id(token_id: &[u8]) -> Self {
+        Self(Sha256::digest(token_id).into())
+    }
+    pub fn from_hex(raw: &str) -> Result<Self, DomainError> {
+        let bytes = hex::decode(raw).map_err(|_| DomainError::InvalidTokenHash)?;
+        Ok(Self(bytes.try_into().map_err(|_| DomainError::InvalidTokenHash)?))
+    }
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    // Never printed in full: it identifies a voter's token on the elections side.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenHash(..)")
+    }
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let raw = String::deserialize(d)?;
+        let bytes = hex::decode(raw).map_err(serde::de::Error::custom)?;
+        bytes.try_into().map_err(|_| serde::de::Error::custom("expected 32 bytes"))
+    }
+}
+
+/// Why a vote was refused (HTTP answer) or rejected (receipt).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("tenant ids are 2-63 lower-case letters, digits or dashes")]
+    InvalidTenant,
+    #[error("invalid election definition: {0}")]
+    InvalidDefinition(String),
+    #[error("the election is {}, not open", .0.as_str())]
+    NotOpen(ElectionStatus),
+    #[error("the election is outside its voting window")]
+    OutsideWindow,
+    #[error("invalid ballot: {0}")]
+    InvalidBallot(String),
+    #[error("a token hash is 64 hexadecimal characters")]
+    InvalidTokenHash,
+}
+
+/// Why the worker (or direct mode) rejected a vote; shown on its receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectionReason {
+    /// The token's hash was never registered by events-svc for this election.
+    UnknownToken,
+    /// Another ballot was already recorded with this token.
+    TokenAlreadyUsed,
+    /// The vote was accepted after the election closed (or it was never open).
+    ElectionClosed,
+    /// The choices do not fit the election (only possible if a definition changed in flight).
+    InvalidBallot,
+}
+
+impl RejectionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownToken => "unknown_token",
+            Self::TokenAlreadyUsed => "token_already_used",
+            Self::ElectionClosed => "election_closed",
+            Self::InvalidBallot => "invalid_ballot",
+        }
+    }
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::UnknownToken, Self::TokenAlreadyUsed, Self::ElectionClosed, Self::InvalidBallot]
+            .into_iter()
+            .find(|r| r.as_str() == raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definition(kind: ElectionKind, max: u32) -> ElectionDefinition {
+        ElectionDefinition {
+            tenant: TenantId::parse("xd").unwrap(),
+            id: Uuid::new_v4(),
+            kind,
+            options: ["a", "b", "c"]
+                .iter()
+                .map(|id| ElectionOption { id: (*id).into(), label: id.to_uppercase() })
+                .collect(),
+            max_choices: max,
+            status: ElectionStatus::Open,
+            opens_at: None,
+            closes_at: None,
+        }
+    }
+
+    #[test]
+    fn ballots_are_parsed_against_the_definition() {
+        let single = definition(ElectionKind::Single, 1);
+        assert!(single.ballot(vec!["a".into()]).is_ok());
+        assert!(single.ballot(vec![]).is_err());
+        assert!(single.ballot(vec!["a".into(), "b".into()]).is_err());
+        assert!(single.ballot(vec!["zz".into()]).is_err());
+        let ranked = definition(ElectionKind::Ranked, 3);
+        assert_eq!(ranked.ballot(vec!["c".into(), "a".into()]).unwrap().choices(), ["c", "a"]);
+        assert!(ranked.ballot(vec!["a".into(), "a".into()]).is_err());
+    }
+
+    #[test]
+    fn definitions_check_themselves() {
+        assert!(definition(ElectionKind::Single, 2).check().is_err());
+        assert!(definition(ElectionKind::Multiple, 4).check().is_err());
+        let mut dup = definition(ElectionKind::Multiple, 2);
+        dup.options[1].id = "a".into();
+        assert!(dup.check().is_err());
+        assert!(definition(ElectionKind::Multiple, 3).check().is_ok());
+    }
+
+    #[test]
+    fn tenants_are_restricted() {
+        assert!(TenantId::parse("xd-reykjavik").is_ok());
+        assert!(TenantId::parse("X").is_err());
+        assert!(TenantId::parse("a'; drop").is_err());
+    }
+}

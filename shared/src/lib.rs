@@ -1,0 +1,17 @@
+//! The one vocabulary every Ekklesia service speaks: configuration, telemetry, metrics,
+//! problems (errors), database pools, voting tokens, receipts, service-to-service signing,
+//! Pub/Sub clients and the vote message.
+
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod metrics;
+pub mod problem;
+pub mod pubsub;
+pub mod receipt;
+pub mod s2s;
+pub mod telemetry;
+pub mod token;
+pub mod vote;
+
+pub use problem::Problem;

@@ -1,0 +1,112 @@
+//! Prometheus metrics, `/metrics`, `/healthz` and `/readyz`.
+//!
+//! Each application instance owns its own [`prometheus::Registry`] (tests run several apps in
+//! one process, and the global registry would refuse the second registration).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+
+/// Latency buckets in seconds, fine-grained below 100 ms where the targets are.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
+/// Request rate, errors and latency per route, labelled with the service.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    pub registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+}
+
+impl HttpMetrics {
+    pub fn new(service: &str) -> Self {
+        let registry = Registry::new_custom(None, Some([("service".to_owned(), service.to_owned())].into()))
+            .unwrap_or_default();
+        let requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests by route, method and status"),
+            &["route", "method", "status"],
+        )
+        .expect("static metric definition");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(LATENCY_BUCKETS.to_vec()),
+            &["route", "method"],
+        )
+        .expect("static metric definition");
+        let _ = registry.register(Box::new(requests.clone()));
+        let _ = registry.register(Box::new(latency.clone()));
+        Self {
+            registry,
+            requests,
+            latency,
+        }
+    }
+
+    pub fn observe(&self, route: &str, method: &str, status: u16, latency: Duration) {
+        self.requests
+            .with_label_values(&[route, method, &status.to_string()])
+            .inc();
+        self.latency
+            .with_label_values(&[route, method])
+            .observe(latency.as_secs_f64());
+    }
+
+    /// Registers a service-specific collector; a duplicate name is a programming error.
+    pub fn register<C: prometheus::core::Collector + Clone + 'static>(&self, collector: &C) -> C {
+        if let Err(e) = self.registry.register(Box::new(collector.clone())) {
+            tracing::error!(error = %e, "metric registration failed");
+        }
+        collector.clone()
+    }
+
+    pub fn render(&self) -> Response {
+        let mut buffer = Vec::new();
+        let encoder = TextEncoder::new();
+        if encoder.encode(&self.registry.gather(), &mut buffer).is_err() {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+        ([(header::CONTENT_TYPE, encoder.format_type().to_owned())], buffer).into_response()
+    }
+}
+
+pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition")
+}
+
+pub fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+    HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
+        .expect("static metric definition")
+}
+
+pub type ReadinessFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+/// Checks that the dependencies a service needs are reachable; `Err` names the one that is not.
+pub type ReadinessCheck = Arc<dyn Fn() -> ReadinessFuture + Send + Sync>;
+
+/// `/metrics`, `/healthz` (the process is alive) and `/readyz` (its dependencies answer).
+pub fn operational_routes<S: Clone + Send + Sync + 'static>(metrics: HttpMetrics, ready: ReadinessCheck) -> Router<S> {
+    Router::new()
+        .route("/metrics", get(move || async move { metrics.render() }))
+        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    match tokio::time::timeout(Duration::from_secs(3), ready()).await {
+                        Ok(Ok(())) => Json(serde_json::json!({"status": "ready"})).into_response(),
+                        Ok(Err(what)) => crate::problem::Problem::unavailable("not-ready", what, 5).into_response(),
+                        Err(_) => crate::problem::Problem::unavailable("not-ready", "readiness check timed out", 5)
+                            .into_response(),
+                    }
+                }
+            }),
+        )
+}

@@ -1,0 +1,363 @@
+//! Voting tokens: signed by events-svc, verified by ingest with no database round trip.
+//!
+//! A token is a JWS in compact form (`header.claims.signature`, base64url), signed with
+//! Ed25519 (`alg: EdDSA`). The header's `kid` selects the key; each key belongs to exactly one
+//! tenant, so a token signed with tenant A's key can never vote in tenant B's election, and
+//! ingest holds only public keys. The claims bind the token to one election and carry a 256-bit
+//! random token id whose sha256 events-svc registers with the elections side: a leaked signing
+//! key alone cannot mint votes that count.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::{TenantId, TokenHash};
+
+/// Tolerated clock difference between events-svc and ingest.
+pub const CLOCK_LEEWAY_SECONDS: i64 = 5;
+const TOKEN_ID_BYTES: usize = 32;
+/// Longer input is refused before any decoding work.
+pub const MAX_TOKEN_LEN: usize = 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    alg: String,
+    typ: String,
+    kid: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Tenant.
+    pub ten: TenantId,
+    /// Election the token is valid for.
+    pub elc: Uuid,
+    /// Random token id, base64url of 32 bytes.
+    pub jti: String,
+    /// Not before (Unix seconds).
+    pub nbf: i64,
+    /// Expiry (Unix seconds).
+    pub exp: i64,
+}
+
+/// A token whose signature, key, tenant and validity window have been checked.
+#[derive(Clone)]
+pub struct VerifiedToken {
+    pub tenant: TenantId,
+    pub election_id: Uuid,
+    pub expires_at: DateTime<Utc>,
+    token_id: Vec<u8>,
+}
+
+impl VerifiedToken {
+    pub fn token_hash(&self) -> TokenHash {
+        TokenHash::of_token_id(&self.token_id)
+    }
+    pub fn token_id(&self) -> &[u8] {
+        &self.token_id
+    }
+}
+
+impl fmt::Debug for VerifiedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedToken")
+            .field("tenant", &self.tenant)
+            .field("election_id", &self.election_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the voting token is malformed")]
+    Malformed,
+    #[error("the voting token was signed with an unknown key")]
+    UnknownKey,
+    #[error("the voting token's signature is invalid")]
+    BadSignature,
+    #[error("the voting token's signing key belongs to another tenant")]
+    WrongTenant,
+    #[error("the voting token has expired")]
+    Expired,
+    #[error("the voting token is not valid yet")]
+    NotYetValid,
+    #[error("the voting token is for another election")]
+    WrongElection,
+}
+
+/// One tenant's signing key (events side).
+pub struct TokenSigner {
+    kid: String,
+    tenant: TenantId,
+    key: SigningKey,
+}
+
+impl TokenSigner {
+    pub fn new(kid: impl Into<String>, tenant: TenantId, key: SigningKey) -> Self {
+        Self {
+            kid: kid.into(),
+            tenant,
+            key,
+        }
+    }
+
+    pub fn generate(kid: impl Into<String>, tenant: TenantId) -> Self {
+        Self::new(kid, tenant, SigningKey::generate(&mut rand::rngs::OsRng))
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    /// Issues a token for `election_id`, valid from `not_before` until `expires_at`.
+    /// Returns the token and the hash of its id (what the elections side registers).
+    pub fn issue(&self, election_id: Uuid, not_before: DateTime<Utc>, expires_at: DateTime<Utc>) -> (String, TokenHash) {
+        let mut token_id = [0u8; TOKEN_ID_BYTES];
+        rand::rngs::OsRng.fill_bytes(&mut token_id);
+        let claims = Claims {
+            ten: self.tenant.clone(),
+            elc: election_id,
+            jti: B64.encode(token_id),
+            nbf: not_before.timestamp(),
+            exp: expires_at.timestamp(),
+        };
+        (self.sign_claims(&claims), TokenHash::of_token_id(&token_id))
+    }
+
+    /// Signs arbitrary claims (tests use it to craft expired or foreign tokens).
+    pub fn sign_claims(&self, claims: &Claims) -> String {
+        let header = Header {
+            alg: "EdDSA".into(),
+            typ: "vote+jwt".into(),
+            kid: self.kid.clone(),
+        };
+        let header = B64.encode(serde_json::to_vec(&header).unwrap_or_default());
+        let claims = B64.encode(serde_json::to_vec(claims).unwrap_or_default());
+        let signing_input = format!("{header}.{claims}");
+        let signature = self.key.sign(signing_input.as_bytes());
+        format!("{signing_input}.{}", B64.encode(signature.to_bytes()))
+    }
+}
+
+/// Public keys by key id, each bound to its tenant (ingest side).
+#[derive(Clone, Default)]
+pub struct TokenVerifier {
+    keys: HashMap<String, (TenantId, VerifyingKey)>,
+}
+
+impl TokenVerifier {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_key(mut self, kid: impl Into<String>, tenant: TenantId, key: VerifyingKey) -> Self {
+        self.keys.insert(kid.into(), (tenant, key));
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Parses `kid:tenant:base64url(public key)` entries separated by commas
+    /// (`VOTING_TOKEN_PUBLIC_KEYS`).
+    pub fn from_config(raw: &str) -> Result<Self, String> {
+        let mut verifier = Self::new();
+        for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let mut parts = entry.splitn(3, ':');
+            let (Some(kid), Some(tenant), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+                return Err("each key is kid:tenant:base64url-public-key".into());
+            };
+            let tenant = TenantId::parse(tenant).map_err(|e| format!("key {kid}: {e}"))?;
+            let bytes: [u8; 32] = B64
+                .decode(key)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| format!("key {kid}: not a base64url Ed25519 public key"))?;
+            let key = VerifyingKey::from_bytes(&bytes).map_err(|_| format!("key {kid}: not an Ed25519 public key"))?;
+            verifier = verifier.with_key(kid, tenant, key);
+        }
+        Ok(verifier)
+    }
+
+    /// Verifies `token` for a vote in `election_id` at `now`.
+    pub fn verify(&self, token: &str, election_id: Uuid, now: DateTime<Utc>) -> Result<VerifiedToken, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(claims_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let header: Header = decode_json(header_b64)?;
+        if header.alg != "EdDSA" || header.typ != "vote+jwt" {
+            return Err(TokenError::Malformed);
+        }
+        let (key_tenant, key) = self.keys.get(&header.kid).ok_or(TokenError::UnknownKey)?;
+        let signature: [u8; 64] = B64
+            .decode(signature_b64)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or(TokenError::Malformed)?;
+        let signing_input_len = header_b64.len() + 1 + claims_b64.len();
+        key.verify(&token.as_bytes()[..signing_input_len], &Signature::from_bytes(&signature))
+            .map_err(|_| TokenError::BadSignature)?;
+        let claims: Claims = decode_json(claims_b64)?;
+        if &claims.ten != key_tenant {
+            return Err(TokenError::WrongTenant);
+        }
+        let now_s = now.timestamp();
+        if claims.exp <= now_s - CLOCK_LEEWAY_SECONDS {
+            return Err(TokenError::Expired);
+        }
+        if claims.nbf > now_s + CLOCK_LEEWAY_SECONDS {
+            return Err(TokenError::NotYetValid);
+        }
+        if claims.elc != election_id {
+            return Err(TokenError::WrongElection);
+        }
+        let token_id = B64.decode(&claims.jti).map_err(|_| TokenError::Malformed)?;
+        if token_id.len() < 16 {
+            return Err(TokenError::Malformed);
+        }
+        Ok(VerifiedToken {
+            tenant: claims.ten,
+            election_id: claims.elc,
+            expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or(now),
+            token_id,
+        })
+    }
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(b64: &str) -> Result<T, TokenError> {
+    let bytes = B64.decode(b64).map_err(|_| TokenError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
+}
+
+/// Encodes a public key for `VOTING_TOKEN_PUBLIC_KEYS`.
+pub fn encode_public_key(key: &VerifyingKey) -> String {
+    B64.encode(key.to_bytes())
+}
+
+/// Encodes a signing key's seed for `VOTING_TOKEN_SIGNING_KEYS` (a secret).
+pub fn encode_signing_key(key: &SigningKey) -> String {
+    B64.encode(key.to_bytes())
+}
+
+pub fn decode_signing_key(raw: &str) -> Option<SigningKey> {
+    let bytes: [u8; 32] = B64.decode(raw).ok()?.try_into().ok()?;
+    Some(SigningKey::from_bytes(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    fn tenant(s: &str) -> TenantId {
+        TenantId::parse(s).unwrap()
+    }
+
+    fn setup() -> (TokenSigner, TokenSigner, TokenVerifier) {
+        let a = TokenSigner::generate("a-2026", tenant("party-a"));
+        let b = TokenSigner::generate("b-2026", tenant("party-b"));
+        let verifier = TokenVerifier::new()
+            .with_key("a-2026", tenant("party-a"), a.verifying_key())
+            .with_key("b-2026", tenant("party-b"), b.verifying_key());
+        (a, b, verifier)
+    }
+
+    #[test]
+    fn a_fresh_token_verifies_for_its_election() {
+        let (a, _, verifier) = setup();
+        let election = Uuid::new_v4();
+        let now = Utc::now();
+        let (token, hash) = a.issue(election, now, now + Duration::hours(1));
+        let verified = verifier.verify(&token, election, now).unwrap();
+        assert_eq!(verified.tenant, tenant("party-a"));
+        assert_eq!(verified.token_hash(), hash);
+        assert!(verified.token_id().len() * 8 >= 128);
+    }
+
+    #[test]
+    fn every_kind_of_bad_token_is_refused() {
+        let (a, b, verifier) = setup();
+        let election = Uuid::new_v4();
+        let now = Utc::now();
+        let (token, _) = a.issue(election, now, now + Duration::hours(1));
+
+        // Tampered claims: swap in claims for another election, keep the signature.
+        let (other, _) = a.issue(Uuid::new_v4(), now, now + Duration::hours(1));
+        let parts: Vec<&str> = token.split('.').collect();
+        let other_parts: Vec<&str> = other.split('.').collect();
+        let tampered = format!("{}.{}.{}", parts[0], other_parts[1], parts[2]);
+        assert_eq!(verifier.verify(&tampered, election, now).unwrap_err(), TokenError::BadSignature);
+
+        // Flipped signature byte.
+        let mut sig = B64.decode(parts[2]).unwrap();
+        sig[0] ^= 1;
+        let bad_sig = format!("{}.{}.{}", parts[0], parts[1], B64.encode(sig));
+        assert_eq!(verifier.verify(&bad_sig, election, now).unwrap_err(), TokenError::BadSignature);
+
+        // Expired and not yet valid.
+        assert_eq!(
+            verifier.verify(&token, election, now + Duration::hours(2)).unwrap_err(),
+            TokenError::Expired
+        );
+        let (future, _) = a.issue(election, now + Duration::minutes(10), now + Duration::hours(1));
+        assert_eq!(verifier.verify(&future, election, now).unwrap_err(), TokenError::NotYetValid);
+
+        // Other election.
+        assert_eq!(verifier.verify(&token, Uuid::new_v4(), now).unwrap_err(), TokenError::WrongElection);
+
+        // Unknown key id.
+        let stranger = TokenSigner::generate("x-1", tenant("party-a"));
+        let (unknown, _) = stranger.issue(election, now, now + Duration::hours(1));
+        assert_eq!(verifier.verify(&unknown, election, now).unwrap_err(), TokenError::UnknownKey);
+
+        // Tenant B's key signing a token that claims tenant A.
+        let forged = b.sign_claims(&Claims {
+            ten: tenant("party-a"),
+            elc: election,
+            jti: B64.encode([7u8; 32]),
+            nbf: now.timestamp(),
+            exp: (now + Duration::hours(1)).timestamp(),
+        });
+        assert_eq!(verifier.verify(&forged, election, now).unwrap_err(), TokenError::WrongTenant);
+
+        // Garbage.
+        for junk in ["", "a.b", "a.b.c.d", "....", &"x".repeat(5000)] {
+            assert_eq!(verifier.verify(junk, election, now).unwrap_err(), TokenError::Malformed, "{junk:.20}");
+        }
+    }
+
+    #[test]
+    fn public_keys_round_trip_through_config() {
+        let a = TokenSigner::generate("k1", tenant("party-a"));
+        let raw = format!("k1:party-a:{}", encode_public_key(&a.verifying_key()));
+        let verifier = TokenVerifier::from_config(&raw).unwrap();
+        let election = Uuid::new_v4();
+        let now = Utc::now();
+        let (token, _) = a.issue(election, now, now + Duration::hours(1));
+        assert!(verifier.verify(&token, election, now).is_ok());
+        assert!(TokenVerifier::from_config("k1:party-a").is_err());
+    }
+}
