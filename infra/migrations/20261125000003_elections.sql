@@ -81,12 +81,12 @@ GRANT USAGE ON SCHEMA elections TO ekklesia_ingest, ekklesia_worker;
 GRANT SELECT, INSERT, UPDATE ON elections.elections TO ekklesia_ingest;
 GRANT SELECT, INSERT, UPDATE ON elections.voting_tokens TO ekklesia_ingest;
 GRANT SELECT, INSERT ON elections.ballots TO ekklesia_ingest;
-GRANT SELECT, INSERT ON elections.receipts TO ekklesia_ingest;
+GRANT SELECT, INSERT, UPDATE ON elections.receipts TO ekklesia_ingest;
 GRANT EXECUTE ON FUNCTION elections.receipt_status(text) TO ekklesia_ingest;
 
 -- worker: claims tokens, inserts ballots, records receipts, seals.
 GRANT SELECT, UPDATE ON elections.elections TO ekklesia_worker;
 GRANT SELECT, UPDATE ON elections.voting_tokens TO ekklesia_worker;
 GRANT SELECT, INSERT, DELETE ON elections.ballots TO ekklesia_worker;
-GRANT SELECT, INSERT ON elections.receipts TO ekklesia_worker;
+GRANT SELECT, INSERT, UPDATE ON elections.receipts TO ekklesia_worker;
 GRANT EXECUTE ON FUNCTION elections.awaiting_seal() TO ekklesia_worker;

@@ -1,0 +1,63 @@
+//! Read or flip the live queue flag: `queue-mode get`, `queue-mode set on|off --actor NAME`.
+//! Every ingest instance follows a change within `QUEUE_MODE_POLL_MS`; each change is audited.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Read or change Ekklesia's live queue flag")]
+struct Cli {
+    /// A connection allowed to call ops.set_queue_mode (e.g. the events role or the owner).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the flag and the last changes.
+    Get,
+    /// Switch queue mode on or off.
+    Set {
+        #[arg(value_parser = ["on", "off"])]
+        mode: String,
+        /// Who is making the change (recorded in the audit trail).
+        #[arg(long)]
+        actor: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect(&cli.database_url)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect: {}", shared::db::redact(&e)))?;
+    match cli.command {
+        Command::Get => {
+            let mode = ingest::queue_mode::QueueMode::read(&pool).await?;
+            match mode {
+                Some(true) => println!("queue mode: on"),
+                Some(false) => println!("queue mode: off (direct)"),
+                None => println!("queue mode: not set (each ingest uses QUEUE_MODE_DEFAULT)"),
+            }
+            let audit: Vec<(chrono::DateTime<chrono::Utc>, String, Option<bool>, bool)> = sqlx::query_as(
+                "SELECT changed_at, changed_by, old_enabled, new_enabled FROM ops.queue_mode_audit ORDER BY id DESC LIMIT 5",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
+            for (at, by, old, new) in audit {
+                println!("  {at} {by}: {:?} -> {new}", old);
+            }
+        }
+        Command::Set { mode, actor } => {
+            let (old, new) = ingest::queue_mode::set(&pool, mode == "on", &actor).await?;
+            println!("queue mode: {old:?} -> {new} (by {actor})");
+        }
+    }
+    Ok(())
+}

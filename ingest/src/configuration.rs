@@ -1,0 +1,100 @@
+//! ingest's settings, read from the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use shared::config::{ConfigError, DatabaseSettings, Env, PubSubSettings};
+use shared::receipt::ReceiptKey;
+use shared::s2s::Keyring;
+use shared::token::TokenVerifier;
+
+#[derive(Clone)]
+pub struct Settings {
+    /// `PORT` (Cloud Run) or `INGEST_ADDR`; port 0 picks a free port (tests).
+    pub addr: SocketAddr,
+    pub database: DatabaseSettings,
+    pub pubsub: PubSubSettings,
+    /// `VOTING_TOKEN_PUBLIC_KEYS`: `kid:tenant:base64url-key,...`.
+    pub token_verifier: TokenVerifier,
+    /// `RECEIPT_KEY`: base64url, ≥ 32 bytes; the same on every instance.
+    pub receipt_key: ReceiptKey,
+    /// `S2S_KEYS`: keys events-svc signs internal calls with.
+    pub s2s_keys: Keyring,
+    /// `QUEUE_MODE_DEFAULT`: the mode until ops set one (`ops.queue_mode`).
+    pub queue_mode_default: bool,
+    /// `QUEUE_MODE_POLL_MS`: how often the live flag is re-read (default 1000).
+    pub queue_mode_poll: Duration,
+    /// `PUBLISH_TIMEOUT_MS`: longest wait for Pub/Sub to acknowledge a publish (default 2000).
+    pub publish_timeout: Duration,
+    /// `PUBLISH_BATCH_DELAY_MS`: how long the publisher may hold a message to batch it (default 1).
+    pub publish_batch_delay: Duration,
+    /// `DEFINITION_REFRESH_MS`: how often cached election definitions are re-read (default 2000).
+    pub definition_refresh: Duration,
+    /// `RATE_LIMIT_PER_CLIENT` / `RATE_LIMIT_GLOBAL`: votes per second (burst = 2 s worth).
+    /// The per-client default is generous on purpose: a whole meeting hall may share one
+    /// address behind the venue's NAT.
+    pub rate_limit_per_client: u32,
+    pub rate_limit_global: u32,
+    /// `MAX_BODY_BYTES` (default 16 KiB).
+    pub max_body_bytes: usize,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from(Env::from_process())
+    }
+
+    pub fn from(mut env: Env) -> Result<Self, ConfigError> {
+        let addr = match env.optional_string("PORT") {
+            Some(port) => format!("0.0.0.0:{port}"),
+            None => env.string_or("INGEST_ADDR", "127.0.0.1:8080"),
+        };
+        let addr = addr.parse().unwrap_or_else(|_| {
+            env.problem("INGEST_ADDR/PORT must be host:port / a port number");
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        });
+        let database = DatabaseSettings::from_env(&mut env);
+        let pubsub = PubSubSettings::from_env(&mut env);
+        let token_verifier = match TokenVerifier::from_config(&env.string("VOTING_TOKEN_PUBLIC_KEYS")) {
+            Ok(v) => v,
+            Err(e) => {
+                env.problem(format!("VOTING_TOKEN_PUBLIC_KEYS: {e}"));
+                TokenVerifier::new()
+            }
+        };
+        let receipt_key = match ReceiptKey::from_base64(&env.string("RECEIPT_KEY")) {
+            Ok(k) => k,
+            Err(e) => {
+                env.problem(format!("RECEIPT_KEY: {e}"));
+                ReceiptKey::new(vec![0; 32]).expect("32 bytes")
+            }
+        };
+        let s2s_keys = match Keyring::from_config(&env.string_or("S2S_KEYS", "")) {
+            Ok(k) => k,
+            Err(e) => {
+                env.problem(format!("S2S_KEYS: {e}"));
+                Keyring::default()
+            }
+        };
+        let settings = Self {
+            addr,
+            database,
+            pubsub,
+            token_verifier,
+            receipt_key,
+            s2s_keys,
+            queue_mode_default: env.bool_or("QUEUE_MODE_DEFAULT", true),
+            queue_mode_poll: env.millis_or("QUEUE_MODE_POLL_MS", 1000),
+            publish_timeout: env.millis_or("PUBLISH_TIMEOUT_MS", 2000),
+            publish_batch_delay: env.millis_or("PUBLISH_BATCH_DELAY_MS", 1),
+            definition_refresh: env.millis_or("DEFINITION_REFRESH_MS", 2000),
+            rate_limit_per_client: env.parse_or("RATE_LIMIT_PER_CLIENT", 2000),
+            rate_limit_global: env.parse_or("RATE_LIMIT_GLOBAL", 20000),
+            max_body_bytes: env.parse_or("MAX_BODY_BYTES", 16 * 1024),
+        };
+        if settings.rate_limit_per_client == 0 || settings.rate_limit_global == 0 {
+            env.problem("rate limits must be at least 1 per second");
+        }
+        env.finish(settings)
+    }
+}

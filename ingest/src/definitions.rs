@@ -1,0 +1,118 @@
+//! Election definitions, cached so a queued vote needs no database round trip.
+//!
+//! A definition enters the cache on first use (one query, then shared) or when events-svc
+//! pushes it to this instance; a background task re-reads every cached definition every
+//! `DEFINITION_REFRESH_MS`, so a close pushed to another instance is seen here within that
+//! interval. A vote accepted in that gap is rejected by the worker (`election_closed`) because
+//! it was accepted after `closed_at`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use shared::domain::{ElectionDefinition, ElectionKind, ElectionOption, ElectionStatus, TenantId};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Clone, Default)]
+pub struct Definitions {
+    cache: Arc<RwLock<HashMap<Uuid, Arc<ElectionDefinition>>>>,
+    loading: Arc<tokio::sync::Mutex<()>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    org_id: String,
+    id: Uuid,
+    kind: String,
+    options: sqlx::types::Json<Vec<ElectionOption>>,
+    max_choices: i32,
+    status: String,
+    opens_at: Option<DateTime<Utc>>,
+    closes_at: Option<DateTime<Utc>>,
+}
+
+impl Row {
+    fn into_definition(self) -> Option<ElectionDefinition> {
+        Some(ElectionDefinition {
+            tenant: TenantId::parse(&self.org_id).ok()?,
+            id: self.id,
+            kind: ElectionKind::parse(&self.kind).ok()?,
+            options: self.options.0,
+            max_choices: u32::try_from(self.max_choices).ok()?,
+            status: ElectionStatus::parse(&self.status).ok()?,
+            opens_at: self.opens_at,
+            closes_at: self.closes_at,
+        })
+    }
+}
+
+const SELECT: &str = "SELECT org_id, id, kind, options, max_choices, status, opens_at, closes_at \
+                      FROM elections.elections WHERE id = ANY($1)";
+
+async fn load(pool: &PgPool, tenant: &TenantId, ids: &[Uuid]) -> Result<Vec<ElectionDefinition>, sqlx::Error> {
+    let mut tx = shared::db::begin_for_tenant(pool, tenant).await?;
+    let rows: Vec<Row> = sqlx::query_as(SELECT).bind(ids).fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(rows.into_iter().filter_map(Row::into_definition).collect())
+}
+
+impl Definitions {
+    pub fn cached(&self, id: Uuid) -> Option<Arc<ElectionDefinition>> {
+        self.cache.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+    }
+
+    pub fn put(&self, definition: ElectionDefinition) {
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(definition.id, Arc::new(definition));
+    }
+
+    /// The definition of `id` in `tenant`, from the cache or, once, from the database.
+    /// `Ok(None)`: no such election for this tenant.
+    pub async fn get(&self, pool: &PgPool, tenant: &TenantId, id: Uuid) -> Result<Option<Arc<ElectionDefinition>>, sqlx::Error> {
+        if let Some(d) = self.cached(id) {
+            return Ok((&d.tenant == tenant).then_some(d));
+        }
+        // One loader at a time: a burst of first votes for a new election makes one query.
+        let _guard = self.loading.lock().await;
+        if let Some(d) = self.cached(id) {
+            return Ok((&d.tenant == tenant).then_some(d));
+        }
+        let found = load(pool, tenant, &[id]).await?.into_iter().next();
+        Ok(found.map(|d| {
+            self.put(d);
+            self.cached(id).expect("just inserted")
+        }))
+    }
+
+    /// Re-reads every cached definition, tenant by tenant.
+    pub async fn refresh(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let mut by_tenant: BTreeMap<TenantId, Vec<Uuid>> = BTreeMap::new();
+        for d in self.cache.read().unwrap_or_else(|p| p.into_inner()).values() {
+            by_tenant.entry(d.tenant.clone()).or_default().push(d.id);
+        }
+        for (tenant, ids) in by_tenant {
+            for d in load(pool, &tenant, &ids).await? {
+                self.put(d);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn spawn_refresher(&self, pool: PgPool, every: Duration) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = this.refresh(&pool).await {
+                    tracing::warn!(error = %shared::db::redact(&e), "refreshing election definitions failed");
+                }
+            }
+        })
+    }
+}

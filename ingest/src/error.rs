@@ -1,0 +1,115 @@
+//! Every way a vote can be refused, and the answer each one gets.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use shared::domain::DomainError;
+use shared::token::TokenError;
+use shared::Problem;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("missing bearer token")]
+    MissingToken,
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("election not found")]
+    UnknownElection,
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("the token is not registered for this election")]
+    UnregisteredToken,
+    #[error("a ballot was already recorded with this token")]
+    TokenUsed { receipt: String },
+    #[error("rate limited")]
+    RateLimited { retry_after: u64 },
+    #[error("publish failed: {0}")]
+    PublishFailed(String),
+    #[error("database: {}", shared::db::redact(.0))]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Problem(Problem),
+}
+
+impl IngestError {
+    pub fn to_problem(&self) -> Problem {
+        match self {
+            Self::MissingToken => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "missing-token",
+                "Unauthorized",
+                "send the voting token as `Authorization: Bearer <token>`",
+            ),
+            Self::Token(TokenError::WrongElection) => Problem::new(
+                StatusCode::FORBIDDEN,
+                "token-for-other-election",
+                "Forbidden",
+                TokenError::WrongElection.to_string(),
+            ),
+            Self::Token(e) => {
+                let slug = match e {
+                    TokenError::Expired => "token-expired",
+                    TokenError::NotYetValid => "token-not-yet-valid",
+                    TokenError::UnknownKey => "token-unknown-key",
+                    TokenError::WrongTenant => "token-wrong-tenant",
+                    TokenError::BadSignature => "token-bad-signature",
+                    _ => "token-malformed",
+                };
+                Problem::new(StatusCode::UNAUTHORIZED, slug, "Unauthorized", e.to_string())
+            }
+            Self::UnknownElection => Problem::not_found("no such election"),
+            Self::Domain(e @ (DomainError::NotOpen(_) | DomainError::OutsideWindow)) => {
+                Problem::new(StatusCode::FORBIDDEN, "election-not-open", "Forbidden", e.to_string())
+            }
+            Self::Domain(e @ DomainError::InvalidBallot(_)) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-ballot",
+                "Invalid ballot",
+                e.to_string(),
+            ),
+            Self::Domain(e) => Problem::bad_request("invalid-request", e.to_string()),
+            Self::UnregisteredToken => Problem::new(
+                StatusCode::FORBIDDEN,
+                "token-not-registered",
+                "Forbidden",
+                "this voting token is not registered for the election",
+            ),
+            Self::TokenUsed { receipt } => Problem::new(
+                StatusCode::CONFLICT,
+                "token-already-used",
+                "Conflict",
+                "a ballot was already recorded with this voting token",
+            )
+            .with_receipt(receipt.clone()),
+            Self::RateLimited { retry_after } => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+                "too many votes from this client or in total; retry after the indicated delay",
+            )
+            .retry_after(*retry_after),
+            Self::PublishFailed(_) => Problem::unavailable(
+                "queue-unavailable",
+                "the vote could not be queued; it was not accepted, retry shortly",
+                2,
+            ),
+            Self::Database(e) => shared::db::problem_for(e),
+            Self::Problem(p) => p.clone(),
+        }
+    }
+}
+
+impl From<Problem> for IngestError {
+    fn from(p: Problem) -> Self {
+        Self::Problem(p)
+    }
+}
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        let problem = self.to_problem();
+        if problem.status >= 500 {
+            tracing::error!(error = %self, "request failed");
+        }
+        problem.into_response()
+    }
+}

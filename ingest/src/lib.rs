@@ -1,0 +1,11 @@
+//! ingest: the public vote path. A vote is verified (`routes::ballots`), then published to
+//! Pub/Sub (queue mode) or committed by `ballot_box` (direct mode). It also serves the elections
+//! side's internal API (`routes::internal`) and receipt look-ups (`routes::receipts`).
+
+pub mod ballot_box;
+pub mod configuration;
+pub mod definitions;
+pub mod error;
+pub mod queue_mode;
+pub mod routes;
+pub mod startup;

@@ -1,0 +1,67 @@
+//! The live queue flag: read from `ops.queue_mode` by every instance, changed only through
+//! `ops.set_queue_mode` (which audits who, when, old and new).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+#[derive(Clone)]
+pub struct QueueMode {
+    enabled: Arc<AtomicBool>,
+}
+
+impl QueueMode {
+    pub fn new(initial: bool) -> Self {
+        Self {
+            enabled: Arc::new(AtomicBool::new(initial)),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// The flag as stored; `None` while ops never set it.
+    pub async fn read(pool: &PgPool) -> Result<Option<bool>, sqlx::Error> {
+        sqlx::query_scalar("SELECT enabled FROM ops.queue_mode WHERE singleton")
+            .fetch_optional(pool)
+            .await
+    }
+
+    pub async fn refresh(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        if let Some(enabled) = Self::read(pool).await? {
+            let before = self.enabled.swap(enabled, Ordering::Relaxed);
+            if before != enabled {
+                tracing::info!(queue_mode = enabled, "queue mode changed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows the stored flag. On a database error the last known mode stays in force.
+    pub fn spawn_follower(&self, pool: PgPool, every: Duration) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = this.refresh(&pool).await {
+                    tracing::warn!(error = %shared::db::redact(&e), "reading the queue flag failed; keeping the last mode");
+                }
+            }
+        })
+    }
+}
+
+/// Sets the flag and writes the audit row in one call; returns (old, new).
+pub async fn set(pool: &PgPool, enabled: bool, actor: &str) -> Result<(Option<bool>, bool), sqlx::Error> {
+    let row: (Option<bool>, bool) = sqlx::query_as("SELECT old_enabled, new_enabled FROM ops.set_queue_mode($1, $2)")
+        .bind(enabled)
+        .bind(actor)
+        .fetch_one(pool)
+        .await?;
+    Ok(row)
+}

@@ -1,0 +1,206 @@
+//! Internal API for events-svc, behind the S2S signature layer. The caller's tenant comes from
+//! its key, never from the request, so a tenant can only touch its own elections.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shared::domain::{ElectionDefinition, ElectionKind, ElectionOption, ElectionStatus, TokenHash};
+use shared::s2s::S2sCaller;
+use shared::Problem;
+use uuid::Uuid;
+
+use crate::error::IngestError;
+use crate::startup::AppState;
+
+/// Most token hashes accepted in one registration call.
+pub const MAX_TOKENS_PER_CALL: usize = 10_000;
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ElectionPut {
+    #[schema(value_type = String, example = "single")]
+    pub kind: ElectionKind,
+    pub options: Vec<ElectionOption>,
+    pub max_choices: u32,
+    #[schema(value_type = String, example = "open")]
+    pub status: ElectionStatus,
+    pub opens_at: Option<DateTime<Utc>>,
+    pub closes_at: Option<DateTime<Utc>>,
+}
+
+/// Create or update an election's definition and status (idempotent).
+#[utoipa::path(put, path = "/internal/v1/elections/{id}", request_body = ElectionPut,
+    responses((status = 200, description = "Stored"), (status = 409, description = "Change not allowed", body = shared::Problem)),
+    tag = "internal")]
+pub async fn put_election(
+    State(state): State<AppState>,
+    caller: S2sCaller,
+    Path(id): Path<Uuid>,
+    body: Result<Json<ElectionPut>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, IngestError> {
+    let Json(put) = body.map_err(shared::problem::from_json_rejection)?;
+    let definition = ElectionDefinition {
+        tenant: caller.tenant.clone(),
+        id,
+        kind: put.kind,
+        options: put.options,
+        max_choices: put.max_choices,
+        status: put.status,
+        opens_at: put.opens_at,
+        closes_at: put.closes_at,
+    };
+    definition.check()?;
+    let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.tenant).await?;
+    let existing: Option<(String, String, serde_json::Value, i32)> =
+        sqlx::query_as("SELECT status, kind, options, max_choices FROM elections.elections WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let options = serde_json::to_value(&definition.options).unwrap_or_default();
+    if let Some((status, kind, stored_options, max_choices)) = &existing {
+        let same_ballot = kind == definition.kind.as_str()
+            && stored_options == &options
+            && *max_choices as u32 == definition.max_choices;
+        if status != "draft" && !same_ballot {
+            return Err(conflict("the options of an election cannot change once it was opened").into());
+        }
+        if status == "closed" && definition.status != ElectionStatus::Closed {
+            return Err(conflict("a closed election cannot be reopened").into());
+        }
+    }
+    sqlx::query(
+        "INSERT INTO elections.elections (org_id, id, kind, options, max_choices, status, opens_at, closes_at, closed_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $6 = 'closed' THEN now() END, now()) \
+         ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, options = excluded.options, \
+             max_choices = excluded.max_choices, status = excluded.status, opens_at = excluded.opens_at, \
+             closes_at = excluded.closes_at, \
+             closed_at = COALESCE(elections.elections.closed_at, excluded.closed_at), updated_at = now()",
+    )
+    .bind(caller.tenant.as_str())
+    .bind(id)
+    .bind(definition.kind.as_str())
+    .bind(&options)
+    .bind(definition.max_choices as i32)
+    .bind(definition.status.as_str())
+    .bind(definition.opens_at)
+    .bind(definition.closes_at)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let status = definition.status;
+    state.definitions.put(definition);
+    Ok(Json(serde_json::json!({"election_id": id, "status": status.as_str()})))
+}
+
+fn conflict(detail: &str) -> Problem {
+    Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRegistration {
+    /// sha256 of each token id, hex.
+    pub token_hashes: Vec<String>,
+}
+
+/// Register voting-token hashes for an election (idempotent; duplicates are ignored).
+#[utoipa::path(post, path = "/internal/v1/elections/{id}/tokens", request_body = TokenRegistration,
+    responses((status = 200, description = "Registered")), tag = "internal")]
+pub async fn register_tokens(
+    State(state): State<AppState>,
+    caller: S2sCaller,
+    Path(id): Path<Uuid>,
+    body: Result<Json<TokenRegistration>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, IngestError> {
+    let Json(registration) = body.map_err(shared::problem::from_json_rejection)?;
+    if registration.token_hashes.is_empty() || registration.token_hashes.len() > MAX_TOKENS_PER_CALL {
+        return Err(Problem::bad_request(
+            "invalid-token-hashes",
+            format!("send 1 to {MAX_TOKENS_PER_CALL} token hashes per call"),
+        )
+        .into());
+    }
+    let hashes = registration
+        .token_hashes
+        .iter()
+        .map(|h| TokenHash::from_hex(h).map(|h| h.0.to_vec()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.tenant).await?;
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM elections.elections WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    match status.as_deref() {
+        None => return Err(IngestError::UnknownElection),
+        Some("closed") => return Err(conflict("the election is closed").into()),
+        Some(_) => {}
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO elections.voting_tokens (org_id, election_id, token_hash) \
+         SELECT $1, $2, h FROM unnest($3::bytea[]) AS h ON CONFLICT DO NOTHING",
+    )
+    .bind(caller.tenant.as_str())
+    .bind(id)
+    .bind(&hashes)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(Json(serde_json::json!({"election_id": id, "registered": inserted, "received": hashes.len()})))
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Results {
+    pub election_id: Uuid,
+    pub total: i64,
+    /// Ballots naming each option (first preferences for ranked elections).
+    pub tally: BTreeMap<String, i64>,
+    /// True once the election is closed, the queue has drained and the ballots are sealed.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+}
+
+/// Tally of an election.
+#[utoipa::path(get, path = "/internal/v1/elections/{id}/results",
+    responses((status = 200, description = "Tally", body = Results)), tag = "internal")]
+pub async fn results(State(state): State<AppState>, caller: S2sCaller, Path(id): Path<Uuid>) -> Result<Json<Results>, IngestError> {
+    let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.tenant).await?;
+    let election: Option<(String, serde_json::Value, Option<DateTime<Utc>>)> =
+        sqlx::query_as("SELECT kind, options, sealed_at FROM elections.elections WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((kind, options, sealed_at)) = election else {
+        return Err(IngestError::UnknownElection);
+    };
+    // Ranked ballots count their first preference; the others count every option named.
+    let query = if kind == "ranked" {
+        "SELECT choices[1] AS option, count(*) FROM elections.ballots WHERE election_id = $1 GROUP BY 1"
+    } else {
+        "SELECT c AS option, count(*) FROM elections.ballots, unnest(choices) AS c WHERE election_id = $1 GROUP BY 1"
+    };
+    let counts: Vec<(String, i64)> = sqlx::query_as(query).bind(id).fetch_all(&mut *tx).await?;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM elections.ballots WHERE election_id = $1")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let mut tally: BTreeMap<String, i64> = serde_json::from_value::<Vec<ElectionOption>>(options)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|o| (o.id, 0))
+        .collect();
+    for (option, count) in counts {
+        tally.insert(option, count);
+    }
+    Ok(Json(Results {
+        election_id: id,
+        total,
+        tally,
+        is_final: sealed_at.is_some(),
+    }))
+}

@@ -1,0 +1,3 @@
+pub mod ballots;
+pub mod internal;
+pub mod receipts;

@@ -1,0 +1,231 @@
+//! Builds the ingest application: state, routes, layers, background tasks.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::Router;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use google_cloud_pubsub::client::Publisher;
+use prometheus::{Histogram, HistogramOpts, IntCounterVec};
+use shared::metrics::{HttpMetrics, ReadinessCheck};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::configuration::Settings;
+use crate::definitions::Definitions;
+use crate::error::IngestError;
+use crate::queue_mode::QueueMode;
+use crate::routes::{ballots, internal, receipts};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Ekklesia ingest", description = "The public vote path and the elections side's internal API."),
+    components(schemas(shared::Problem))
+)]
+struct ApiDoc;
+
+pub struct VoteMetrics {
+    /// Votes by mode and outcome (`accepted` or the problem slug).
+    pub votes: IntCounterVec,
+    pub publish_latency: Histogram,
+}
+
+/// Global and per-client vote rate limits.
+pub struct Limits {
+    global: DefaultDirectRateLimiter,
+    per_client: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+fn quota(per_second: u32) -> Quota {
+    let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(per_second.saturating_mul(2).max(1)).unwrap_or(NonZeroU32::MIN);
+    Quota::per_second(rate).allow_burst(burst)
+}
+
+impl Limits {
+    pub fn new(per_client: u32, global: u32) -> Self {
+        Self {
+            global: RateLimiter::direct(quota(global)),
+            per_client: RateLimiter::keyed(quota(per_client)),
+        }
+    }
+
+    pub fn check(&self, client: IpAddr) -> Result<(), IngestError> {
+        let now = DefaultClock::default().now();
+        let wait = match (self.per_client.check_key(&client), self.global.check()) {
+            (Ok(()), Ok(())) => return Ok(()),
+            (Err(not_until), _) | (_, Err(not_until)) => not_until.wait_time_from(now),
+        };
+        Err(IngestError::RateLimited {
+            retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+        })
+    }
+}
+
+pub struct Inner {
+    pub settings: Settings,
+    pub pool: PgPool,
+    pub publisher: Publisher,
+    pub definitions: Definitions,
+    pub queue_mode: QueueMode,
+    pub limits: Limits,
+    pub metrics: VoteMetrics,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = shared::db::pool(&settings.database)?;
+        let publisher =
+            shared::pubsub::publisher(&settings.pubsub, settings.publish_timeout, settings.publish_batch_delay).await?;
+        let http_metrics = HttpMetrics::new("ingest");
+        let metrics = VoteMetrics {
+            votes: http_metrics.register(&shared::metrics::counter_vec(
+                "votes_total",
+                "Votes by mode and outcome",
+                &["mode", "outcome"],
+            )),
+            publish_latency: http_metrics.register(
+                &Histogram::with_opts(
+                    HistogramOpts::new("publish_latency_seconds", "Time until Pub/Sub acknowledged a vote")
+                        .buckets(shared::metrics::LATENCY_BUCKETS.to_vec()),
+                )
+                .expect("static metric"),
+            ),
+        };
+        let queue_mode = QueueMode::new(settings.queue_mode_default);
+        if let Err(e) = queue_mode.refresh(&pool).await {
+            tracing::warn!(error = %shared::db::redact(&e), "could not read the queue flag at startup; using the default");
+        }
+        let state = AppState(Arc::new(Inner {
+            limits: Limits::new(settings.rate_limit_per_client, settings.rate_limit_global),
+            definitions: Definitions::default(),
+            queue_mode,
+            pool,
+            publisher,
+            metrics,
+            settings,
+        }));
+        let listener = TcpListener::bind(state.settings.addr).await?;
+        let router = router(state.clone(), http_metrics);
+        let background = vec![
+            state
+                .queue_mode
+                .spawn_follower(state.pool.clone(), state.settings.queue_mode_poll),
+            state
+                .definitions
+                .spawn_refresher(state.pool.clone(), state.settings.definition_refresh),
+            {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+                    loop {
+                        tick.tick().await;
+                        state.limits.per_client.retain_recent();
+                    }
+                })
+            },
+        ];
+        Ok(Self {
+            listener,
+            router,
+            state,
+            background,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Serves until SIGTERM/ctrl-c (or the given future), then flushes the publisher.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    pub async fn run_until(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let addr = self.local_addr();
+        tracing::info!(%addr, "ingest listening");
+        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stop)
+            .await?;
+        for task in self.background {
+            task.abort();
+        }
+        // Every 202 already waited for its publish; this only drains stragglers.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.state.publisher.flush()).await;
+        Ok(())
+    }
+}
+
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+}
+
+fn router(state: AppState, http_metrics: HttpMetrics) -> Router {
+    let verifier = Arc::new(shared::s2s::Verifier::new(state.settings.s2s_keys.clone()));
+    let internal_routes = OpenApiRouter::new()
+        .routes(routes!(internal::put_election))
+        .routes(routes!(internal::register_tokens))
+        .routes(routes!(internal::results))
+        .layer(middleware::from_fn_with_state(verifier, shared::s2s::verify_layer));
+    let (api_router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(ballots::cast))
+        .routes(routes!(receipts::status))
+        .merge(internal_routes)
+        .split_for_parts();
+    let ready: ReadinessCheck = {
+        let state = state.clone();
+        Arc::new(move || {
+            let state = state.clone();
+            Box::pin(async move { shared::db::ping(&state.pool).await })
+        })
+    };
+    let api_json = api.clone();
+    api_router
+        .route("/openapi.json", axum::routing::get(move || async move { axum::Json(api_json) }))
+        .merge(shared::metrics::operational_routes(http_metrics.clone(), ready))
+        .fallback(shared::problem::not_found_fallback)
+        .route_layer(middleware::from_fn(shared::telemetry::record_route))
+        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .layer(middleware::from_fn_with_state(http_metrics, shared::telemetry::observe_requests))
+        .with_state(state)
+}
