@@ -1,0 +1,74 @@
+//! worker's settings, read from the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use shared::config::{ConfigError, DatabaseSettings, Env, PubSubSettings};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `PORT` (Cloud Run) or `WORKER_ADDR`: serves /metrics, /healthz, /readyz.
+    pub addr: SocketAddr,
+    pub database: DatabaseSettings,
+    pub pubsub: PubSubSettings,
+    /// `WORKER_ID`: names this instance in `ops.worker_progress` (default: host and pid).
+    pub worker_id: String,
+    /// `BATCH_SIZE`: most votes per transaction (default 500).
+    pub batch_size: usize,
+    /// `BATCH_WAIT_MS`: a batch is written this long after its first vote even if not full
+    /// (default 20): Pub/Sub flow control caps what is outstanding, so size alone could stall.
+    pub batch_wait: Duration,
+    /// `STREAMS`: StreamingPull streams (default 2).
+    pub streams: usize,
+    /// `WRITERS`: batches committed concurrently (default 2; keep ≤ DATABASE_MAX_CONNECTIONS).
+    pub writers: usize,
+    /// `MAX_OUTSTANDING`: messages leased per stream (default 2000).
+    pub max_outstanding: i64,
+    /// `IDLE_AFTER_MS`: quiet time after which this worker counts as caught up (default 1000).
+    pub idle_after: Duration,
+    /// `SEAL_DELAY_MS`: how long after a close the election may be sealed, at the earliest
+    /// (default 10000; must exceed ingest's publish timeout plus its definition refresh).
+    pub seal_delay: Duration,
+    /// `SHUTDOWN_GRACE_MS`: bound on the drain at SIGTERM (default 10000).
+    pub shutdown_grace: Duration,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from(Env::from_process())
+    }
+
+    pub fn from(mut env: Env) -> Result<Self, ConfigError> {
+        let addr = match env.optional_string("PORT") {
+            Some(port) => format!("0.0.0.0:{port}"),
+            None => env.string_or("WORKER_ADDR", "127.0.0.1:9090"),
+        };
+        let addr = addr.parse().unwrap_or_else(|_| {
+            env.problem("WORKER_ADDR/PORT must be host:port / a port number");
+            SocketAddr::from(([127, 0, 0, 1], 9090))
+        });
+        let default_id = format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
+            std::process::id()
+        );
+        let settings = Self {
+            addr,
+            database: DatabaseSettings::from_env(&mut env),
+            pubsub: PubSubSettings::from_env(&mut env),
+            worker_id: env.string_or("WORKER_ID", &default_id),
+            batch_size: env.parse_or("BATCH_SIZE", 500usize),
+            batch_wait: env.millis_or("BATCH_WAIT_MS", 20),
+            streams: env.parse_or("STREAMS", 2usize),
+            writers: env.parse_or("WRITERS", 2usize),
+            max_outstanding: env.parse_or("MAX_OUTSTANDING", 2000i64),
+            idle_after: env.millis_or("IDLE_AFTER_MS", 1000),
+            seal_delay: env.millis_or("SEAL_DELAY_MS", 10_000),
+            shutdown_grace: env.millis_or("SHUTDOWN_GRACE_MS", 10_000),
+        };
+        if settings.batch_size == 0 || settings.streams == 0 || settings.writers == 0 {
+            env.problem("BATCH_SIZE, STREAMS and WRITERS must be at least 1");
+        }
+        env.finish(settings)
+    }
+}

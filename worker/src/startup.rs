@@ -1,0 +1,185 @@
+//! Builds and runs the worker: consumer, progress/sealing loop, operational HTTP endpoints.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
+use shared::metrics::{HttpMetrics, ReadinessCheck};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+use crate::configuration::Settings;
+use crate::consumer::{self, Activity};
+use crate::seal;
+
+pub struct WorkerMetrics {
+    pub batch_size: Histogram,
+    pub commit_latency: Histogram,
+    /// Accept (ingest) → commit (worker).
+    pub queue_lag: Histogram,
+    /// recorded, duplicate, or the rejection reason.
+    pub outcomes: IntCounterVec,
+    pub undecodable: IntCounter,
+    pub failed_batches: IntCounter,
+    pub pool_in_use: IntGauge,
+}
+
+impl WorkerMetrics {
+    fn new(http: &HttpMetrics) -> Self {
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            http.register(&Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("static metric"))
+        };
+        Self {
+            batch_size: histogram(
+                "worker_batch_size",
+                "Votes per committed batch",
+                vec![1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0],
+            ),
+            commit_latency: histogram(
+                "worker_commit_seconds",
+                "Batch transaction time",
+                shared::metrics::LATENCY_BUCKETS.to_vec(),
+            ),
+            queue_lag: histogram(
+                "worker_queue_lag_seconds",
+                "Time from ingest's accept to the worker's commit",
+                shared::metrics::LATENCY_BUCKETS.to_vec(),
+            ),
+            outcomes: http.register(&shared::metrics::counter_vec(
+                "worker_votes_total",
+                "Votes by outcome (recorded, duplicate, or rejection reason)",
+                &["outcome"],
+            )),
+            undecodable: http.register(&IntCounter::new("worker_undecodable_total", "Messages that are not votes").expect("static")),
+            failed_batches: http.register(&IntCounter::new("worker_failed_batches_total", "Batch transactions that failed").expect("static")),
+            pool_in_use: http.register(&IntGauge::with_opts(Opts::new("db_pool_in_use", "Database connections in use")).expect("static")),
+        }
+    }
+}
+
+pub struct Application {
+    settings: Settings,
+    pool: PgPool,
+    listener: TcpListener,
+    router: Router,
+    consumer: consumer::Consumer,
+    activity: Arc<Activity>,
+    metrics: Arc<WorkerMetrics>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = shared::db::pool(&settings.database)?;
+        let subscriber = shared::pubsub::subscriber(&settings.pubsub).await?;
+        let http = HttpMetrics::new("worker");
+        let metrics = Arc::new(WorkerMetrics::new(&http));
+        let activity = Arc::new(Activity::default());
+        let consumer = consumer::start(&settings, &subscriber, pool.clone(), metrics.clone(), activity.clone());
+        let ready: ReadinessCheck = {
+            let pool = pool.clone();
+            Arc::new(move || {
+                let pool = pool.clone();
+                Box::pin(async move { shared::db::ping(&pool).await })
+            })
+        };
+        let router = shared::metrics::operational_routes(http.clone(), ready)
+            .fallback(shared::problem::not_found_fallback)
+            .layer(axum::middleware::from_fn_with_state(http, shared::telemetry::observe_requests));
+        let listener = TcpListener::bind(settings.addr).await?;
+        Ok(Self {
+            settings,
+            pool,
+            listener,
+            router,
+            consumer,
+            activity,
+            metrics,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Runs until `stop`, then drains: stops pulling, commits and acks what is in flight, and
+    /// exits within `SHUTDOWN_GRACE_MS` (anything unacked then is redelivered to another worker).
+    pub async fn run_until(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self {
+            settings,
+            pool,
+            listener,
+            router,
+            consumer,
+            activity,
+            metrics,
+        } = self;
+        tracing::info!(addr = %listener.local_addr()?, worker_id = %settings.worker_id, "worker running");
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        let progress = {
+            let pool = pool.clone();
+            let settings = settings.clone();
+            let activity = activity.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(500));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    metrics.pool_in_use.set((pool.size() as usize - pool.num_idle()) as i64);
+                    let idle = activity.idle(settings.idle_after);
+                    if let Err(e) = seal::report(&pool, &settings.worker_id, idle).await {
+                        tracing::warn!(error = %shared::db::redact(&e), "progress report failed");
+                        continue;
+                    }
+                    if idle {
+                        if let Err(e) = seal::seal_ready(&pool, settings.seal_delay).await {
+                            tracing::warn!(error = %shared::db::redact(&e), "sealing failed");
+                        }
+                    }
+                }
+            })
+        };
+
+        stop.await;
+        tracing::info!("draining: no new pulls, finishing in-flight batches");
+        let drain = async {
+            let shutdowns = consumer.shutdown_tokens.clone();
+            // Shutdown waits for every handed-out message to be acked or nacked, which the
+            // batcher does; so it runs beside the batcher, not before it.
+            let stopper = tokio::spawn(async move {
+                for token in shutdowns {
+                    token.shutdown().await;
+                }
+            });
+            let _ = consumer.done.await;
+            let _ = stopper.await;
+        };
+        if tokio::time::timeout(settings.shutdown_grace, drain).await.is_err() {
+            tracing::warn!("drain exceeded its bound; unacked messages will be redelivered");
+        }
+        progress.abort();
+        server.abort();
+        let _ = seal::forget(&pool, &settings.worker_id).await;
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+}
+
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+}
