@@ -68,7 +68,9 @@ pub async fn record(pool: &PgPool, vote: DirectVote<'_>) -> Result<DirectOutcome
     .fetch_optional(&mut *tx)
     .await?;
     if open != Some(true) {
-        return Err(IngestError::Domain(shared::domain::DomainError::OutsideWindow));
+        return Err(IngestError::Domain(
+            shared::domain::DomainError::OutsideWindow,
+        ));
     }
     sqlx::query("INSERT INTO elections.ballots (org_id, election_id, choices) VALUES ($1, $2, $3)")
         .bind(vote.tenant.as_str())
@@ -76,11 +78,13 @@ pub async fn record(pool: &PgPool, vote: DirectVote<'_>) -> Result<DirectOutcome
         .bind(vote.ballot.choices())
         .execute(&mut *tx)
         .await?;
-    sqlx::query("UPDATE elections.voting_tokens SET used = true WHERE election_id = $1 AND token_hash = $2")
-        .bind(vote.election_id)
-        .bind(&vote.token_hash.0[..])
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE elections.voting_tokens SET used = true WHERE election_id = $1 AND token_hash = $2",
+    )
+    .bind(vote.election_id)
+    .bind(&vote.token_hash.0[..])
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(
         "INSERT INTO elections.receipts (receipt, org_id, election_id, status, reason, idempotency_key_hash) \
          VALUES ($1, $2, $3, 'recorded', NULL, $4) \

@@ -55,13 +55,14 @@ impl Settings {
         });
         let database = DatabaseSettings::from_env(&mut env);
         let pubsub = PubSubSettings::from_env(&mut env);
-        let token_verifier = match TokenVerifier::from_config(&env.string("VOTING_TOKEN_PUBLIC_KEYS")) {
-            Ok(v) => v,
-            Err(e) => {
-                env.problem(format!("VOTING_TOKEN_PUBLIC_KEYS: {e}"));
-                TokenVerifier::new()
-            }
-        };
+        let token_verifier =
+            match TokenVerifier::from_config(&env.string("VOTING_TOKEN_PUBLIC_KEYS")) {
+                Ok(v) => v,
+                Err(e) => {
+                    env.problem(format!("VOTING_TOKEN_PUBLIC_KEYS: {e}"));
+                    TokenVerifier::new()
+                }
+            };
         let receipt_key = match ReceiptKey::from_base64(&env.string("RECEIPT_KEY")) {
             Ok(k) => k,
             Err(e) => {

@@ -51,7 +51,11 @@ impl Row {
 const SELECT: &str = "SELECT org_id, id, kind, options, max_choices, status, opens_at, closes_at \
                       FROM elections.elections WHERE id = ANY($1)";
 
-async fn load(pool: &PgPool, tenant: &TenantId, ids: &[Uuid]) -> Result<Vec<ElectionDefinition>, sqlx::Error> {
+async fn load(
+    pool: &PgPool,
+    tenant: &TenantId,
+    ids: &[Uuid],
+) -> Result<Vec<ElectionDefinition>, sqlx::Error> {
     let mut tx = shared::db::begin_for_tenant(pool, tenant).await?;
     let rows: Vec<Row> = sqlx::query_as(SELECT).bind(ids).fetch_all(&mut *tx).await?;
     tx.commit().await?;
@@ -60,7 +64,11 @@ async fn load(pool: &PgPool, tenant: &TenantId, ids: &[Uuid]) -> Result<Vec<Elec
 
 impl Definitions {
     pub fn cached(&self, id: Uuid) -> Option<Arc<ElectionDefinition>> {
-        self.cache.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+        self.cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
     }
 
     pub fn put(&self, definition: ElectionDefinition) {
@@ -72,7 +80,12 @@ impl Definitions {
 
     /// The definition of `id` in `tenant`, from the cache or, once, from the database.
     /// `Ok(None)`: no such election for this tenant.
-    pub async fn get(&self, pool: &PgPool, tenant: &TenantId, id: Uuid) -> Result<Option<Arc<ElectionDefinition>>, sqlx::Error> {
+    pub async fn get(
+        &self,
+        pool: &PgPool,
+        tenant: &TenantId,
+        id: Uuid,
+    ) -> Result<Option<Arc<ElectionDefinition>>, sqlx::Error> {
         if let Some(d) = self.cached(id) {
             return Ok((&d.tenant == tenant).then_some(d));
         }
@@ -91,7 +104,12 @@ impl Definitions {
     /// Re-reads every cached definition, tenant by tenant.
     pub async fn refresh(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
         let mut by_tenant: BTreeMap<TenantId, Vec<Uuid>> = BTreeMap::new();
-        for d in self.cache.read().unwrap_or_else(|p| p.into_inner()).values() {
+        for d in self
+            .cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
             by_tenant.entry(d.tenant.clone()).or_default().push(d.id);
         }
         for (tenant, ids) in by_tenant {

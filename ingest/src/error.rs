@@ -54,11 +54,21 @@ impl IngestError {
                     TokenError::BadSignature => "token-bad-signature",
                     _ => "token-malformed",
                 };
-                Problem::new(StatusCode::UNAUTHORIZED, slug, "Unauthorized", e.to_string())
+                Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    slug,
+                    "Unauthorized",
+                    e.to_string(),
+                )
             }
             Self::UnknownElection => Problem::not_found("no such election"),
             Self::Domain(e @ (DomainError::NotOpen(_) | DomainError::OutsideWindow)) => {
-                Problem::new(StatusCode::FORBIDDEN, "election-not-open", "Forbidden", e.to_string())
+                Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "election-not-open",
+                    "Forbidden",
+                    e.to_string(),
+                )
             }
             Self::Domain(e @ DomainError::InvalidBallot(_)) => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

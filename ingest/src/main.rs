@@ -5,5 +5,8 @@ use ingest::startup::Application;
 async fn main() -> anyhow::Result<()> {
     shared::telemetry::init("ingest");
     let settings = Settings::from_env()?;
-    Application::build(settings).await?.run_until_stopped().await
+    Application::build(settings)
+        .await?
+        .run_until_stopped()
+        .await
 }

@@ -57,11 +57,16 @@ impl QueueMode {
 }
 
 /// Sets the flag and writes the audit row in one call; returns (old, new).
-pub async fn set(pool: &PgPool, enabled: bool, actor: &str) -> Result<(Option<bool>, bool), sqlx::Error> {
-    let row: (Option<bool>, bool) = sqlx::query_as("SELECT old_enabled, new_enabled FROM ops.set_queue_mode($1, $2)")
-        .bind(enabled)
-        .bind(actor)
-        .fetch_one(pool)
-        .await?;
+pub async fn set(
+    pool: &PgPool,
+    enabled: bool,
+    actor: &str,
+) -> Result<(Option<bool>, bool), sqlx::Error> {
+    let row: (Option<bool>, bool) =
+        sqlx::query_as("SELECT old_enabled, new_enabled FROM ops.set_queue_mode($1, $2)")
+            .bind(enabled)
+            .bind(actor)
+            .fetch_one(pool)
+            .await?;
     Ok(row)
 }

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::Router;
+use google_cloud_pubsub::client::Publisher;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
-use google_cloud_pubsub::client::Publisher;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec};
 use shared::metrics::{HttpMetrics, ReadinessCheck};
 use sqlx::PgPool;
@@ -26,7 +26,10 @@ use crate::routes::{ballots, internal, receipts};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Ekklesia ingest", description = "The public vote path and the elections side's internal API."),
+    info(
+        title = "Ekklesia ingest",
+        description = "The public vote path and the elections side's internal API."
+    ),
     components(schemas(shared::Problem))
 )]
 struct ApiDoc;
@@ -99,8 +102,12 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let pool = shared::db::pool(&settings.database)?;
-        let publisher =
-            shared::pubsub::publisher(&settings.pubsub, settings.publish_timeout, settings.publish_batch_delay).await?;
+        let publisher = shared::pubsub::publisher(
+            &settings.pubsub,
+            settings.publish_timeout,
+            settings.publish_batch_delay,
+        )
+        .await?;
         let http_metrics = HttpMetrics::new("ingest");
         let metrics = VoteMetrics {
             votes: http_metrics.register(&shared::metrics::counter_vec(
@@ -110,8 +117,11 @@ impl Application {
             )),
             publish_latency: http_metrics.register(
                 &Histogram::with_opts(
-                    HistogramOpts::new("publish_latency_seconds", "Time until Pub/Sub acknowledged a vote")
-                        .buckets(shared::metrics::LATENCY_BUCKETS.to_vec()),
+                    HistogramOpts::new(
+                        "publish_latency_seconds",
+                        "Time until Pub/Sub acknowledged a vote",
+                    )
+                    .buckets(shared::metrics::LATENCY_BUCKETS.to_vec()),
                 )
                 .expect("static metric"),
             ),
@@ -170,17 +180,28 @@ impl Application {
         self.run_until(shutdown_signal()).await
     }
 
-    pub async fn run_until(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let addr = self.local_addr();
         tracing::info!(%addr, "ingest listening");
-        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(stop)
-            .await?;
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop)
+        .await?;
         for task in self.background {
             task.abort();
         }
         // Every 202 already waited for its publish; this only drains stragglers.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.state.publisher.flush()).await;
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            self.state.publisher.flush(),
+        )
+        .await;
         Ok(())
     }
 }
@@ -191,7 +212,8 @@ pub async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let terminate = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };
@@ -206,7 +228,10 @@ fn router(state: AppState, http_metrics: HttpMetrics) -> Router {
         .routes(routes!(internal::put_election))
         .routes(routes!(internal::register_tokens))
         .routes(routes!(internal::results))
-        .layer(middleware::from_fn_with_state(verifier, shared::s2s::verify_layer));
+        .layer(middleware::from_fn_with_state(
+            verifier,
+            shared::s2s::verify_layer,
+        ));
     let (api_router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(ballots::cast))
         .routes(routes!(receipts::status))
@@ -221,11 +246,20 @@ fn router(state: AppState, http_metrics: HttpMetrics) -> Router {
     };
     let api_json = api.clone();
     api_router
-        .route("/openapi.json", axum::routing::get(move || async move { axum::Json(api_json) }))
-        .merge(shared::metrics::operational_routes(http_metrics.clone(), ready))
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || async move { axum::Json(api_json) }),
+        )
+        .merge(shared::metrics::operational_routes(
+            http_metrics.clone(),
+            ready,
+        ))
         .fallback(shared::problem::not_found_fallback)
         .route_layer(middleware::from_fn(shared::telemetry::record_route))
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
-        .layer(middleware::from_fn_with_state(http_metrics, shared::telemetry::observe_requests))
+        .layer(middleware::from_fn_with_state(
+            http_metrics,
+            shared::telemetry::observe_requests,
+        ))
         .with_state(state)
 }

@@ -26,29 +26,39 @@ impl Env {
         Self::from_map(std::env::vars())
     }
 
-    pub fn from_map<I: IntoIterator<Item = (K, V)>, K: Into<String>, V: Into<String>>(vars: I) -> Self {
+    pub fn from_map<I: IntoIterator<Item = (K, V)>, K: Into<String>, V: Into<String>>(
+        vars: I,
+    ) -> Self {
         Self {
-            vars: vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            vars: vars
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
             problems: Vec::new(),
         }
     }
 
     pub fn optional_string(&self, name: &str) -> Option<String> {
-        self.vars.get(name).filter(|v| !v.trim().is_empty()).cloned()
+        self.vars
+            .get(name)
+            .filter(|v| !v.trim().is_empty())
+            .cloned()
     }
 
     pub fn string(&mut self, name: &str) -> String {
         match self.optional_string(name) {
             Some(v) => v,
             None => {
-                self.problems.push(format!("{name} is required but not set"));
+                self.problems
+                    .push(format!("{name} is required but not set"));
                 String::new()
             }
         }
     }
 
     pub fn string_or(&self, name: &str, default: &str) -> String {
-        self.optional_string(name).unwrap_or_else(|| default.to_owned())
+        self.optional_string(name)
+            .unwrap_or_else(|| default.to_owned())
     }
 
     pub fn parse_or<T>(&mut self, name: &str, default: T) -> T
@@ -69,7 +79,10 @@ impl Env {
     }
 
     pub fn bool_or(&mut self, name: &str, default: bool) -> bool {
-        match self.optional_string(name).map(|v| v.trim().to_ascii_lowercase()) {
+        match self
+            .optional_string(name)
+            .map(|v| v.trim().to_ascii_lowercase())
+        {
             None => default,
             Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => true,
             Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => false,
@@ -113,7 +126,9 @@ impl FromStr for Profile {
         match s {
             "local" | "dev" | "test" => Ok(Self::Local),
             "production" | "prod" => Ok(Self::Production),
-            other => Err(format!("unknown profile `{other}` (expected local or production)")),
+            other => Err(format!(
+                "unknown profile `{other}` (expected local or production)"
+            )),
         }
     }
 }
@@ -176,7 +191,10 @@ impl PubSubSettings {
     }
 
     pub fn subscription_path(&self) -> String {
-        format!("projects/{}/subscriptions/{}", self.project, self.subscription)
+        format!(
+            "projects/{}/subscriptions/{}",
+            self.project, self.subscription
+        )
     }
 }
 
@@ -194,7 +212,10 @@ mod tests {
         let err = env.finish(()).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("DATABASE_URL is required"), "{text}");
-        assert!(text.contains("DATABASE_MAX_CONNECTIONS is malformed"), "{text}");
+        assert!(
+            text.contains("DATABASE_MAX_CONNECTIONS is malformed"),
+            "{text}"
+        );
         assert!(text.contains("at most 2000"), "{text}");
         assert!(!text.contains("lots"), "values must not be echoed: {text}");
     }

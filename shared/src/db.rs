@@ -33,14 +33,20 @@ pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
 
 /// Opens a transaction whose row-level-security tenant is `tenant` (`app.org_id`, local to the
 /// transaction so a pooled connection never carries it into the next request).
-pub async fn begin_for_tenant<'a>(pool: &'a PgPool, tenant: &TenantId) -> Result<Transaction<'a, Postgres>, sqlx::Error> {
+pub async fn begin_for_tenant<'a>(
+    pool: &'a PgPool,
+    tenant: &TenantId,
+) -> Result<Transaction<'a, Postgres>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     set_tenant(&mut tx, tenant).await?;
     Ok(tx)
 }
 
 /// Switches the tenant inside an open transaction (the worker groups a batch by tenant).
-pub async fn set_tenant(tx: &mut Transaction<'_, Postgres>, tenant: &TenantId) -> Result<(), sqlx::Error> {
+pub async fn set_tenant(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: &TenantId,
+) -> Result<(), sqlx::Error> {
     tx.execute(sqlx::query("SELECT set_config('app.org_id', $1, true)").bind(tenant.as_str()))
         .await?;
     Ok(())
@@ -57,7 +63,10 @@ pub fn is_statement_timeout(error: &sqlx::Error) -> bool {
 }
 
 fn sqlx_state(error: &sqlx::Error) -> Option<String> {
-    error.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned())
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned())
 }
 
 /// True for errors that mean "the database is busy or unreachable", where the caller should
@@ -65,21 +74,43 @@ fn sqlx_state(error: &sqlx::Error) -> Option<String> {
 pub fn is_transient(error: &sqlx::Error) -> bool {
     matches!(
         error,
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_)
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
     ) || is_lock_unavailable(error)
         || is_statement_timeout(error)
-        || sqlx_state(error).is_some_and(|s| s.starts_with("08") || s.starts_with("53") || s.starts_with("57P") || s == "40001" || s == "40P01")
+        || sqlx_state(error).is_some_and(|s| {
+            s.starts_with("08")
+                || s.starts_with("53")
+                || s.starts_with("57P")
+                || s == "40001"
+                || s == "40P01"
+        })
 }
 
 /// The answer for database trouble: a transient problem is a 503 with `Retry-After`, never a
 /// hang; anything else is an internal error (logged, without secrets, by the caller).
 pub fn problem_for(error: &sqlx::Error) -> Problem {
     if is_lock_unavailable(error) {
-        Problem::unavailable("busy", "this vote is being processed by another request; retry shortly", 1)
+        Problem::unavailable(
+            "busy",
+            "this vote is being processed by another request; retry shortly",
+            1,
+        )
     } else if matches!(error, sqlx::Error::PoolTimedOut) {
-        Problem::unavailable("overloaded", "the database is at capacity; retry shortly", 1)
+        Problem::unavailable(
+            "overloaded",
+            "the database is at capacity; retry shortly",
+            1,
+        )
     } else if is_transient(error) {
-        Problem::unavailable("database-unavailable", "the database is unavailable; retry shortly", 2)
+        Problem::unavailable(
+            "database-unavailable",
+            "the database is unavailable; retry shortly",
+            2,
+        )
     } else {
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -90,9 +121,12 @@ pub fn problem_for(error: &sqlx::Error) -> Problem {
     }
 }
 
-/// Runs the embedded migrations (`infra/migrations`).
+/// The SQL migrations in `infra/migrations`, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../infra/migrations");
+
+/// Runs the embedded migrations.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    sqlx::migrate!("../infra/migrations").run(pool).await
+    MIGRATOR.run(pool).await
 }
 
 /// A cheap readiness probe.

@@ -23,7 +23,9 @@ pub struct TenantId(String);
 impl TenantId {
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
         let ok = (2..=63).contains(&raw.len())
-            && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !raw.starts_with('-');
         if ok {
             Ok(Self(raw.to_owned()))
@@ -77,7 +79,9 @@ impl ElectionKind {
             "single" => Ok(Self::Single),
             "multiple" => Ok(Self::Multiple),
             "ranked" => Ok(Self::Ranked),
-            _ => Err(DomainError::InvalidDefinition(format!("unknown election kind `{raw}`"))),
+            _ => Err(DomainError::InvalidDefinition(format!(
+                "unknown election kind `{raw}`"
+            ))),
         }
     }
 }
@@ -103,7 +107,9 @@ impl ElectionStatus {
             "draft" => Ok(Self::Draft),
             "open" => Ok(Self::Open),
             "closed" => Ok(Self::Closed),
-            _ => Err(DomainError::InvalidDefinition(format!("unknown election status `{raw}`"))),
+            _ => Err(DomainError::InvalidDefinition(format!(
+                "unknown election status `{raw}`"
+            ))),
         }
     }
 }
@@ -146,7 +152,10 @@ impl ElectionDefinition {
                 )));
             }
             if !seen.insert(option.id.as_str()) {
-                return Err(DomainError::InvalidDefinition(format!("duplicate option id `{}`", option.id)));
+                return Err(DomainError::InvalidDefinition(format!(
+                    "duplicate option id `{}`",
+                    option.id
+                )));
             }
         }
         let max = self.max_choices as usize;
@@ -156,11 +165,15 @@ impl ElectionDefinition {
             ));
         }
         if self.kind == ElectionKind::Single && max != 1 {
-            return Err(DomainError::InvalidDefinition("a single-choice election has max_choices 1".into()));
+            return Err(DomainError::InvalidDefinition(
+                "a single-choice election has max_choices 1".into(),
+            ));
         }
         if let (Some(open), Some(close)) = (self.opens_at, self.closes_at) {
             if close <= open {
-                return Err(DomainError::InvalidDefinition("closes_at must be after opens_at".into()));
+                return Err(DomainError::InvalidDefinition(
+                    "closes_at must be after opens_at".into(),
+                ));
             }
         }
         Ok(())
@@ -181,7 +194,9 @@ impl ElectionDefinition {
     /// Parses raw choices into a [`Ballot`] valid for this election.
     pub fn ballot(&self, choices: Vec<String>) -> Result<Ballot, DomainError> {
         if choices.is_empty() {
-            return Err(DomainError::InvalidBallot("choose at least one option".into()));
+            return Err(DomainError::InvalidBallot(
+                "choose at least one option".into(),
+            ));
         }
         let max = self.max_choices as usize;
         if choices.len() > max {
@@ -194,10 +209,14 @@ impl ElectionDefinition {
         for choice in &choices {
             if !self.options.iter().any(|o| &o.id == choice) {
                 let shown: String = choice.chars().take(MAX_OPTION_ID_LEN).collect();
-                return Err(DomainError::InvalidBallot(format!("`{shown}` is not an option of this election")));
+                return Err(DomainError::InvalidBallot(format!(
+                    "`{shown}` is not an option of this election"
+                )));
             }
             if !seen.insert(choice.as_str()) {
-                return Err(DomainError::InvalidBallot(format!("option `{choice}` chosen more than once")));
+                return Err(DomainError::InvalidBallot(format!(
+                    "option `{choice}` chosen more than once"
+                )));
             }
         }
         Ok(Ballot { choices })
@@ -230,7 +249,11 @@ impl TokenHash {
     }
     pub fn from_hex(raw: &str) -> Result<Self, DomainError> {
         let bytes = hex::decode(raw).map_err(|_| DomainError::InvalidTokenHash)?;
-        Ok(Self(bytes.try_into().map_err(|_| DomainError::InvalidTokenHash)?))
+        Ok(Self(
+            bytes
+                .try_into()
+                .map_err(|_| DomainError::InvalidTokenHash)?,
+        ))
     }
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
@@ -252,7 +275,9 @@ mod hex_bytes {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
         let raw = String::deserialize(d)?;
         let bytes = hex::decode(raw).map_err(serde::de::Error::custom)?;
-        bytes.try_into().map_err(|_| serde::de::Error::custom("expected 32 bytes"))
+        bytes
+            .try_into()
+            .map_err(|_| serde::de::Error::custom("expected 32 bytes"))
     }
 }
 
@@ -297,9 +322,14 @@ impl RejectionReason {
         }
     }
     pub fn parse(raw: &str) -> Option<Self> {
-        [Self::UnknownToken, Self::TokenAlreadyUsed, Self::ElectionClosed, Self::InvalidBallot]
-            .into_iter()
-            .find(|r| r.as_str() == raw)
+        [
+            Self::UnknownToken,
+            Self::TokenAlreadyUsed,
+            Self::ElectionClosed,
+            Self::InvalidBallot,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == raw)
     }
 }
 
@@ -314,7 +344,10 @@ mod tests {
             kind,
             options: ["a", "b", "c"]
                 .iter()
-                .map(|id| ElectionOption { id: (*id).into(), label: id.to_uppercase() })
+                .map(|id| ElectionOption {
+                    id: (*id).into(),
+                    label: id.to_uppercase(),
+                })
                 .collect(),
             max_choices: max,
             status: ElectionStatus::Open,
@@ -331,7 +364,13 @@ mod tests {
         assert!(single.ballot(vec!["a".into(), "b".into()]).is_err());
         assert!(single.ballot(vec!["zz".into()]).is_err());
         let ranked = definition(ElectionKind::Ranked, 3);
-        assert_eq!(ranked.ballot(vec!["c".into(), "a".into()]).unwrap().choices(), ["c", "a"]);
+        assert_eq!(
+            ranked
+                .ballot(vec!["c".into(), "a".into()])
+                .unwrap()
+                .choices(),
+            ["c", "a"]
+        );
         assert!(ranked.ballot(vec!["a".into(), "a".into()]).is_err());
     }
 

@@ -11,6 +11,7 @@ pub mod pubsub;
 pub mod receipt;
 pub mod s2s;
 pub mod telemetry;
+pub mod testkit;
 pub mod token;
 pub mod vote;
 

@@ -12,7 +12,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
 
 /// Latency buckets in seconds, fine-grained below 100 ms where the targets are.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -29,15 +31,22 @@ pub struct HttpMetrics {
 
 impl HttpMetrics {
     pub fn new(service: &str) -> Self {
-        let registry = Registry::new_custom(None, Some([("service".to_owned(), service.to_owned())].into()))
-            .unwrap_or_default();
+        let registry = Registry::new_custom(
+            None,
+            Some([("service".to_owned(), service.to_owned())].into()),
+        )
+        .unwrap_or_default();
         let requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests by route, method and status"),
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
             &["route", "method", "status"],
         )
         .expect("static metric definition");
         let latency = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency")
+                .buckets(LATENCY_BUCKETS.to_vec()),
             &["route", "method"],
         )
         .expect("static metric definition");
@@ -70,10 +79,17 @@ impl HttpMetrics {
     pub fn render(&self) -> Response {
         let mut buffer = Vec::new();
         let encoder = TextEncoder::new();
-        if encoder.encode(&self.registry.gather(), &mut buffer).is_err() {
+        if encoder
+            .encode(&self.registry.gather(), &mut buffer)
+            .is_err()
+        {
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
-        ([(header::CONTENT_TYPE, encoder.format_type().to_owned())], buffer).into_response()
+        (
+            [(header::CONTENT_TYPE, encoder.format_type().to_owned())],
+            buffer,
+        )
+            .into_response()
     }
 }
 
@@ -82,8 +98,11 @@ pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
 }
 
 pub fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
-    HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
-        .expect("static metric definition")
+    HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("static metric definition")
 }
 
 pub type ReadinessFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
@@ -91,10 +110,16 @@ pub type ReadinessFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Sen
 pub type ReadinessCheck = Arc<dyn Fn() -> ReadinessFuture + Send + Sync>;
 
 /// `/metrics`, `/healthz` (the process is alive) and `/readyz` (its dependencies answer).
-pub fn operational_routes<S: Clone + Send + Sync + 'static>(metrics: HttpMetrics, ready: ReadinessCheck) -> Router<S> {
+pub fn operational_routes<S: Clone + Send + Sync + 'static>(
+    metrics: HttpMetrics,
+    ready: ReadinessCheck,
+) -> Router<S> {
     Router::new()
         .route("/metrics", get(move || async move { metrics.render() }))
-        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route(
             "/readyz",
             get(move || {
@@ -102,9 +127,14 @@ pub fn operational_routes<S: Clone + Send + Sync + 'static>(metrics: HttpMetrics
                 async move {
                     match tokio::time::timeout(Duration::from_secs(3), ready()).await {
                         Ok(Ok(())) => Json(serde_json::json!({"status": "ready"})).into_response(),
-                        Ok(Err(what)) => crate::problem::Problem::unavailable("not-ready", what, 5).into_response(),
-                        Err(_) => crate::problem::Problem::unavailable("not-ready", "readiness check timed out", 5)
+                        Ok(Err(what)) => crate::problem::Problem::unavailable("not-ready", what, 5)
                             .into_response(),
+                        Err(_) => crate::problem::Problem::unavailable(
+                            "not-ready",
+                            "readiness check timed out",
+                            5,
+                        )
+                        .into_response(),
                     }
                 }
             }),

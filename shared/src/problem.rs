@@ -65,8 +65,13 @@ impl Problem {
     }
 
     pub fn unavailable(slug: &str, detail: impl Into<String>, retry_after: u64) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, slug, "Service unavailable", detail)
-            .retry_after(retry_after)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            slug,
+            "Service unavailable",
+            detail,
+        )
+        .retry_after(retry_after)
     }
 
     pub fn internal() -> Self {
@@ -115,7 +120,9 @@ pub fn from_json_rejection(rejection: axum::extract::rejection::JsonRejection) -
             "Unsupported media type",
             "the request body must be JSON with `Content-Type: application/json`",
         ),
-        R::JsonSyntaxError(e) => Problem::bad_request("malformed-json", format!("{}", e.body_text())),
+        R::JsonSyntaxError(e) => {
+            Problem::bad_request("malformed-json", format!("{}", e.body_text()))
+        }
         R::JsonDataError(e) => Problem::new(
             StatusCode::BAD_REQUEST,
             "invalid-body",
@@ -170,7 +177,12 @@ mod tests {
 
     #[test]
     fn too_many_requests_defaults_retry_after() {
-        let p = Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many", "slow down");
+        let p = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many",
+            "slow down",
+        );
         let response = p.into_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     }

@@ -30,13 +30,27 @@ fn endpoint(settings: &PubSubSettings) -> Option<String> {
 /// A publisher whose own retries stop within `budget`: the caller bounds its wait with the
 /// same budget, so an unreachable Pub/Sub becomes a 503, never a hang (the crate's default
 /// keeps retrying for 600 s). `batch_delay` trades a little latency for fewer RPCs.
-pub async fn publisher(settings: &PubSubSettings, budget: Duration, batch_delay: Duration) -> Result<Publisher, BuildError> {
+pub async fn publisher(
+    settings: &PubSubSettings,
+    budget: Duration,
+    batch_delay: Duration,
+) -> Result<Publisher, BuildError> {
     let builder = Publisher::builder(settings.topic_path())
-        .with_retry_policy(RetryableErrors.with_time_limit(budget).with_attempt_limit(5))
+        .with_retry_policy(
+            RetryableErrors
+                .with_time_limit(budget)
+                .with_attempt_limit(5),
+        )
         .set_delay_threshold(batch_delay)
         .set_message_count_threshold(100);
     match endpoint(settings) {
-        Some(ep) => builder.with_endpoint(ep).with_credentials(Anonymous::new().build()).build().await,
+        Some(ep) => {
+            builder
+                .with_endpoint(ep)
+                .with_credentials(Anonymous::new().build())
+                .build()
+                .await
+        }
         None => builder.build().await,
     }
 }
@@ -44,7 +58,13 @@ pub async fn publisher(settings: &PubSubSettings, budget: Duration, batch_delay:
 pub async fn subscriber(settings: &PubSubSettings) -> Result<Subscriber, BuildError> {
     let builder = Subscriber::builder();
     match endpoint(settings) {
-        Some(ep) => builder.with_endpoint(ep).with_credentials(Anonymous::new().build()).build().await,
+        Some(ep) => {
+            builder
+                .with_endpoint(ep)
+                .with_credentials(Anonymous::new().build())
+                .build()
+                .await
+        }
         None => builder.build().await,
     }
 }
@@ -52,15 +72,29 @@ pub async fn subscriber(settings: &PubSubSettings) -> Result<Subscriber, BuildEr
 pub async fn topic_admin(settings: &PubSubSettings) -> Result<TopicAdmin, BuildError> {
     let builder = TopicAdmin::builder();
     match endpoint(settings) {
-        Some(ep) => builder.with_endpoint(ep).with_credentials(Anonymous::new().build()).build().await,
+        Some(ep) => {
+            builder
+                .with_endpoint(ep)
+                .with_credentials(Anonymous::new().build())
+                .build()
+                .await
+        }
         None => builder.build().await,
     }
 }
 
-pub async fn subscription_admin(settings: &PubSubSettings) -> Result<SubscriptionAdmin, BuildError> {
+pub async fn subscription_admin(
+    settings: &PubSubSettings,
+) -> Result<SubscriptionAdmin, BuildError> {
     let builder = SubscriptionAdmin::builder();
     match endpoint(settings) {
-        Some(ep) => builder.with_endpoint(ep).with_credentials(Anonymous::new().build()).build().await,
+        Some(ep) => {
+            builder
+                .with_endpoint(ep)
+                .with_credentials(Anonymous::new().build())
+                .build()
+                .await
+        }
         None => builder.build().await,
     }
 }
@@ -126,7 +160,10 @@ impl Topology {
         }
         let dead = subscriptions
             .create_subscription()
-            .set_name(format!("projects/{project}/subscriptions/{}", self.dead_letter_subscription))
+            .set_name(format!(
+                "projects/{project}/subscriptions/{}",
+                self.dead_letter_subscription
+            ))
             .set_topic(&dead_letter_topic)
             .send()
             .await;

@@ -77,7 +77,8 @@ impl ReceiptKey {
         let expected = self.mac(&[b"m", election, n]);
         // Constant-time comparison through the MAC crate is overkill for a non-secret lookup
         // key, but cheap, so use it anyway.
-        let mut verifier = HmacSha256::new_from_slice(&self.0).expect("HMAC accepts any key length");
+        let mut verifier =
+            HmacSha256::new_from_slice(&self.0).expect("HMAC accepts any key length");
         verifier.update(b"m");
         verifier.update(election);
         verifier.update(n);

@@ -52,7 +52,10 @@ pub struct S2sKey {
 
 impl std::fmt::Debug for S2sKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S2sKey").field("id", &self.id).field("tenant", &self.tenant).finish_non_exhaustive()
+        f.debug_struct("S2sKey")
+            .field("id", &self.id)
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
     }
 }
 
@@ -90,7 +93,8 @@ impl Keyring {
         let mut keys = Vec::new();
         for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let mut parts = entry.splitn(3, ':');
-            let (Some(id), Some(tenant), Some(secret)) = (parts.next(), parts.next(), parts.next()) else {
+            let (Some(id), Some(tenant), Some(secret)) = (parts.next(), parts.next(), parts.next())
+            else {
                 return Err("each S2S key is keyid:tenant:base64url-secret".into());
             };
             let tenant = TenantId::parse(tenant).map_err(|e| format!("S2S key {id}: {e}"))?;
@@ -112,11 +116,24 @@ impl Keyring {
 }
 
 fn canonical(method: &Method, path: &str, timestamp: i64, nonce: &str, body: &[u8]) -> String {
-    format!("{}|{}|{}|{}|{}", method.as_str(), path, timestamp, nonce, hex::encode(Sha256::digest(body)))
+    format!(
+        "{}|{}|{}|{}|{}",
+        method.as_str(),
+        path,
+        timestamp,
+        nonce,
+        hex::encode(Sha256::digest(body))
+    )
 }
 
 /// The headers that sign one request.
-pub fn sign(key: &S2sKey, method: &Method, path: &str, body: &[u8], timestamp: i64) -> Vec<(&'static str, String)> {
+pub fn sign(
+    key: &S2sKey,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+    timestamp: i64,
+) -> Vec<(&'static str, String)> {
     let mut nonce = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let nonce = hex::encode(nonce);
@@ -181,11 +198,21 @@ impl Verifier {
     }
 
     /// Checks one request; on success the nonce is spent.
-    pub fn verify(&self, method: &Method, path: &str, headers: &HeaderMap, body: &[u8], now: i64) -> Result<S2sCaller, VerifyError> {
+    pub fn verify(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: i64,
+    ) -> Result<S2sCaller, VerifyError> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let (Some(key_id), Some(timestamp), Some(nonce), Some(signature)) =
-            (header(KEY_ID), header(TIMESTAMP), header(NONCE), header(SIGNATURE))
-        else {
+        let (Some(key_id), Some(timestamp), Some(nonce), Some(signature)) = (
+            header(KEY_ID),
+            header(TIMESTAMP),
+            header(NONCE),
+            header(SIGNATURE),
+        ) else {
             return Err(VerifyError::MissingHeaders);
         };
         if nonce.len() < 16 || nonce.len() > 64 {
@@ -196,17 +223,23 @@ impl Verifier {
         if (now - timestamp).unsigned_abs() > self.window.as_secs() {
             return Err(VerifyError::Skewed);
         }
-        let signature = B64.decode(signature).map_err(|_| VerifyError::BadSignature)?;
+        let signature = B64
+            .decode(signature)
+            .map_err(|_| VerifyError::BadSignature)?;
         let mut mac = key.mac();
         mac.update(canonical(method, path, timestamp, nonce, body).as_bytes());
-        mac.verify_slice(&signature).map_err(|_| VerifyError::BadSignature)?;
+        mac.verify_slice(&signature)
+            .map_err(|_| VerifyError::BadSignature)?;
 
         let mut nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
         let window = self.window * 2;
         if nonces.len() > 10_000 {
             nonces.retain(|_, seen| seen.elapsed() < window);
         }
-        if nonces.insert((key.id.clone(), nonce.to_owned()), Instant::now()).is_some() {
+        if nonces
+            .insert((key.id.clone(), nonce.to_owned()), Instant::now())
+            .is_some()
+        {
             return Err(VerifyError::Replayed);
         }
         Ok(S2sCaller {
@@ -217,16 +250,30 @@ impl Verifier {
 }
 
 fn verify_problem(error: &VerifyError) -> Problem {
-    Problem::new(StatusCode::UNAUTHORIZED, "s2s-unauthorized", "Unauthorized", error.to_string())
+    Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "s2s-unauthorized",
+        "Unauthorized",
+        error.to_string(),
+    )
 }
 
 /// axum middleware (`middleware::from_fn_with_state(verifier, verify_layer)`) for internal routes.
-pub async fn verify_layer(State(verifier): State<Arc<Verifier>>, req: Request, next: Next) -> Response {
+pub async fn verify_layer(
+    State(verifier): State<Arc<Verifier>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let (mut parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
         return crate::problem::body_too_large().into_response();
     };
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_owned();
     let now = chrono::Utc::now().timestamp();
     let caller = match verifier.verify(&parts.method, &path, &parts.headers, &bytes, now) {
         Ok(caller) => caller,
@@ -243,7 +290,9 @@ pub async fn verify_layer(State(verifier): State<Arc<Verifier>>, req: Request, n
         .map(str::to_owned);
     parts.extensions.insert(caller.clone());
     let Some(idempotency_key) = idempotency_key else {
-        return next.run(Request::from_parts(parts, Body::from(bytes))).await;
+        return next
+            .run(Request::from_parts(parts, Body::from(bytes)))
+            .await;
     };
 
     // The same key with another request is a client bug, not a retry.
@@ -274,13 +323,21 @@ pub async fn verify_layer(State(verifier): State<Arc<Verifier>>, req: Request, n
                     Some((status, content_type, body)) => {
                         let mut response = (*status, body.clone()).into_response();
                         if let Some(ct) = content_type {
-                            response.headers_mut().insert(axum::http::header::CONTENT_TYPE, ct.clone());
+                            response
+                                .headers_mut()
+                                .insert(axum::http::header::CONTENT_TYPE, ct.clone());
                         }
-                        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+                        response
+                            .headers_mut()
+                            .insert("idempotent-replayed", HeaderValue::from_static("true"));
                         response
                     }
-                    None => Problem::unavailable("in-progress", "the first request with this idempotency key is still running", 1)
-                        .into_response(),
+                    None => Problem::unavailable(
+                        "in-progress",
+                        "the first request with this idempotency key is still running",
+                        1,
+                    )
+                    .into_response(),
                 };
             }
             _ => {
@@ -296,17 +353,26 @@ pub async fn verify_layer(State(verifier): State<Arc<Verifier>>, req: Request, n
         }
     }
 
-    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
     let (response_parts, body) = response.into_parts();
-    let body = axum::body::to_bytes(body, MAX_BODY).await.unwrap_or_default();
+    let body = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .unwrap_or_default();
     let mut answers = verifier.answers.lock().unwrap_or_else(|p| p.into_inner());
-    if response_parts.status.is_server_error() || response_parts.status == StatusCode::TOO_MANY_REQUESTS {
+    if response_parts.status.is_server_error()
+        || response_parts.status == StatusCode::TOO_MANY_REQUESTS
+    {
         // Failures are not answers: let the retry do the work again.
         answers.remove(&cache_key);
     } else if let Some(entry) = answers.get_mut(&cache_key) {
         entry.answer = Some((
             response_parts.status,
-            response_parts.headers.get(axum::http::header::CONTENT_TYPE).cloned(),
+            response_parts
+                .headers
+                .get(axum::http::header::CONTENT_TYPE)
+                .cloned(),
             body.clone(),
         ));
     }
@@ -317,7 +383,10 @@ pub async fn verify_layer(State(verifier): State<Arc<Verifier>>, req: Request, n
 /// Extractor for handlers behind [`verify_layer`].
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for S2sCaller {
     type Rejection = Problem;
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
         parts
             .extensions
             .get::<S2sCaller>()
@@ -437,6 +506,7 @@ pub struct Client {
     breaker: Arc<CircuitBreaker>,
 }
 
+#[derive(Debug)]
 pub struct Reply {
     pub status: StatusCode,
     pub body: Bytes,
@@ -444,7 +514,8 @@ pub struct Reply {
 
 impl Reply {
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, CallError> {
-        serde_json::from_slice(&self.body).map_err(|e| CallError::Transport(format!("unreadable answer: {e}")))
+        serde_json::from_slice(&self.body)
+            .map_err(|e| CallError::Transport(format!("unreadable answer: {e}")))
     }
 }
 
@@ -486,11 +557,16 @@ impl Client {
         idempotency_key: Option<&str>,
         correlation: &CorrelationId,
     ) -> Result<Reply, CallError> {
-        let key = self.keyring.current_for(tenant).ok_or_else(|| CallError::NoKey(tenant.clone()))?;
+        let key = self
+            .keyring
+            .current_for(tenant)
+            .ok_or_else(|| CallError::NoKey(tenant.clone()))?;
         if !self.breaker.allow() {
             return Err(CallError::CircuitOpen);
         }
-        let body_bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default()).unwrap_or_default();
+        let body_bytes = body
+            .map(|b| serde_json::to_vec(b).unwrap_or_default())
+            .unwrap_or_default();
         let policy = backoff::ExponentialBackoffBuilder::new()
             .with_initial_interval(self.retry.initial)
             .with_max_interval(self.retry.max_interval)
@@ -499,53 +575,69 @@ impl Client {
             .with_max_elapsed_time(Some(self.retry.max_elapsed))
             .build();
         let url = format!("{}{}", self.base_url, path);
-        let outcome = backoff::future::retry(policy, || async {
-            let mut request = self
-                .http
-                .request(method.clone(), &url)
-                .header(CORRELATION_HEADER, &correlation.0)
-                .body(body_bytes.clone());
-            if body.is_some() {
-                request = request.header(axum::http::header::CONTENT_TYPE, "application/json");
-            }
-            if let Some(k) = idempotency_key {
-                request = request.header(IDEMPOTENCY_KEY, k);
-            }
-            // A fresh nonce and timestamp per attempt: a retry is not a replay.
-            for (name, value) in sign(key, &method, path, &body_bytes, chrono::Utc::now().timestamp()) {
-                request = request.header(name, value);
-            }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| backoff::Error::transient(CallError::Transport(without_url(&e))))?;
-            let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(axum::http::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-                .map(|s| Duration::from_secs(s.min(5)));
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| backoff::Error::transient(CallError::Transport(without_url(&e))))?;
-            if status.is_success() {
-                Ok(Reply { status, body: bytes })
-            } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-                let err = CallError::Status { status, body: bytes };
-                Err(match retry_after {
-                    Some(after) => backoff::Error::retry_after(err, after),
-                    None => backoff::Error::transient(err),
-                })
-            } else {
-                Err(backoff::Error::permanent(CallError::Status { status, body: bytes }))
-            }
-        })
-        .await;
+        let outcome =
+            backoff::future::retry(policy, || async {
+                let mut request = self
+                    .http
+                    .request(method.clone(), &url)
+                    .header(CORRELATION_HEADER, &correlation.0)
+                    .body(body_bytes.clone());
+                if body.is_some() {
+                    request = request.header(axum::http::header::CONTENT_TYPE, "application/json");
+                }
+                if let Some(k) = idempotency_key {
+                    request = request.header(IDEMPOTENCY_KEY, k);
+                }
+                // A fresh nonce and timestamp per attempt: a retry is not a replay.
+                for (name, value) in sign(
+                    key,
+                    &method,
+                    path,
+                    &body_bytes,
+                    chrono::Utc::now().timestamp(),
+                ) {
+                    request = request.header(name, value);
+                }
+                let response = request.send().await.map_err(|e| {
+                    backoff::Error::transient(CallError::Transport(without_url(&e)))
+                })?;
+                let status = response.status();
+                let retry_after = response
+                    .headers()
+                    .get(axum::http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .map(|s| Duration::from_secs(s.min(5)));
+                let bytes = response.bytes().await.map_err(|e| {
+                    backoff::Error::transient(CallError::Transport(without_url(&e)))
+                })?;
+                if status.is_success() {
+                    Ok(Reply {
+                        status,
+                        body: bytes,
+                    })
+                } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                    let err = CallError::Status {
+                        status,
+                        body: bytes,
+                    };
+                    Err(match retry_after {
+                        Some(after) => backoff::Error::retry_after(err, after),
+                        None => backoff::Error::transient(err),
+                    })
+                } else {
+                    Err(backoff::Error::permanent(CallError::Status {
+                        status,
+                        body: bytes,
+                    }))
+                }
+            })
+            .await;
         let peer_failed = match &outcome {
             Ok(_) => false,
-            Err(CallError::Status { status, .. }) => status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS,
+            Err(CallError::Status { status, .. }) => {
+                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+            }
             Err(_) => true,
         };
         self.breaker.record(!peer_failed);
@@ -587,7 +679,9 @@ mod tests {
         let now = chrono::Utc::now().timestamp();
         let body = br#"{"a":1}"#;
         let signed = headers(sign(&k, &Method::PUT, "/internal/v1/x", body, now));
-        assert!(verifier.verify(&Method::PUT, "/internal/v1/x", &signed, body, now).is_ok());
+        assert!(verifier
+            .verify(&Method::PUT, "/internal/v1/x", &signed, body, now)
+            .is_ok());
         // The same headers again: the nonce is spent.
         assert_eq!(
             verifier.verify(&Method::PUT, "/internal/v1/x", &signed, body, now),
@@ -615,20 +709,38 @@ mod tests {
         let verifier = Verifier::new(Keyring::new(vec![new.clone(), old.clone()]));
         let now = chrono::Utc::now().timestamp();
         let skewed = headers(sign(&old, &Method::GET, "/p", b"", now - 3600));
-        assert_eq!(verifier.verify(&Method::GET, "/p", &skewed, b"", now), Err(VerifyError::Skewed));
+        assert_eq!(
+            verifier.verify(&Method::GET, "/p", &skewed, b"", now),
+            Err(VerifyError::Skewed)
+        );
         let stranger = key("k-x", "party-a", 3);
         let unknown = headers(sign(&stranger, &Method::GET, "/p", b"", now));
-        assert_eq!(verifier.verify(&Method::GET, "/p", &unknown, b"", now), Err(VerifyError::UnknownKey));
+        assert_eq!(
+            verifier.verify(&Method::GET, "/p", &unknown, b"", now),
+            Err(VerifyError::UnknownKey)
+        );
         // Right key id, wrong secret.
         let impostor = key("k-old", "party-a", 9);
         let forged = headers(sign(&impostor, &Method::GET, "/p", b"", now));
-        assert_eq!(verifier.verify(&Method::GET, "/p", &forged, b"", now), Err(VerifyError::BadSignature));
+        assert_eq!(
+            verifier.verify(&Method::GET, "/p", &forged, b"", now),
+            Err(VerifyError::BadSignature)
+        );
         // Both rotation keys are accepted.
         for k in [&old, &new] {
             let h = headers(sign(k, &Method::GET, "/p", b"", now));
-            assert_eq!(verifier.verify(&Method::GET, "/p", &h, b"", now).unwrap().tenant.as_str(), "party-a");
+            assert_eq!(
+                verifier
+                    .verify(&Method::GET, "/p", &h, b"", now)
+                    .unwrap()
+                    .tenant
+                    .as_str(),
+                "party-a"
+            );
         }
-        assert!(verifier.verify(&Method::GET, "/p", &HeaderMap::new(), b"", now).is_err());
+        assert!(verifier
+            .verify(&Method::GET, "/p", &HeaderMap::new(), b"", now)
+            .is_err());
     }
 
     #[test]

@@ -45,9 +45,17 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let mut line = Map::new();
-        line.insert("ts".into(), Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)));
+        line.insert(
+            "ts".into(),
+            Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        );
         line.insert("service".into(), Value::String(self.service.into()));
         let severity = match *event.metadata().level() {
             tracing::Level::ERROR => "ERROR",
@@ -56,7 +64,10 @@ where
             tracing::Level::DEBUG | tracing::Level::TRACE => "DEBUG",
         };
         line.insert("severity".into(), Value::String(severity.into()));
-        line.insert("target".into(), Value::String(event.metadata().target().into()));
+        line.insert(
+            "target".into(),
+            Value::String(event.metadata().target().into()),
+        );
         // Span fields, outermost first, so the innermost value wins.
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
@@ -79,10 +90,12 @@ struct JsonVisitor<'a>(&'a mut Map<String, Value>);
 
 impl Visit for JsonVisitor<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0.insert(field.name().into(), Value::String(format!("{value:?}")));
+        self.0
+            .insert(field.name().into(), Value::String(format!("{value:?}")));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), Value::String(value.into()));
+        self.0
+            .insert(field.name().into(), Value::String(value.into()));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.0.insert(field.name().into(), Value::from(value));
@@ -113,7 +126,10 @@ impl CorrelationId {
         value
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128)
-            .filter(|v| v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)))
+            .filter(|v| {
+                v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+            })
             .map(|v| Self(v.to_owned()))
             .unwrap_or_default()
     }
@@ -127,8 +143,15 @@ impl Default for CorrelationId {
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CorrelationId {
     type Rejection = std::convert::Infallible;
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<CorrelationId>().cloned().unwrap_or_default())
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<CorrelationId>()
+            .cloned()
+            .unwrap_or_default())
     }
 }
 
@@ -138,7 +161,10 @@ struct RouteTemplate(String);
 
 /// Inner layer (`Router::route_layer`): records which route template matched.
 pub async fn record_route(req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
     if let Some(route) = &route {
         tracing::Span::current().record("route", route.as_str());
     }

@@ -124,7 +124,12 @@ impl TokenSigner {
 
     /// Issues a token for `election_id`, valid from `not_before` until `expires_at`.
     /// Returns the token and the hash of its id (what the elections side registers).
-    pub fn issue(&self, election_id: Uuid, not_before: DateTime<Utc>, expires_at: DateTime<Utc>) -> (String, TokenHash) {
+    pub fn issue(
+        &self,
+        election_id: Uuid,
+        not_before: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> (String, TokenHash) {
         let mut token_id = [0u8; TOKEN_ID_BYTES];
         rand::rngs::OsRng.fill_bytes(&mut token_id);
         let claims = Claims {
@@ -181,7 +186,8 @@ impl TokenVerifier {
         let mut verifier = Self::new();
         for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let mut parts = entry.splitn(3, ':');
-            let (Some(kid), Some(tenant), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+            let (Some(kid), Some(tenant), Some(key)) = (parts.next(), parts.next(), parts.next())
+            else {
                 return Err("each key is kid:tenant:base64url-public-key".into());
             };
             let tenant = TenantId::parse(tenant).map_err(|e| format!("key {kid}: {e}"))?;
@@ -190,14 +196,20 @@ impl TokenVerifier {
                 .ok()
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| format!("key {kid}: not a base64url Ed25519 public key"))?;
-            let key = VerifyingKey::from_bytes(&bytes).map_err(|_| format!("key {kid}: not an Ed25519 public key"))?;
+            let key = VerifyingKey::from_bytes(&bytes)
+                .map_err(|_| format!("key {kid}: not an Ed25519 public key"))?;
             verifier = verifier.with_key(kid, tenant, key);
         }
         Ok(verifier)
     }
 
     /// Verifies `token` for a vote in `election_id` at `now`.
-    pub fn verify(&self, token: &str, election_id: Uuid, now: DateTime<Utc>) -> Result<VerifiedToken, TokenError> {
+    pub fn verify(
+        &self,
+        token: &str,
+        election_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<VerifiedToken, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
         }
@@ -218,8 +230,11 @@ impl TokenVerifier {
             .and_then(|b| b.try_into().ok())
             .ok_or(TokenError::Malformed)?;
         let signing_input_len = header_b64.len() + 1 + claims_b64.len();
-        key.verify(&token.as_bytes()[..signing_input_len], &Signature::from_bytes(&signature))
-            .map_err(|_| TokenError::BadSignature)?;
+        key.verify(
+            &token.as_bytes()[..signing_input_len],
+            &Signature::from_bytes(&signature),
+        )
+        .map_err(|_| TokenError::BadSignature)?;
         let claims: Claims = decode_json(claims_b64)?;
         if &claims.ten != key_tenant {
             return Err(TokenError::WrongTenant);
@@ -309,29 +324,50 @@ mod tests {
         let parts: Vec<&str> = token.split('.').collect();
         let other_parts: Vec<&str> = other.split('.').collect();
         let tampered = format!("{}.{}.{}", parts[0], other_parts[1], parts[2]);
-        assert_eq!(verifier.verify(&tampered, election, now).unwrap_err(), TokenError::BadSignature);
+        assert_eq!(
+            verifier.verify(&tampered, election, now).unwrap_err(),
+            TokenError::BadSignature
+        );
 
         // Flipped signature byte.
         let mut sig = B64.decode(parts[2]).unwrap();
         sig[0] ^= 1;
         let bad_sig = format!("{}.{}.{}", parts[0], parts[1], B64.encode(sig));
-        assert_eq!(verifier.verify(&bad_sig, election, now).unwrap_err(), TokenError::BadSignature);
+        assert_eq!(
+            verifier.verify(&bad_sig, election, now).unwrap_err(),
+            TokenError::BadSignature
+        );
 
         // Expired and not yet valid.
         assert_eq!(
-            verifier.verify(&token, election, now + Duration::hours(2)).unwrap_err(),
+            verifier
+                .verify(&token, election, now + Duration::hours(2))
+                .unwrap_err(),
             TokenError::Expired
         );
-        let (future, _) = a.issue(election, now + Duration::minutes(10), now + Duration::hours(1));
-        assert_eq!(verifier.verify(&future, election, now).unwrap_err(), TokenError::NotYetValid);
+        let (future, _) = a.issue(
+            election,
+            now + Duration::minutes(10),
+            now + Duration::hours(1),
+        );
+        assert_eq!(
+            verifier.verify(&future, election, now).unwrap_err(),
+            TokenError::NotYetValid
+        );
 
         // Other election.
-        assert_eq!(verifier.verify(&token, Uuid::new_v4(), now).unwrap_err(), TokenError::WrongElection);
+        assert_eq!(
+            verifier.verify(&token, Uuid::new_v4(), now).unwrap_err(),
+            TokenError::WrongElection
+        );
 
         // Unknown key id.
         let stranger = TokenSigner::generate("x-1", tenant("party-a"));
         let (unknown, _) = stranger.issue(election, now, now + Duration::hours(1));
-        assert_eq!(verifier.verify(&unknown, election, now).unwrap_err(), TokenError::UnknownKey);
+        assert_eq!(
+            verifier.verify(&unknown, election, now).unwrap_err(),
+            TokenError::UnknownKey
+        );
 
         // Tenant B's key signing a token that claims tenant A.
         let forged = b.sign_claims(&Claims {
@@ -341,11 +377,18 @@ mod tests {
             nbf: now.timestamp(),
             exp: (now + Duration::hours(1)).timestamp(),
         });
-        assert_eq!(verifier.verify(&forged, election, now).unwrap_err(), TokenError::WrongTenant);
+        assert_eq!(
+            verifier.verify(&forged, election, now).unwrap_err(),
+            TokenError::WrongTenant
+        );
 
         // Garbage.
         for junk in ["", "a.b", "a.b.c.d", "....", &"x".repeat(5000)] {
-            assert_eq!(verifier.verify(junk, election, now).unwrap_err(), TokenError::Malformed, "{junk:.20}");
+            assert_eq!(
+                verifier.verify(junk, election, now).unwrap_err(),
+                TokenError::Malformed,
+                "{junk:.20}"
+            );
         }
     }
 

@@ -59,7 +59,8 @@ impl VoteMessage {
         if data.len() > MAX_ENCODED_LEN {
             return Err(DecodeError::TooLarge(data.len()));
         }
-        let message: Self = serde_json::from_slice(data).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let message: Self =
+            serde_json::from_slice(data).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         if message.v != VERSION {
             return Err(DecodeError::UnsupportedVersion(message.v));
         }
@@ -68,7 +69,10 @@ impl VoteMessage {
 }
 
 pub fn correlation_of(attributes: &HashMap<String, String>) -> &str {
-    attributes.get(ATTR_CORRELATION).map(String::as_str).unwrap_or("")
+    attributes
+        .get(ATTR_CORRELATION)
+        .map(String::as_str)
+        .unwrap_or("")
 }
 
 #[cfg(test)]

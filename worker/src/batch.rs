@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use rand::seq::SliceRandom;
-use shared::domain::{ElectionDefinition, ElectionKind, ElectionOption, ElectionStatus, RejectionReason, TenantId};
+use shared::domain::{
+    ElectionDefinition, ElectionKind, ElectionOption, ElectionStatus, RejectionReason, TenantId,
+};
 use shared::vote::VoteMessage;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -116,7 +118,9 @@ async fn commit_tenant(
         };
         let too_late = election.sealed
             || election.definition.status == ElectionStatus::Draft
-            || election.closed_at.is_some_and(|closed| vote.accepted_at > closed);
+            || election
+                .closed_at
+                .is_some_and(|closed| vote.accepted_at > closed);
         if too_late {
             outcomes[i] = Outcome::Rejected(RejectionReason::ElectionClosed);
             continue;
@@ -131,7 +135,10 @@ async fn commit_tenant(
     // Claim the tokens: only registered, unused ones flip. Concurrent batches holding the same
     // token serialise on its row; the later one sees it used.
     let claim_elections: Vec<Uuid> = candidates.iter().map(|&i| votes[i].election_id).collect();
-    let claim_hashes: Vec<Vec<u8>> = candidates.iter().map(|&i| votes[i].token_hash.0.to_vec()).collect();
+    let claim_hashes: Vec<Vec<u8>> = candidates
+        .iter()
+        .map(|&i| votes[i].token_hash.0.to_vec())
+        .collect();
     let claimed: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
         "UPDATE elections.voting_tokens t SET used = true \
          FROM unnest($1::uuid[], $2::bytea[]) AS m(election_id, token_hash) \
@@ -157,7 +164,10 @@ async fn commit_tenant(
 
     if !unclaimed.is_empty() {
         // Unknown token, or used: by this very vote earlier (its receipt says recorded) or not.
-        let receipts: Vec<String> = unclaimed.iter().map(|&i| votes[i].receipt.to_string()).collect();
+        let receipts: Vec<String> = unclaimed
+            .iter()
+            .map(|&i| votes[i].receipt.to_string())
+            .collect();
         let already: HashSet<String> = sqlx::query_scalar(
             "SELECT receipt FROM elections.receipts WHERE receipt = ANY($1) AND status = 'recorded'",
         )
@@ -167,7 +177,10 @@ async fn commit_tenant(
         .into_iter()
         .collect();
         let known_elections: Vec<Uuid> = unclaimed.iter().map(|&i| votes[i].election_id).collect();
-        let known_hashes: Vec<Vec<u8>> = unclaimed.iter().map(|&i| votes[i].token_hash.0.to_vec()).collect();
+        let known_hashes: Vec<Vec<u8>> = unclaimed
+            .iter()
+            .map(|&i| votes[i].token_hash.0.to_vec())
+            .collect();
         let known: HashSet<(Uuid, Vec<u8>)> = sqlx::query_as(
             "SELECT t.election_id, t.token_hash FROM elections.voting_tokens t \
              JOIN unnest($1::uuid[], $2::bytea[]) AS m(election_id, token_hash) \
@@ -196,7 +209,10 @@ async fn commit_tenant(
         let mut order = recorded.clone();
         order.shuffle(&mut rand::thread_rng());
         let election_ids: Vec<Uuid> = order.iter().map(|&i| votes[i].election_id).collect();
-        let choices: Vec<serde_json::Value> = order.iter().map(|&i| serde_json::json!(votes[i].choices)).collect();
+        let choices: Vec<serde_json::Value> = order
+            .iter()
+            .map(|&i| serde_json::json!(votes[i].choices))
+            .collect();
         sqlx::query(
             "INSERT INTO elections.ballots (org_id, election_id, choices) \
              SELECT $1, m.election_id, ARRAY(SELECT jsonb_array_elements_text(m.choices)) \
@@ -216,11 +232,20 @@ async fn commit_tenant(
         .filter(|&i| !matches!(outcomes[i], Outcome::Duplicate))
         .collect();
     if !decided.is_empty() {
-        let receipts: Vec<String> = decided.iter().map(|&i| votes[i].receipt.to_string()).collect();
+        let receipts: Vec<String> = decided
+            .iter()
+            .map(|&i| votes[i].receipt.to_string())
+            .collect();
         let election_ids: Vec<Uuid> = decided.iter().map(|&i| votes[i].election_id).collect();
         let statuses: Vec<&str> = decided
             .iter()
-            .map(|&i| if outcomes[i] == Outcome::Recorded { "recorded" } else { "rejected" })
+            .map(|&i| {
+                if outcomes[i] == Outcome::Recorded {
+                    "recorded"
+                } else {
+                    "rejected"
+                }
+            })
             .collect();
         let reasons: Vec<Option<&str>> = decided
             .iter()

@@ -94,7 +94,10 @@ pub fn start(
     }
     drop(tx);
     let done = tokio::spawn(batcher(rx, settings.clone(), pool, metrics, activity));
-    Consumer { shutdown_tokens, done }
+    Consumer {
+        shutdown_tokens,
+        done,
+    }
 }
 
 /// An undecodable message is nacked: after the subscription's max delivery attempts Pub/Sub
@@ -122,7 +125,13 @@ fn decode(message: Message, handler: Handler, metrics: &WorkerMetrics) -> Option
     }
 }
 
-async fn batcher(mut rx: mpsc::Receiver<Pending>, settings: Settings, pool: PgPool, metrics: Arc<WorkerMetrics>, activity: Arc<Activity>) {
+async fn batcher(
+    mut rx: mpsc::Receiver<Pending>,
+    settings: Settings,
+    pool: PgPool,
+    metrics: Arc<WorkerMetrics>,
+    activity: Arc<Activity>,
+) {
     let writers = Arc::new(Semaphore::new(settings.writers));
     let backoff = Arc::new(std::sync::Mutex::new(Duration::ZERO));
     let mut open = true;
@@ -146,7 +155,9 @@ async fn batcher(mut rx: mpsc::Receiver<Pending>, settings: Settings, pool: PgPo
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        let Ok(permit) = writers.clone().acquire_owned().await else { break };
+        let Ok(permit) = writers.clone().acquire_owned().await else {
+            break;
+        };
         activity.in_flight.fetch_add(1, Ordering::SeqCst);
         let pool = pool.clone();
         let metrics = metrics.clone();
@@ -156,7 +167,11 @@ async fn batcher(mut rx: mpsc::Receiver<Pending>, settings: Settings, pool: PgPo
             let ok = write(&pool, batch, &metrics).await;
             {
                 let mut b = backoff.lock().unwrap_or_else(|p| p.into_inner());
-                *b = if ok { Duration::ZERO } else { (*b * 2).clamp(Duration::from_millis(200), Duration::from_secs(5)) };
+                *b = if ok {
+                    Duration::ZERO
+                } else {
+                    (*b * 2).clamp(Duration::from_millis(200), Duration::from_secs(5))
+                };
             }
             activity.failing.store(!ok, Ordering::SeqCst);
             activity.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -175,9 +190,14 @@ async fn write(pool: &PgPool, batch: Vec<Pending>, metrics: &WorkerMetrics) -> b
         Ok(outcomes) => {
             let committed_at = chrono::Utc::now();
             metrics.batch_size.observe(batch.len() as f64);
-            metrics.commit_latency.observe(started.elapsed().as_secs_f64());
+            metrics
+                .commit_latency
+                .observe(started.elapsed().as_secs_f64());
             for (pending, outcome) in batch.into_iter().zip(outcomes) {
-                let lag = (committed_at - pending.vote.accepted_at).num_milliseconds().max(0) as f64 / 1000.0;
+                let lag = (committed_at - pending.vote.accepted_at)
+                    .num_milliseconds()
+                    .max(0) as f64
+                    / 1000.0;
                 metrics.queue_lag.observe(lag);
                 match outcome {
                     Outcome::Recorded => metrics.outcomes.with_label_values(&["recorded"]).inc(),
@@ -199,7 +219,11 @@ async fn write(pool: &PgPool, batch: Vec<Pending>, metrics: &WorkerMetrics) -> b
         }
         Err(e) => {
             metrics.failed_batches.inc();
-            let correlation_ids: Vec<&str> = batch.iter().take(5).map(|p| p.correlation_id.as_str()).collect();
+            let correlation_ids: Vec<&str> = batch
+                .iter()
+                .take(5)
+                .map(|p| p.correlation_id.as_str())
+                .collect();
             tracing::warn!(error = %shared::db::redact(&e), size = batch.len(), ?correlation_ids,
                 "batch transaction failed; nacking for redelivery");
             for pending in batch {

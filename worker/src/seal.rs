@@ -59,7 +59,9 @@ pub async fn seal_ready(pool: &PgPool, delay: Duration) -> Result<Vec<Uuid>, sql
     .await?;
     let mut sealed = Vec::new();
     for (org, id, due) in waiting {
-        let Ok(tenant) = TenantId::parse(&org) else { continue };
+        let Ok(tenant) = TenantId::parse(&org) else {
+            continue;
+        };
         if due && seal(pool, &tenant, id).await? {
             sealed.push(id);
         }
@@ -68,13 +70,18 @@ pub async fn seal_ready(pool: &PgPool, delay: Duration) -> Result<Vec<Uuid>, sql
 }
 
 /// Rewrites the election's ballots in random order and marks it sealed. Idempotent.
-pub async fn seal(pool: &PgPool, tenant: &TenantId, election_id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn seal(
+    pool: &PgPool,
+    tenant: &TenantId,
+    election_id: Uuid,
+) -> Result<bool, sqlx::Error> {
     let mut tx = shared::db::begin_for_tenant(pool, tenant).await?;
-    let state: Option<(String, bool)> =
-        sqlx::query_as("SELECT status, sealed_at IS NOT NULL FROM elections.elections WHERE id = $1 FOR UPDATE")
-            .bind(election_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let state: Option<(String, bool)> = sqlx::query_as(
+        "SELECT status, sealed_at IS NOT NULL FROM elections.elections WHERE id = $1 FOR UPDATE",
+    )
+    .bind(election_id)
+    .fetch_optional(&mut *tx)
+    .await?;
     if !matches!(state, Some((ref status, false)) if status == "closed") {
         return Ok(false);
     }

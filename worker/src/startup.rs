@@ -29,13 +29,18 @@ pub struct WorkerMetrics {
 impl WorkerMetrics {
     fn new(http: &HttpMetrics) -> Self {
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
-            http.register(&Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("static metric"))
+            http.register(
+                &Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                    .expect("static metric"),
+            )
         };
         Self {
             batch_size: histogram(
                 "worker_batch_size",
                 "Votes per committed batch",
-                vec![1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0],
+                vec![
+                    1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0,
+                ],
             ),
             commit_latency: histogram(
                 "worker_commit_seconds",
@@ -52,9 +57,21 @@ impl WorkerMetrics {
                 "Votes by outcome (recorded, duplicate, or rejection reason)",
                 &["outcome"],
             )),
-            undecodable: http.register(&IntCounter::new("worker_undecodable_total", "Messages that are not votes").expect("static")),
-            failed_batches: http.register(&IntCounter::new("worker_failed_batches_total", "Batch transactions that failed").expect("static")),
-            pool_in_use: http.register(&IntGauge::with_opts(Opts::new("db_pool_in_use", "Database connections in use")).expect("static")),
+            undecodable: http.register(
+                &IntCounter::new("worker_undecodable_total", "Messages that are not votes")
+                    .expect("static"),
+            ),
+            failed_batches: http.register(
+                &IntCounter::new(
+                    "worker_failed_batches_total",
+                    "Batch transactions that failed",
+                )
+                .expect("static"),
+            ),
+            pool_in_use: http.register(
+                &IntGauge::with_opts(Opts::new("db_pool_in_use", "Database connections in use"))
+                    .expect("static"),
+            ),
         }
     }
 }
@@ -76,7 +93,13 @@ impl Application {
         let http = HttpMetrics::new("worker");
         let metrics = Arc::new(WorkerMetrics::new(&http));
         let activity = Arc::new(Activity::default());
-        let consumer = consumer::start(&settings, &subscriber, pool.clone(), metrics.clone(), activity.clone());
+        let consumer = consumer::start(
+            &settings,
+            &subscriber,
+            pool.clone(),
+            metrics.clone(),
+            activity.clone(),
+        );
         let ready: ReadinessCheck = {
             let pool = pool.clone();
             Arc::new(move || {
@@ -86,7 +109,10 @@ impl Application {
         };
         let router = shared::metrics::operational_routes(http.clone(), ready)
             .fallback(shared::problem::not_found_fallback)
-            .layer(axum::middleware::from_fn_with_state(http, shared::telemetry::observe_requests));
+            .layer(axum::middleware::from_fn_with_state(
+                http,
+                shared::telemetry::observe_requests,
+            ));
         let listener = TcpListener::bind(settings.addr).await?;
         Ok(Self {
             settings,
@@ -109,7 +135,10 @@ impl Application {
 
     /// Runs until `stop`, then drains: stops pulling, commits and acks what is in flight, and
     /// exits within `SHUTDOWN_GRACE_MS` (anything unacked then is redelivered to another worker).
-    pub async fn run_until(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let Self {
             settings,
             pool,
@@ -132,7 +161,9 @@ impl Application {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    metrics.pool_in_use.set((pool.size() as usize - pool.num_idle()) as i64);
+                    metrics
+                        .pool_in_use
+                        .set((pool.size() as usize - pool.num_idle()) as i64);
                     let idle = activity.idle(settings.idle_after);
                     if let Err(e) = seal::report(&pool, &settings.worker_id, idle).await {
                         tracing::warn!(error = %shared::db::redact(&e), "progress report failed");
@@ -161,7 +192,10 @@ impl Application {
             let _ = consumer.done.await;
             let _ = stopper.await;
         };
-        if tokio::time::timeout(settings.shutdown_grace, drain).await.is_err() {
+        if tokio::time::timeout(settings.shutdown_grace, drain)
+            .await
+            .is_err()
+        {
             tracing::warn!("drain exceeded its bound; unacked messages will be redelivered");
         }
         progress.abort();
@@ -177,7 +211,8 @@ pub async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     };
     let terminate = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

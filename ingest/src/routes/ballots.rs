@@ -113,7 +113,10 @@ async fn cast_inner(
 
     let token = bearer(headers)?;
     let now = chrono::Utc::now();
-    let token = state.settings.token_verifier.verify(token, election_id, now)?;
+    let token = state
+        .settings
+        .token_verifier
+        .verify(token, election_id, now)?;
     span.record("tenant", token.tenant.as_str());
 
     let Json(request) = body.map_err(shared::problem::from_json_rejection)?;
@@ -124,7 +127,10 @@ async fn cast_inner(
         .ok_or(IngestError::UnknownElection)?;
     definition.accepts_votes_at(now)?;
     let ballot = definition.ballot(request.choices)?;
-    let receipt = state.settings.receipt_key.derive(election_id, token.token_id());
+    let receipt = state
+        .settings
+        .receipt_key
+        .derive(election_id, token.token_id());
     let status_url = format!("/v1/receipts/{receipt}");
 
     if queue_mode {
@@ -145,7 +151,10 @@ async fn cast_inner(
             state.publisher.publish(message.encode(&correlation.0)),
         )
         .await;
-        state.metrics.publish_latency.observe(started.elapsed().as_secs_f64());
+        state
+            .metrics
+            .publish_latency
+            .observe(started.elapsed().as_secs_f64());
         match published {
             Ok(Ok(_message_id)) => {}
             Ok(Err(e)) => return Err(IngestError::PublishFailed(e.to_string())),
@@ -187,9 +196,10 @@ async fn cast_inner(
         )
             .into_response();
         if matches!(outcome, DirectOutcome::Replayed) {
-            response
-                .headers_mut()
-                .insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+            response.headers_mut().insert(
+                "idempotent-replayed",
+                axum::http::HeaderValue::from_static("true"),
+            );
         }
         Ok(response)
     }

@@ -66,7 +66,9 @@ pub async fn put_election(
             && stored_options == &options
             && *max_choices as u32 == definition.max_choices;
         if status != "draft" && !same_ballot {
-            return Err(conflict("the options of an election cannot change once it was opened").into());
+            return Err(
+                conflict("the options of an election cannot change once it was opened").into(),
+            );
         }
         if status == "closed" && definition.status != ElectionStatus::Closed {
             return Err(conflict("a closed election cannot be reopened").into());
@@ -93,7 +95,9 @@ pub async fn put_election(
     tx.commit().await?;
     let status = definition.status;
     state.definitions.put(definition);
-    Ok(Json(serde_json::json!({"election_id": id, "status": status.as_str()})))
+    Ok(Json(
+        serde_json::json!({"election_id": id, "status": status.as_str()}),
+    ))
 }
 
 fn conflict(detail: &str) -> Problem {
@@ -117,7 +121,8 @@ pub async fn register_tokens(
     body: Result<Json<TokenRegistration>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, IngestError> {
     let Json(registration) = body.map_err(shared::problem::from_json_rejection)?;
-    if registration.token_hashes.is_empty() || registration.token_hashes.len() > MAX_TOKENS_PER_CALL {
+    if registration.token_hashes.is_empty() || registration.token_hashes.len() > MAX_TOKENS_PER_CALL
+    {
         return Err(Problem::bad_request(
             "invalid-token-hashes",
             format!("send 1 to {MAX_TOKENS_PER_CALL} token hashes per call"),
@@ -130,10 +135,11 @@ pub async fn register_tokens(
         .map(|h| TokenHash::from_hex(h).map(|h| h.0.to_vec()))
         .collect::<Result<Vec<_>, _>>()?;
     let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.tenant).await?;
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM elections.elections WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM elections.elections WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
     match status.as_deref() {
         None => return Err(IngestError::UnknownElection),
         Some("closed") => return Err(conflict("the election is closed").into()),
@@ -150,7 +156,9 @@ pub async fn register_tokens(
     .await?
     .rows_affected();
     tx.commit().await?;
-    Ok(Json(serde_json::json!({"election_id": id, "registered": inserted, "received": hashes.len()})))
+    Ok(Json(
+        serde_json::json!({"election_id": id, "registered": inserted, "received": hashes.len()}),
+    ))
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -167,7 +175,11 @@ pub struct Results {
 /// Tally of an election.
 #[utoipa::path(get, path = "/internal/v1/elections/{id}/results",
     responses((status = 200, description = "Tally", body = Results)), tag = "internal")]
-pub async fn results(State(state): State<AppState>, caller: S2sCaller, Path(id): Path<Uuid>) -> Result<Json<Results>, IngestError> {
+pub async fn results(
+    State(state): State<AppState>,
+    caller: S2sCaller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Results>, IngestError> {
     let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.tenant).await?;
     let election: Option<(String, serde_json::Value, Option<DateTime<Utc>>)> =
         sqlx::query_as("SELECT kind, options, sealed_at FROM elections.elections WHERE id = $1")
@@ -184,10 +196,11 @@ pub async fn results(State(state): State<AppState>, caller: S2sCaller, Path(id):
         "SELECT c AS option, count(*) FROM elections.ballots, unnest(choices) AS c WHERE election_id = $1 GROUP BY 1"
     };
     let counts: Vec<(String, i64)> = sqlx::query_as(query).bind(id).fetch_all(&mut *tx).await?;
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM elections.ballots WHERE election_id = $1")
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM elections.ballots WHERE election_id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
     tx.commit().await?;
     let mut tally: BTreeMap<String, i64> = serde_json::from_value::<Vec<ElectionOption>>(options)
         .unwrap_or_default()

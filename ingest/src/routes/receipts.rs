@@ -28,14 +28,18 @@ pub struct ReceiptStatus {
     ),
     tag = "votes"
 )]
-pub async fn status(State(state): State<AppState>, Path(presented): Path<String>) -> Result<Json<ReceiptStatus>, IngestError> {
+pub async fn status(
+    State(state): State<AppState>,
+    Path(presented): Path<String>,
+) -> Result<Json<ReceiptStatus>, IngestError> {
     let Some((receipt, _election)) = state.settings.receipt_key.check(&presented) else {
         return Err(shared::Problem::not_found("this system never issued that receipt").into());
     };
-    let row: Option<(String, Option<String>)> = sqlx::query_as("SELECT status, reason FROM elections.receipt_status($1)")
-        .bind(receipt.as_str())
-        .fetch_optional(&state.pool)
-        .await?;
+    let row: Option<(String, Option<String>)> =
+        sqlx::query_as("SELECT status, reason FROM elections.receipt_status($1)")
+            .bind(receipt.as_str())
+            .fetch_optional(&state.pool)
+            .await?;
     // A genuine receipt with no outcome yet belongs to a vote still in the queue.
     let (status, reason) = row.unwrap_or_else(|| ("queued".into(), None));
     Ok(Json(ReceiptStatus {

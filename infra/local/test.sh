@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Run the whole test suite against the real local stack.
+#
+#   infra/local/test.sh [extra cargo test arguments]
+#
+# Brings up PostgreSQL 15 (installing it if missing) and Google's Pub/Sub emulator, applies the
+# migrations and the local service logins, then runs every crate's tests, formatting and lint
+# checks. Each test creates its own database (cloned from a migrated template) and its own topic
+# and subscription, so the suite can run in parallel and leaves the dev database alone.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+# shellcheck source=env.sh
+source "$here/env.sh"
+
+"$here/up.sh" >/dev/null
+"$here/migrate.sh"
+
+cd "$root"
+# Test databases of earlier runs are dropped; each test makes its own.
+psql -X -q -w "$EKKLESIA_ADMIN_DATABASE_URL" -At -c \
+  "SELECT datname FROM pg_database WHERE datname LIKE 'ekklesia_test_%'" |
+  while read -r db; do psql -X -q -w "$EKKLESIA_ADMIN_DATABASE_URL" -c "DROP DATABASE IF EXISTS \"$db\"" || true; done
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test --workspace "$@"

@@ -1,0 +1,362 @@
+//! Test support used by every crate's integration tests (and the demo): a fresh database per
+//! test cloned from a migrated template, a fresh topic and subscription per test on the Pub/Sub
+//! emulator, generated keys, and a TCP proxy that can cut a connection to simulate an outage.
+//!
+//! It needs the local stack (`infra/local/up.sh`): `EKKLESIA_ADMIN_DATABASE_URL` and
+//! `PUBSUB_EMULATOR_HOST` must be set (`source infra/local/env.sh`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+use tokio::net::{TcpListener, TcpStream};
+use uuid::Uuid;
+
+use crate::config::{DatabaseSettings, PubSubSettings};
+use crate::domain::TenantId;
+use crate::pubsub::Topology;
+use crate::receipt::ReceiptKey;
+use crate::s2s::{Keyring, S2sKey};
+use crate::token::{encode_public_key, TokenSigner};
+
+const DEV_LOGINS: &str = include_str!("../../infra/local/dev-logins.sql");
+
+fn admin_url() -> String {
+    std::env::var("EKKLESIA_ADMIN_DATABASE_URL").unwrap_or_else(|_| {
+        panic!("EKKLESIA_ADMIN_DATABASE_URL is not set: run the tests with infra/local/test.sh (or `source infra/local/env.sh` after infra/local/up.sh)")
+    })
+}
+
+fn with_database(url: &str, database: &str) -> String {
+    let (base, _) = url
+        .rsplit_once('/')
+        .expect("a database URL ends in /dbname");
+    format!("{base}/{database}")
+}
+
+fn with_user(url: &str, user: &str) -> String {
+    // postgres://owner:pw@host:port/db -> postgres://user:user@host:port/db
+    let (scheme, rest) = url.split_once("://").expect("a database URL has a scheme");
+    let (_, host) = rest
+        .split_once('@')
+        .expect("a database URL has credentials");
+    format!("{scheme}://{user}:{user}@{host}")
+}
+
+/// A service's login in tests and the local stack.
+#[derive(Debug, Clone, Copy)]
+pub enum Role {
+    Ingest,
+    Worker,
+    Events,
+    Members,
+}
+
+impl Role {
+    pub fn login(self) -> &'static str {
+        match self {
+            Self::Ingest => "ingest_dev",
+            Self::Worker => "worker_dev",
+            Self::Events => "events_dev",
+            Self::Members => "members_dev",
+        }
+    }
+}
+
+static TEMPLATE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+
+/// The template database: migrated once per migration set, shared by all test processes.
+async fn template() -> String {
+    TEMPLATE
+        .get_or_init(|| async {
+            let admin = admin_url();
+            let mut fingerprint = Vec::new();
+            for m in crate::db::MIGRATOR.iter() {
+                fingerprint.extend_from_slice(&m.checksum);
+            }
+            fingerprint.extend_from_slice(DEV_LOGINS.as_bytes());
+            let name = format!(
+                "ekklesia_tpl_{}",
+                &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&fingerprint))[..12]
+            );
+            let mut conn = PgConnection::connect(&admin)
+                .await
+                .expect("connect as the owner (is the local stack up?)");
+            // Serialise template creation across test processes.
+            conn.execute("SELECT pg_advisory_lock(727274)")
+                .await
+                .expect("advisory lock");
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                    .bind(&name)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("query pg_database");
+            if !exists {
+                let building = format!("{name}_building");
+                conn.execute(format!("DROP DATABASE IF EXISTS {building}").as_str())
+                    .await
+                    .expect("drop");
+                conn.execute(format!("CREATE DATABASE {building}").as_str())
+                    .await
+                    .expect("create template");
+                {
+                    let pool = PgPoolOptions::new()
+                        .max_connections(1)
+                        .connect(&with_database(&admin, &building))
+                        .await
+                        .expect("connect template");
+                    crate::db::migrate(&pool).await.expect("migrations");
+                    pool.execute(DEV_LOGINS).await.expect("dev logins");
+                    pool.close().await;
+                }
+                conn.execute(format!("ALTER DATABASE {building} RENAME TO {name}").as_str())
+                    .await
+                    .expect("rename template");
+            }
+            conn.execute("SELECT pg_advisory_unlock(727274)")
+                .await
+                .expect("unlock");
+            name
+        })
+        .await
+        .clone()
+}
+
+/// A fresh, migrated database for one test.
+pub struct TestDb {
+    pub name: String,
+    pub owner: PgPool,
+    admin_url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let template = template().await;
+        let admin = admin_url();
+        let name = format!("ekklesia_test_{}", Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(&admin)
+            .await
+            .expect("connect as the owner");
+        conn.execute(format!("CREATE DATABASE {name} TEMPLATE {template}").as_str())
+            .await
+            .expect("create test database");
+        let owner_url = with_database(&admin, &name);
+        let owner = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&owner_url)
+            .await
+            .expect("connect test db");
+        Self {
+            name,
+            owner,
+            admin_url: owner_url,
+        }
+    }
+
+    /// Connection URL for a service role's login.
+    pub fn url(&self, role: Role) -> String {
+        with_user(&self.admin_url, role.login())
+    }
+
+    pub fn settings(&self, role: Role, max_connections: u32) -> DatabaseSettings {
+        DatabaseSettings {
+            url: self.url(role),
+            max_connections,
+            acquire_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The URL with its host and port replaced (to route through a [`TcpProxy`]).
+    pub fn url_via(&self, role: Role, addr: std::net::SocketAddr) -> String {
+        let url = self.url(role);
+        let (scheme_user, rest) = url.rsplit_once('@').expect("credentials");
+        let (_, db) = rest.split_once('/').expect("database");
+        format!("{scheme_user}@{addr}/{db}")
+    }
+
+    pub async fn pool(&self, role: Role) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&self.url(role))
+            .await
+            .expect("connect as service role")
+    }
+}
+
+/// A fresh topic, subscription (dead letter after 5 attempts) and dead-letter topic.
+pub struct TestPubSub {
+    pub settings: PubSubSettings,
+    pub topology: Topology,
+}
+
+impl TestPubSub {
+    pub async fn create() -> Self {
+        let host = std::env::var("PUBSUB_EMULATOR_HOST").unwrap_or_else(|_| {
+            panic!("PUBSUB_EMULATOR_HOST is not set: run the tests with infra/local/test.sh")
+        });
+        let id = Uuid::new_v4().simple().to_string();
+        let settings = PubSubSettings {
+            emulator_host: Some(host),
+            project: std::env::var("PUBSUB_PROJECT_ID").unwrap_or_else(|_| "ekklesia-local".into()),
+            topic: format!("votes-{id}"),
+            subscription: format!("votes-{id}-worker"),
+        };
+        let topology = Topology::for_settings(&settings);
+        topology
+            .ensure(&settings)
+            .await
+            .expect("create topic and subscriptions on the emulator");
+        Self { settings, topology }
+    }
+
+    pub fn dead_letter_subscription_path(&self) -> String {
+        format!(
+            "projects/{}/subscriptions/{}",
+            self.settings.project, self.topology.dead_letter_subscription
+        )
+    }
+}
+
+/// Keys for one test: a token signer per tenant, the receipt key and S2S keys, with the
+/// environment strings the services read.
+pub struct TestKeys {
+    pub signers: Vec<TokenSigner>,
+    pub receipt_key_b64: String,
+    pub s2s: Keyring,
+    pub s2s_config: String,
+}
+
+impl TestKeys {
+    pub fn new(tenants: &[&str]) -> Self {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let signers: Vec<TokenSigner> = tenants
+            .iter()
+            .map(|t| TokenSigner::generate(format!("{t}-k1"), TenantId::parse(t).expect("tenant")))
+            .collect();
+        let mut s2s_entries = Vec::new();
+        let mut s2s_keys = Vec::new();
+        for t in tenants {
+            let secret: [u8; 32] = rand::random();
+            s2s_entries.push(format!("{t}-s2s:{t}:{}", b64.encode(secret)));
+            s2s_keys.push(
+                S2sKey::new(
+                    format!("{t}-s2s"),
+                    TenantId::parse(t).expect("tenant"),
+                    secret.to_vec(),
+                )
+                .expect("key"),
+            );
+        }
+        let receipt: [u8; 32] = rand::random();
+        Self {
+            signers,
+            receipt_key_b64: b64.encode(receipt),
+            s2s: Keyring::new(s2s_keys),
+            s2s_config: s2s_entries.join(","),
+        }
+    }
+
+    pub fn public_keys_config(&self) -> String {
+        self.signers
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}:{}:{}",
+                    s.kid(),
+                    s.tenant(),
+                    encode_public_key(&s.verifying_key())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn receipt_key(&self) -> ReceiptKey {
+        ReceiptKey::from_base64(&self.receipt_key_b64).expect("receipt key")
+    }
+
+    pub fn signer(&self, tenant: &str) -> &TokenSigner {
+        self.signers
+            .iter()
+            .find(|s| s.tenant().as_str() == tenant)
+            .expect("signer for tenant")
+    }
+}
+
+/// A loopback TCP proxy that can refuse and cut connections, to simulate a database outage.
+#[derive(Clone)]
+pub struct TcpProxy {
+    pub addr: std::net::SocketAddr,
+    up: Arc<AtomicBool>,
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("addr");
+        let up = Arc::new(AtomicBool::new(true));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let generation = Arc::new(generation);
+        let proxy = Self {
+            addr,
+            up: up.clone(),
+            generation: generation.clone(),
+        };
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    break;
+                };
+                if !up.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let mut cut = generation.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        proxy
+    }
+
+    /// Cuts every open connection and refuses new ones.
+    pub fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn up(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Host and port of the admin database URL (what a proxy forwards to).
+pub async fn database_addr() -> std::net::SocketAddr {
+    let url = admin_url();
+    let host_port = url
+        .rsplit_once('@')
+        .expect("creds")
+        .1
+        .split('/')
+        .next()
+        .expect("host")
+        .to_owned();
+    tokio::net::lookup_host(host_port)
+        .await
+        .expect("resolve")
+        .next()
+        .expect("an address")
+}
