@@ -228,6 +228,8 @@ fn router(state: AppState, http_metrics: HttpMetrics) -> Router {
         .routes(routes!(internal::put_election))
         .routes(routes!(internal::register_tokens))
         .routes(routes!(internal::results))
+        // Bulk token registration is larger than any vote; the S2S layer bounds it itself.
+        .layer(DefaultBodyLimit::max(shared::s2s::MAX_BODY))
         .layer(middleware::from_fn_with_state(
             verifier,
             shared::s2s::verify_layer,
@@ -235,6 +237,7 @@ fn router(state: AppState, http_metrics: HttpMetrics) -> Router {
     let (api_router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(ballots::cast))
         .routes(routes!(receipts::status))
+        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
         .merge(internal_routes)
         .split_for_parts();
     let ready: ReadinessCheck = {
@@ -256,7 +259,6 @@ fn router(state: AppState, http_metrics: HttpMetrics) -> Router {
         ))
         .fallback(shared::problem::not_found_fallback)
         .route_layer(middleware::from_fn(shared::telemetry::record_route))
-        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
         .layer(middleware::from_fn_with_state(
             http_metrics,
             shared::telemetry::observe_requests,

@@ -1,0 +1,288 @@
+//! A whole elections side for one test: a fresh database, a fresh topic and subscription on the
+//! emulator, ingest serving real HTTP on 127.0.0.1, and a worker in-process or as a process.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use axum::http::Method;
+use chrono::Utc;
+use serde_json::{json, Value};
+use shared::config::Env;
+use shared::domain::TenantId;
+use shared::s2s::{Client, RetrySettings};
+use shared::telemetry::CorrelationId;
+use shared::testkit::{Role, TestDb, TestKeys, TestPubSub};
+use uuid::Uuid;
+
+pub const TENANT: &str = "party-a";
+pub const OTHER_TENANT: &str = "party-b";
+
+pub struct Stack {
+    pub db: TestDb,
+    pub pubsub: TestPubSub,
+    pub keys: TestKeys,
+    pub ingest_url: String,
+    pub http: reqwest::Client,
+    pub s2s: Client,
+    stop_ingest: Option<tokio::sync::oneshot::Sender<()>>,
+    workers: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+pub struct StackOptions {
+    pub queue_mode: bool,
+    /// Overrides the emulator address ingest publishes to (to simulate an outage).
+    pub ingest_pubsub_host: Option<String>,
+    pub publish_timeout_ms: u64,
+    pub extra_env: Vec<(&'static str, String)>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            queue_mode: true,
+            ingest_pubsub_host: None,
+            publish_timeout_ms: 2000,
+            extra_env: Vec::new(),
+        }
+    }
+}
+
+impl Stack {
+    pub async fn start(options: StackOptions) -> Self {
+
+        let db = TestDb::create().await;
+        let pubsub = TestPubSub::create().await;
+        let keys = TestKeys::new(&[TENANT, OTHER_TENANT]);
+        let mut env: HashMap<&str, String> = HashMap::from([
+            ("INGEST_ADDR", "127.0.0.1:0".to_owned()),
+            ("DATABASE_URL", db.url(Role::Ingest)),
+            ("DATABASE_MAX_CONNECTIONS", "3".to_owned()),
+            ("PUBSUB_EMULATOR_HOST", options.ingest_pubsub_host.clone().unwrap_or_else(|| pubsub.settings.emulator_host.clone().unwrap())),
+            ("PUBSUB_PROJECT_ID", pubsub.settings.project.clone()),
+            ("PUBSUB_TOPIC", pubsub.settings.topic.clone()),
+            ("PUBSUB_SUBSCRIPTION", pubsub.settings.subscription.clone()),
+            ("VOTING_TOKEN_PUBLIC_KEYS", keys.public_keys_config()),
+            ("RECEIPT_KEY", keys.receipt_key_b64.clone()),
+            ("S2S_KEYS", keys.s2s_config.clone()),
+            ("QUEUE_MODE_DEFAULT", options.queue_mode.to_string()),
+            ("QUEUE_MODE_POLL_MS", "200".to_owned()),
+            ("DEFINITION_REFRESH_MS", "200".to_owned()),
+            ("PUBLISH_TIMEOUT_MS", options.publish_timeout_ms.to_string()),
+        ]);
+        for (k, v) in &options.extra_env {
+            env.insert(k, v.clone());
+        }
+        let settings = ingest::configuration::Settings::from(Env::from_map(env)).expect("ingest settings");
+        let app = ingest::startup::Application::build(settings).await.expect("ingest builds");
+        let ingest_url = format!("http://{}", app.local_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        let s2s = Client::new(&ingest_url, keys.s2s.clone(), RetrySettings::default());
+        Self {
+            db,
+            pubsub,
+            keys,
+            ingest_url,
+            http: reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap(),
+            s2s,
+            stop_ingest: Some(stop),
+            workers: Vec::new(),
+        }
+    }
+
+    pub fn worker_settings(&self) -> worker::configuration::Settings {
+        let env = self.worker_env();
+        worker::configuration::Settings::from(Env::from_map(env)).expect("worker settings")
+    }
+
+    pub fn worker_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("WORKER_ADDR".into(), "127.0.0.1:0".into()),
+            ("DATABASE_URL".into(), self.db.url(Role::Worker)),
+            ("DATABASE_MAX_CONNECTIONS".into(), "3".into()),
+            ("PUBSUB_EMULATOR_HOST".into(), self.pubsub.settings.emulator_host.clone().unwrap()),
+            ("PUBSUB_PROJECT_ID".into(), self.pubsub.settings.project.clone()),
+            ("PUBSUB_TOPIC".into(), self.pubsub.settings.topic.clone()),
+            ("PUBSUB_SUBSCRIPTION".into(), self.pubsub.settings.subscription.clone()),
+            ("WORKER_ID".into(), format!("w-{}", Uuid::new_v4().simple())),
+            ("IDLE_AFTER_MS".into(), "300".into()),
+            ("SEAL_DELAY_MS".into(), "1000".into()),
+            ("SHUTDOWN_GRACE_MS".into(), "5000".into()),
+        ]
+    }
+
+    /// Runs a worker in this process until the stack is dropped.
+    pub async fn start_worker(&mut self, settings: worker::configuration::Settings) {
+        let app = worker::startup::Application::build(settings).await.expect("worker builds");
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        self.workers.push(stop);
+    }
+
+    /// Starts the worker binary (so a test can SIGKILL it).
+    pub fn spawn_worker_process(&self) -> std::process::Child {
+        std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+            .envs(self.worker_env())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn worker")
+    }
+
+    pub fn tenant(&self, name: &str) -> TenantId {
+        TenantId::parse(name).unwrap()
+    }
+
+    /// Creates and opens an election with options `o0..o{n-1}` over the signed internal API.
+    pub async fn open_election(&self, tenant: &str, kind: &str, options: usize, max_choices: u32) -> Uuid {
+        let id = Uuid::new_v4();
+        let body = json!({
+            "kind": kind,
+            "options": (0..options).map(|i| json!({"id": format!("o{i}"), "label": format!("Option {i}")})).collect::<Vec<_>>(),
+            "max_choices": max_choices,
+            "status": "open",
+            "opens_at": null,
+            "closes_at": null,
+        });
+        self.put_election(tenant, id, body).await;
+        id
+    }
+
+    pub async fn put_election(&self, tenant: &str, id: Uuid, body: Value) {
+        self.s2s
+            .call(&self.tenant(tenant), Method::PUT, &format!("/internal/v1/elections/{id}"), Some(&body), Some(&Uuid::new_v4().to_string()), &CorrelationId::new())
+            .await
+            .expect("election stored");
+    }
+
+    pub async fn close_election(&self, tenant: &str, id: Uuid, kind: &str, options: usize, max_choices: u32) {
+        let body = json!({
+            "kind": kind,
+            "options": (0..options).map(|i| json!({"id": format!("o{i}"), "label": format!("Option {i}")})).collect::<Vec<_>>(),
+            "max_choices": max_choices,
+            "status": "closed",
+            "opens_at": null,
+            "closes_at": null,
+        });
+        self.put_election(tenant, id, body).await;
+    }
+
+    /// Issues `n` tokens and registers their hashes, as events-svc does.
+    pub async fn tokens(&self, tenant: &str, election: Uuid, n: usize) -> Vec<String> {
+        let signer = self.keys.signer(tenant);
+        let now = Utc::now();
+        let mut tokens = Vec::with_capacity(n);
+        let mut hashes = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (token, hash) = signer.issue(election, now - chrono::Duration::seconds(1), now + chrono::Duration::hours(1));
+            tokens.push(token);
+            hashes.push(hash.to_hex());
+        }
+        for chunk in hashes.chunks(5000) {
+            self.s2s
+                .call(&self.tenant(tenant), Method::POST, &format!("/internal/v1/elections/{election}/tokens"),
+                    Some(&json!({"token_hashes": chunk})), Some(&Uuid::new_v4().to_string()), &CorrelationId::new())
+                .await
+                .expect("tokens registered");
+        }
+        tokens
+    }
+
+    pub async fn vote(&self, election: Uuid, token: &str, choices: &[&str]) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/elections/{election}/ballots", self.ingest_url))
+            .bearer_auth(token)
+            .json(&json!({"choices": choices}))
+            .send()
+            .await
+            .expect("ingest answers")
+    }
+
+    pub async fn receipt(&self, receipt: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}/v1/receipts/{receipt}", self.ingest_url)).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn results(&self, tenant: &str, election: Uuid) -> Value {
+        self.s2s
+            .call(&self.tenant(tenant), Method::GET, &format!("/internal/v1/elections/{election}/results"), None, None, &CorrelationId::new())
+            .await
+            .expect("results")
+            .json()
+            .unwrap()
+    }
+
+    pub async fn ballot_count(&self, election: Uuid) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM elections.ballots WHERE election_id = $1")
+            .bind(election)
+            .fetch_one(&self.db.owner)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until every receipt has an outcome (recorded or rejected); returns the statuses.
+    pub async fn wait_decided(&self, receipts: &[String], within: Duration) -> HashMap<String, String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let rows: Vec<(String, String)> = sqlx::query_as("SELECT receipt, status FROM elections.receipts WHERE receipt = ANY($1)")
+                .bind(receipts)
+                .fetch_all(&self.db.owner)
+                .await
+                .unwrap();
+            if rows.len() == receipts.len() {
+                return rows.into_iter().collect();
+            }
+            assert!(Instant::now() < deadline, "only {} of {} votes decided in time", rows.len(), receipts.len());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_final(&self, tenant: &str, election: Uuid, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let results = self.results(tenant, election).await;
+            if results["final"] == json!(true) {
+                return results;
+            }
+            assert!(Instant::now() < deadline, "results never became final: {results}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn set_queue_mode(&self, enabled: bool) {
+        sqlx::query("SELECT * FROM ops.set_queue_mode($1, 'test')")
+            .bind(enabled)
+            .execute(&self.db.owner)
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop_ingest.take() {
+            let _ = stop.send(());
+        }
+        for stop in self.workers.drain(..) {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Receives from a subscription for `wait`; returns how many messages arrived (and acks them).
+pub async fn drain_count(settings: &shared::config::PubSubSettings, wait: Duration) -> usize {
+    let subscriber = shared::pubsub::subscriber(settings).await.unwrap();
+    let mut stream = subscriber.subscribe(settings.subscription_path()).build();
+    let mut n = 0;
+    while let Ok(Some(Ok((_, h)))) = tokio::time::timeout(wait, stream.next()).await {
+        h.ack();
+        n += 1;
+    }
+    n
+}
