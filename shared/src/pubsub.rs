@@ -112,6 +112,8 @@ pub struct Topology {
     pub dead_letter_subscription: String,
     pub max_delivery_attempts: i32,
     pub ack_deadline_seconds: i32,
+    /// Keep acked messages so the subscription can be replayed with seek (tests, recovery).
+    pub retain_acked_messages: bool,
 }
 
 impl Topology {
@@ -121,6 +123,7 @@ impl Topology {
             dead_letter_subscription: format!("{}-dead-letter-sub", settings.topic),
             max_delivery_attempts: 5,
             ack_deadline_seconds: 30,
+            retain_acked_messages: false,
         }
     }
 
@@ -141,6 +144,7 @@ impl Topology {
             .set_name(settings.subscription_path())
             .set_topic(settings.topic_path())
             .set_ack_deadline_seconds(self.ack_deadline_seconds)
+            .set_retain_acked_messages(self.retain_acked_messages)
             .set_dead_letter_policy(
                 DeadLetterPolicy::new()
                     .set_dead_letter_topic(&dead_letter_topic)

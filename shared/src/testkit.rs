@@ -195,6 +195,11 @@ pub struct TestPubSub {
 
 impl TestPubSub {
     pub async fn create() -> Self {
+        Self::create_with(5).await
+    }
+
+    /// With `max_delivery_attempts` before dead-lettering.
+    pub async fn create_with(max_delivery_attempts: i32) -> Self {
         let host = std::env::var("PUBSUB_EMULATOR_HOST").unwrap_or_else(|_| {
             panic!("PUBSUB_EMULATOR_HOST is not set: run the tests with infra/local/test.sh")
         });

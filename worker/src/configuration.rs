@@ -24,6 +24,9 @@ pub struct Settings {
     pub writers: usize,
     /// `MAX_OUTSTANDING`: messages leased per stream (default 2000).
     pub max_outstanding: i64,
+    /// `LEASE_EXTENSION_SECS`: how far each automatic lease extension reaches (default 10,
+    /// minimum 10). Short, so the messages of a crashed worker are redelivered within seconds.
+    pub lease_extension: Duration,
     /// `IDLE_AFTER_MS`: quiet time after which this worker counts as caught up (default 1000).
     pub idle_after: Duration,
     /// `SEAL_DELAY_MS`: how long after a close the election may be sealed, at the earliest
@@ -62,6 +65,9 @@ impl Settings {
             streams: env.parse_or("STREAMS", 2usize),
             writers: env.parse_or("WRITERS", 2usize),
             max_outstanding: env.parse_or("MAX_OUTSTANDING", 2000i64),
+            lease_extension: Duration::from_secs(
+                env.parse_or("LEASE_EXTENSION_SECS", 10u64).max(10),
+            ),
             idle_after: env.millis_or("IDLE_AFTER_MS", 1000),
             seal_delay: env.millis_or("SEAL_DELAY_MS", 10_000),
             shutdown_grace: env.millis_or("SHUTDOWN_GRACE_MS", 10_000),

@@ -68,6 +68,7 @@ pub fn start(
         let mut stream = subscriber
             .subscribe(settings.pubsub.subscription_path())
             .set_max_outstanding_messages(settings.max_outstanding)
+            .set_max_lease_extension(settings.lease_extension)
             .build();
         shutdown_tokens.push(stream.shutdown_token());
         let tx = tx.clone();

@@ -36,6 +36,7 @@ pub struct StackOptions {
     pub ingest_pubsub_host: Option<String>,
     pub publish_timeout_ms: u64,
     pub extra_env: Vec<(&'static str, String)>,
+    pub max_delivery_attempts: i32,
 }
 
 impl Default for StackOptions {
@@ -45,21 +46,27 @@ impl Default for StackOptions {
             ingest_pubsub_host: None,
             publish_timeout_ms: 2000,
             extra_env: Vec::new(),
+            max_delivery_attempts: 5,
         }
     }
 }
 
 impl Stack {
     pub async fn start(options: StackOptions) -> Self {
-
         let db = TestDb::create().await;
-        let pubsub = TestPubSub::create().await;
+        let pubsub = TestPubSub::create_with(options.max_delivery_attempts).await;
         let keys = TestKeys::new(&[TENANT, OTHER_TENANT]);
         let mut env: HashMap<&str, String> = HashMap::from([
             ("INGEST_ADDR", "127.0.0.1:0".to_owned()),
             ("DATABASE_URL", db.url(Role::Ingest)),
             ("DATABASE_MAX_CONNECTIONS", "3".to_owned()),
-            ("PUBSUB_EMULATOR_HOST", options.ingest_pubsub_host.clone().unwrap_or_else(|| pubsub.settings.emulator_host.clone().unwrap())),
+            (
+                "PUBSUB_EMULATOR_HOST",
+                options
+                    .ingest_pubsub_host
+                    .clone()
+                    .unwrap_or_else(|| pubsub.settings.emulator_host.clone().unwrap()),
+            ),
             ("PUBSUB_PROJECT_ID", pubsub.settings.project.clone()),
             ("PUBSUB_TOPIC", pubsub.settings.topic.clone()),
             ("PUBSUB_SUBSCRIPTION", pubsub.settings.subscription.clone()),
@@ -74,8 +81,11 @@ impl Stack {
         for (k, v) in &options.extra_env {
             env.insert(k, v.clone());
         }
-        let settings = ingest::configuration::Settings::from(Env::from_map(env)).expect("ingest settings");
-        let app = ingest::startup::Application::build(settings).await.expect("ingest builds");
+        let settings =
+            ingest::configuration::Settings::from(Env::from_map(env)).expect("ingest settings");
+        let app = ingest::startup::Application::build(settings)
+            .await
+            .expect("ingest builds");
         let ingest_url = format!("http://{}", app.local_addr());
         let (stop, stopped) = tokio::sync::oneshot::channel();
         tokio::spawn(app.run_until(async move {
@@ -87,7 +97,10 @@ impl Stack {
             pubsub,
             keys,
             ingest_url,
-            http: reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap(),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .unwrap(),
             s2s,
             stop_ingest: Some(stop),
             workers: Vec::new(),
@@ -104,10 +117,19 @@ impl Stack {
             ("WORKER_ADDR".into(), "127.0.0.1:0".into()),
             ("DATABASE_URL".into(), self.db.url(Role::Worker)),
             ("DATABASE_MAX_CONNECTIONS".into(), "3".into()),
-            ("PUBSUB_EMULATOR_HOST".into(), self.pubsub.settings.emulator_host.clone().unwrap()),
-            ("PUBSUB_PROJECT_ID".into(), self.pubsub.settings.project.clone()),
+            (
+                "PUBSUB_EMULATOR_HOST".into(),
+                self.pubsub.settings.emulator_host.clone().unwrap(),
+            ),
+            (
+                "PUBSUB_PROJECT_ID".into(),
+                self.pubsub.settings.project.clone(),
+            ),
             ("PUBSUB_TOPIC".into(), self.pubsub.settings.topic.clone()),
-            ("PUBSUB_SUBSCRIPTION".into(), self.pubsub.settings.subscription.clone()),
+            (
+                "PUBSUB_SUBSCRIPTION".into(),
+                self.pubsub.settings.subscription.clone(),
+            ),
             ("WORKER_ID".into(), format!("w-{}", Uuid::new_v4().simple())),
             ("IDLE_AFTER_MS".into(), "300".into()),
             ("SEAL_DELAY_MS".into(), "1000".into()),
@@ -117,7 +139,9 @@ impl Stack {
 
     /// Runs a worker in this process until the stack is dropped.
     pub async fn start_worker(&mut self, settings: worker::configuration::Settings) {
-        let app = worker::startup::Application::build(settings).await.expect("worker builds");
+        let app = worker::startup::Application::build(settings)
+            .await
+            .expect("worker builds");
         let (stop, stopped) = tokio::sync::oneshot::channel();
         tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
@@ -125,14 +149,33 @@ impl Stack {
         self.workers.push(stop);
     }
 
-    /// Starts the worker binary (so a test can SIGKILL it).
-    pub fn spawn_worker_process(&self) -> std::process::Child {
-        std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-            .envs(self.worker_env())
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn worker")
+    /// Starts the worker binary (so a test can SIGKILL it) with extra settings.
+    pub fn spawn_worker_process(&self, overrides: &[(&str, &str)]) -> WorkerProcess {
+        let mut env = self.worker_env();
+        env.retain(|(k, _)| !overrides.iter().any(|(o, _)| o == k));
+        env.extend(
+            overrides
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        WorkerProcess(
+            std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+                .envs(env)
+                .env("RUST_LOG", "info")
+                .stdout(match std::env::var("WORKER_LOG") {
+                    Ok(path) => std::process::Stdio::from(
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(path)
+                            .expect("log file"),
+                    ),
+                    Err(_) => std::process::Stdio::null(),
+                })
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn worker"),
+        )
     }
 
     pub fn tenant(&self, name: &str) -> TenantId {
@@ -140,7 +183,13 @@ impl Stack {
     }
 
     /// Creates and opens an election with options `o0..o{n-1}` over the signed internal API.
-    pub async fn open_election(&self, tenant: &str, kind: &str, options: usize, max_choices: u32) -> Uuid {
+    pub async fn open_election(
+        &self,
+        tenant: &str,
+        kind: &str,
+        options: usize,
+        max_choices: u32,
+    ) -> Uuid {
         let id = Uuid::new_v4();
         let body = json!({
             "kind": kind,
@@ -156,12 +205,26 @@ impl Stack {
 
     pub async fn put_election(&self, tenant: &str, id: Uuid, body: Value) {
         self.s2s
-            .call(&self.tenant(tenant), Method::PUT, &format!("/internal/v1/elections/{id}"), Some(&body), Some(&Uuid::new_v4().to_string()), &CorrelationId::new())
+            .call(
+                &self.tenant(tenant),
+                Method::PUT,
+                &format!("/internal/v1/elections/{id}"),
+                Some(&body),
+                Some(&Uuid::new_v4().to_string()),
+                &CorrelationId::new(),
+            )
             .await
             .expect("election stored");
     }
 
-    pub async fn close_election(&self, tenant: &str, id: Uuid, kind: &str, options: usize, max_choices: u32) {
+    pub async fn close_election(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        kind: &str,
+        options: usize,
+        max_choices: u32,
+    ) {
         let body = json!({
             "kind": kind,
             "options": (0..options).map(|i| json!({"id": format!("o{i}"), "label": format!("Option {i}")})).collect::<Vec<_>>(),
@@ -180,14 +243,24 @@ impl Stack {
         let mut tokens = Vec::with_capacity(n);
         let mut hashes = Vec::with_capacity(n);
         for _ in 0..n {
-            let (token, hash) = signer.issue(election, now - chrono::Duration::seconds(1), now + chrono::Duration::hours(1));
+            let (token, hash) = signer.issue(
+                election,
+                now - chrono::Duration::seconds(1),
+                now + chrono::Duration::hours(1),
+            );
             tokens.push(token);
             hashes.push(hash.to_hex());
         }
         for chunk in hashes.chunks(5000) {
             self.s2s
-                .call(&self.tenant(tenant), Method::POST, &format!("/internal/v1/elections/{election}/tokens"),
-                    Some(&json!({"token_hashes": chunk})), Some(&Uuid::new_v4().to_string()), &CorrelationId::new())
+                .call(
+                    &self.tenant(tenant),
+                    Method::POST,
+                    &format!("/internal/v1/elections/{election}/tokens"),
+                    Some(&json!({"token_hashes": chunk})),
+                    Some(&Uuid::new_v4().to_string()),
+                    &CorrelationId::new(),
+                )
                 .await
                 .expect("tokens registered");
         }
@@ -196,7 +269,10 @@ impl Stack {
 
     pub async fn vote(&self, election: Uuid, token: &str, choices: &[&str]) -> reqwest::Response {
         self.http
-            .post(format!("{}/v1/elections/{election}/ballots", self.ingest_url))
+            .post(format!(
+                "{}/v1/elections/{election}/ballots",
+                self.ingest_url
+            ))
             .bearer_auth(token)
             .json(&json!({"choices": choices}))
             .send()
@@ -205,13 +281,25 @@ impl Stack {
     }
 
     pub async fn receipt(&self, receipt: &str) -> (u16, Value) {
-        let r = self.http.get(format!("{}/v1/receipts/{receipt}", self.ingest_url)).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}/v1/receipts/{receipt}", self.ingest_url))
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn results(&self, tenant: &str, election: Uuid) -> Value {
         self.s2s
-            .call(&self.tenant(tenant), Method::GET, &format!("/internal/v1/elections/{election}/results"), None, None, &CorrelationId::new())
+            .call(
+                &self.tenant(tenant),
+                Method::GET,
+                &format!("/internal/v1/elections/{election}/results"),
+                None,
+                None,
+                &CorrelationId::new(),
+            )
             .await
             .expect("results")
             .json()
@@ -227,18 +315,29 @@ impl Stack {
     }
 
     /// Waits until every receipt has an outcome (recorded or rejected); returns the statuses.
-    pub async fn wait_decided(&self, receipts: &[String], within: Duration) -> HashMap<String, String> {
+    pub async fn wait_decided(
+        &self,
+        receipts: &[String],
+        within: Duration,
+    ) -> HashMap<String, String> {
         let deadline = Instant::now() + within;
         loop {
-            let rows: Vec<(String, String)> = sqlx::query_as("SELECT receipt, status FROM elections.receipts WHERE receipt = ANY($1)")
-                .bind(receipts)
-                .fetch_all(&self.db.owner)
-                .await
-                .unwrap();
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT receipt, status FROM elections.receipts WHERE receipt = ANY($1)",
+            )
+            .bind(receipts)
+            .fetch_all(&self.db.owner)
+            .await
+            .unwrap();
             if rows.len() == receipts.len() {
                 return rows.into_iter().collect();
             }
-            assert!(Instant::now() < deadline, "only {} of {} votes decided in time", rows.len(), receipts.len());
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {} votes decided in time",
+                rows.len(),
+                receipts.len()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -250,7 +349,10 @@ impl Stack {
             if results["final"] == json!(true) {
                 return results;
             }
-            assert!(Instant::now() < deadline, "results never became final: {results}");
+            assert!(
+                Instant::now() < deadline,
+                "results never became final: {results}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -281,6 +383,34 @@ pub async fn drain_count(settings: &shared::config::PubSubSettings, wait: Durati
     let mut stream = subscriber.subscribe(settings.subscription_path()).build();
     let mut n = 0;
     while let Ok(Some(Ok((_, h)))) = tokio::time::timeout(wait, stream.next()).await {
+        h.ack();
+        n += 1;
+    }
+    n
+}
+
+/// A worker process that is killed if the test ends (or fails) before it stopped it.
+pub struct WorkerProcess(pub std::process::Child);
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Counts (and acks) what reached the dead-letter subscription.
+pub async fn drain_dead_letters(stack: &Stack) -> usize {
+    let subscriber = shared::pubsub::subscriber(&stack.pubsub.settings)
+        .await
+        .unwrap();
+    let mut stream = subscriber
+        .subscribe(stack.pubsub.dead_letter_subscription_path())
+        .build();
+    let mut n = 0;
+    while let Ok(Some(Ok((_, h)))) =
+        tokio::time::timeout(Duration::from_secs(2), stream.next()).await
+    {
         h.ack();
         n += 1;
     }
