@@ -258,6 +258,7 @@ fn router(state: AppState, http_metrics: HttpMetrics) -> Router {
             ready,
         ))
         .fallback(shared::problem::not_found_fallback)
+        .method_not_allowed_fallback(shared::problem::method_not_allowed_fallback)
         .route_layer(middleware::from_fn(shared::telemetry::record_route))
         .layer(middleware::from_fn_with_state(
             http_metrics,

@@ -158,6 +158,16 @@ pub fn from_path_rejection(rejection: axum::extract::rejection::PathRejection) -
     )
 }
 
+/// Fallback for a known route called with the wrong method.
+pub async fn method_not_allowed_fallback() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this route does not accept that method",
+    )
+}
+
 /// Fallback for unknown routes, so even a 404 is problem+json.
 pub async fn not_found_fallback() -> Problem {
     Problem::not_found("no such route")
