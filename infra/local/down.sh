@@ -27,6 +27,21 @@ done
 term_wait=15 # seconds to wait after SIGTERM (the JVM usually exits in 1-3 s)
 kill_wait=5  # seconds to wait after SIGKILL
 
+# Services started by run.sh (ingest, worker): SIGTERM lets them drain.
+for svc in worker ingest; do
+  svc_pid_file=$EKKLESIA_STATE_DIR/$svc.pid
+  if [[ -f $svc_pid_file ]]; then
+    svc_pid=$(cat "$svc_pid_file")
+    if kill -0 "$svc_pid" 2>/dev/null && grep -q "$svc" "/proc/$svc_pid/cmdline" 2>/dev/null; then
+      log "stopping $svc (pid $svc_pid)"
+      kill -TERM "$svc_pid" 2>/dev/null || true
+      for _ in $(seq 1 30); do kill -0 "$svc_pid" 2>/dev/null || break; sleep 0.5; done
+      kill -KILL "$svc_pid" 2>/dev/null || true
+    fi
+    rm -f "$svc_pid_file"
+  fi
+done
+
 pid_file=$EKKLESIA_STATE_DIR/pubsub.pid
 port=${PUBSUB_EMULATOR_HOST##*:}
 

@@ -1,1 +1,228 @@
-fn main() {}
+//! Ekklesia's load and demo client. For now: `keys` (development keys for the local stack) and
+//! `demo` (an election with a few votes through the running stack). Until events-svc exists
+//! the demo plays the events side itself: it signs voting tokens with the tenant's development
+//! key and registers their hashes with ingest over the signed S2S API, exactly as events-svc
+//! will.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use axum::http::Method;
+use base64::Engine;
+use chrono::Utc;
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use shared::domain::TenantId;
+use shared::s2s::{Client, Keyring, RetrySettings};
+use shared::telemetry::CorrelationId;
+use shared::token::{decode_signing_key, encode_public_key, TokenSigner};
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(about = "Ekklesia load and demo client")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print development keys for a tenant as environment assignments (local stack only).
+    Keys {
+        #[arg(long, default_value = "demo-party")]
+        tenant: String,
+    },
+    /// Run a demo election with a few votes through the running stack.
+    Demo {
+        #[arg(long, env = "INGEST_URL", default_value = "http://127.0.0.1:8080")]
+        ingest_url: String,
+        #[arg(long, env = "DEMO_TENANT", default_value = "demo-party")]
+        tenant: String,
+        /// `kid:tenant:seed` (the events side's token signing key).
+        #[arg(long, env = "VOTING_TOKEN_SIGNING_KEYS", hide_env_values = true)]
+        signing_key: String,
+        #[arg(long, env = "S2S_KEYS", hide_env_values = true)]
+        s2s_keys: String,
+        #[arg(long, default_value_t = 5)]
+        voters: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Keys { tenant } => {
+            let tenant = TenantId::parse(&tenant)?;
+            let signer = TokenSigner::generate(format!("{tenant}-dev-1"), tenant.clone());
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            let s2s: [u8; 32] = rand::random();
+            let receipt: [u8; 32] = rand::random();
+            let kid = signer.kid().to_owned();
+            println!(
+                "VOTING_TOKEN_PUBLIC_KEYS={kid}:{tenant}:{}",
+                encode_public_key(&signer.verifying_key())
+            );
+            println!("VOTING_TOKEN_SIGNING_KEYS={kid}:{tenant}:{}", signer.seed());
+            println!("S2S_KEYS={tenant}-s2s-1:{tenant}:{}", b64.encode(s2s));
+            println!("RECEIPT_KEY={}", b64.encode(receipt));
+            println!("DEMO_TENANT={tenant}");
+            Ok(())
+        }
+        Command::Demo {
+            ingest_url,
+            tenant,
+            signing_key,
+            s2s_keys,
+            voters,
+        } => demo(&ingest_url, &tenant, &signing_key, &s2s_keys, voters).await,
+    }
+}
+
+async fn demo(
+    ingest_url: &str,
+    tenant: &str,
+    signing_key: &str,
+    s2s_keys: &str,
+    voters: usize,
+) -> anyhow::Result<()> {
+    let tenant = TenantId::parse(tenant)?;
+    let mut parts = signing_key.splitn(3, ':');
+    let (Some(kid), Some(key_tenant), Some(seed)) = (parts.next(), parts.next(), parts.next())
+    else {
+        bail!("VOTING_TOKEN_SIGNING_KEYS must be kid:tenant:seed");
+    };
+    let key = decode_signing_key(seed).context("VOTING_TOKEN_SIGNING_KEYS: not an Ed25519 seed")?;
+    let signer = TokenSigner::new(kid, TenantId::parse(key_tenant)?, key);
+    let s2s = Client::new(
+        ingest_url,
+        Keyring::from_config(s2s_keys).map_err(anyhow::Error::msg)?,
+        RetrySettings::default(),
+    );
+    let http = reqwest::Client::new();
+    let corr = CorrelationId::new();
+
+    let election = Uuid::new_v4();
+    let options = json!([{"id": "yes", "label": "Yes"}, {"id": "no", "label": "No"}, {"id": "abstain", "label": "Abstain"}]);
+    let definition = |status: &str| json!({"kind": "single", "options": options, "max_choices": 1, "status": status, "opens_at": null, "closes_at": null});
+    s2s.call(
+        &tenant,
+        Method::PUT,
+        &format!("/internal/v1/elections/{election}"),
+        Some(&definition("open")),
+        Some(&format!("open-{election}")),
+        &corr,
+    )
+    .await
+    .context("opening the election")?;
+    println!("election {election} is open: \"Adopt the 2027 budget?\" (yes / no / abstain)");
+
+    let now = Utc::now();
+    let mut tokens = Vec::new();
+    let mut hashes = Vec::new();
+    for _ in 0..voters {
+        let (token, hash) = signer.issue(
+            election,
+            now - chrono::Duration::seconds(5),
+            now + chrono::Duration::hours(1),
+        );
+        tokens.push(token);
+        hashes.push(hash.to_hex());
+    }
+    s2s.call(
+        &tenant,
+        Method::POST,
+        &format!("/internal/v1/elections/{election}/tokens"),
+        Some(&json!({"token_hashes": hashes})),
+        Some(&format!("tokens-{election}")),
+        &corr,
+    )
+    .await
+    .context("registering voting tokens")?;
+    println!("{voters} voting tokens issued and registered");
+
+    let choices = ["yes", "yes", "no", "abstain", "yes"];
+    let mut receipts = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let choice = choices[i % choices.len()];
+        let started = Instant::now();
+        let response = http
+            .post(format!("{ingest_url}/v1/elections/{election}/ballots"))
+            .bearer_auth(token)
+            .json(&json!({"choices": [choice]}))
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("vote {i} refused: {status} {body}");
+        }
+        println!(
+            "voter {} voted {choice:<7} -> {} {} in {:.1} ms, receipt {}",
+            i + 1,
+            status.as_u16(),
+            body["status"].as_str().unwrap_or("?"),
+            started.elapsed().as_secs_f64() * 1000.0,
+            body["receipt"].as_str().unwrap_or("?")
+        );
+        receipts.push(body["receipt"].as_str().unwrap_or_default().to_owned());
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for receipt in &receipts {
+        loop {
+            let body: Value = http
+                .get(format!("{ingest_url}/v1/receipts/{receipt}"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            match body["status"].as_str() {
+                Some("recorded") => break,
+                Some("rejected") => bail!("a vote was rejected: {body}"),
+                _ if Instant::now() > deadline => {
+                    bail!("votes were not recorded within 30 s: is the worker running?")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+    println!("all {voters} receipts say: recorded");
+
+    s2s.call(
+        &tenant,
+        Method::PUT,
+        &format!("/internal/v1/elections/{election}"),
+        Some(&definition("closed")),
+        Some(&format!("close-{election}")),
+        &corr,
+    )
+    .await
+    .context("closing the election")?;
+    println!("election closed; waiting for the queue to drain and the ballots to be sealed...");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let results: Value = s2s
+            .call(
+                &tenant,
+                Method::GET,
+                &format!("/internal/v1/elections/{election}/results"),
+                None,
+                None,
+                &corr,
+            )
+            .await
+            .context("reading results")?
+            .json()?;
+        if results["final"] == json!(true) {
+            println!(
+                "final results: {} ballots, tally {}",
+                results["total"], results["tally"]
+            );
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("results not final within 60 s: {results}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -120,9 +120,7 @@ pub fn from_json_rejection(rejection: axum::extract::rejection::JsonRejection) -
             "Unsupported media type",
             "the request body must be JSON with `Content-Type: application/json`",
         ),
-        R::JsonSyntaxError(e) => {
-            Problem::bad_request("malformed-json", format!("{}", e.body_text()))
-        }
+        R::JsonSyntaxError(e) => Problem::bad_request("malformed-json", e.body_text()),
         R::JsonDataError(e) => Problem::new(
             StatusCode::BAD_REQUEST,
             "invalid-body",

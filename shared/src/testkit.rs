@@ -210,7 +210,8 @@ impl TestPubSub {
             topic: format!("votes-{id}"),
             subscription: format!("votes-{id}-worker"),
         };
-        let topology = Topology::for_settings(&settings);
+        let mut topology = Topology::for_settings(&settings);
+        topology.max_delivery_attempts = max_delivery_attempts;
         topology
             .ensure(&settings)
             .await

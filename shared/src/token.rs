@@ -122,6 +122,11 @@ impl TokenSigner {
         self.key.verifying_key()
     }
 
+    /// The signing key's seed, base64url: a secret, for the events side's configuration.
+    pub fn seed(&self) -> String {
+        encode_signing_key(&self.key)
+    }
+
     /// Issues a token for `election_id`, valid from `not_before` until `expires_at`.
     /// Returns the token and the hash of its id (what the elections side registers).
     pub fn issue(

@@ -59,6 +59,11 @@ async fn queue_mode_end_to_end_every_vote_recorded_once_and_results_final_after_
     for (option, count) in &expected {
         assert_eq!(results["tally"][option], json!(count));
     }
+    assert_eq!(
+        drain_dead_letters(&stack).await,
+        0,
+        "no accepted vote was dead-lettered"
+    );
 }
 
 #[tokio::test]
