@@ -11,6 +11,7 @@ use axum::http::Method;
 use base64::Engine;
 use chrono::Utc;
 use clap::{Parser, Subcommand};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use shared::domain::TenantId;
 use shared::s2s::{Client, Keyring, RetrySettings};
@@ -45,6 +46,9 @@ enum Command {
         s2s_keys: String,
         #[arg(long, default_value_t = 5)]
         voters: usize,
+        /// Votes in flight at once (with more than 20 voters only a summary is printed).
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
     },
 }
 
@@ -74,7 +78,18 @@ async fn main() -> anyhow::Result<()> {
             signing_key,
             s2s_keys,
             voters,
-        } => demo(&ingest_url, &tenant, &signing_key, &s2s_keys, voters).await,
+            concurrency,
+        } => {
+            demo(
+                &ingest_url,
+                &tenant,
+                &signing_key,
+                &s2s_keys,
+                voters,
+                concurrency.max(1),
+            )
+            .await
+        }
     }
 }
 
@@ -84,6 +99,7 @@ async fn demo(
     signing_key: &str,
     s2s_keys: &str,
     voters: usize,
+    concurrency: usize,
 ) -> anyhow::Result<()> {
     let tenant = TenantId::parse(tenant)?;
     let mut parts = signing_key.splitn(3, ':');
@@ -128,65 +144,125 @@ async fn demo(
         tokens.push(token);
         hashes.push(hash.to_hex());
     }
-    s2s.call(
-        &tenant,
-        Method::POST,
-        &format!("/internal/v1/elections/{election}/tokens"),
-        Some(&json!({"token_hashes": hashes})),
-        Some(&format!("tokens-{election}")),
-        &corr,
-    )
-    .await
-    .context("registering voting tokens")?;
+    for (n, chunk) in hashes.chunks(5000).enumerate() {
+        s2s.call(
+            &tenant,
+            Method::POST,
+            &format!("/internal/v1/elections/{election}/tokens"),
+            Some(&json!({"token_hashes": chunk})),
+            Some(&format!("tokens-{election}-{n}")),
+            &corr,
+        )
+        .await
+        .context("registering voting tokens")?;
+    }
     println!("{voters} voting tokens issued and registered");
 
     let choices = ["yes", "yes", "no", "abstain", "yes"];
-    let mut receipts = Vec::new();
-    for (i, token) in tokens.iter().enumerate() {
-        let choice = choices[i % choices.len()];
-        let started = Instant::now();
-        let response = http
-            .post(format!("{ingest_url}/v1/elections/{election}/ballots"))
-            .bearer_auth(token)
-            .json(&json!({"choices": [choice]}))
-            .send()
-            .await?;
-        let status = response.status();
-        let body: Value = response.json().await?;
-        if !status.is_success() {
-            bail!("vote {i} refused: {status} {body}");
+    let verbose = voters <= 20;
+    let phase = Instant::now();
+    let cast = |i: usize, token: String| {
+        let http = http.clone();
+        async move {
+            let choice = choices[i % choices.len()];
+            let started = Instant::now();
+            let response = http
+                .post(format!("{ingest_url}/v1/elections/{election}/ballots"))
+                .bearer_auth(&token)
+                .json(&json!({"choices": [choice]}))
+                .send()
+                .await?;
+            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let status = response.status();
+            let body: Value = response.json().await?;
+            if !status.is_success() {
+                bail!("vote {i} refused: {status} {body}");
+            }
+            if verbose {
+                println!(
+                    "voter {} voted {choice:<7} -> {} {} in {latency_ms:.1} ms, receipt {}",
+                    i + 1,
+                    status.as_u16(),
+                    body["status"].as_str().unwrap_or("?"),
+                    body["receipt"].as_str().unwrap_or("?")
+                );
+            }
+            anyhow::Ok((
+                latency_ms,
+                body["receipt"].as_str().unwrap_or_default().to_owned(),
+            ))
         }
-        println!(
-            "voter {} voted {choice:<7} -> {} {} in {:.1} ms, receipt {}",
-            i + 1,
-            status.as_u16(),
-            body["status"].as_str().unwrap_or("?"),
-            started.elapsed().as_secs_f64() * 1000.0,
-            body["receipt"].as_str().unwrap_or("?")
-        );
-        receipts.push(body["receipt"].as_str().unwrap_or_default().to_owned());
+    };
+    let answers: Vec<anyhow::Result<(f64, String)>> =
+        futures::stream::iter(tokens.into_iter().enumerate())
+            .map(|(i, t)| cast(i, t))
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+    let accept_phase = phase.elapsed();
+    let mut latencies = Vec::new();
+    let mut receipts = Vec::new();
+    for answer in answers {
+        let (latency, receipt) = answer?;
+        latencies.push(latency);
+        receipts.push(receipt);
     }
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
+    };
+    println!(
+        "{voters} votes accepted in {:.2} s ({:.0} votes/s, {concurrency} in flight); latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        accept_phase.as_secs_f64(),
+        voters as f64 / accept_phase.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+        pct(1.0)
+    );
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for receipt in &receipts {
-        loop {
+    // Drained when the tally holds every ballot.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let results: Value = s2s
+            .call(
+                &tenant,
+                Method::GET,
+                &format!("/internal/v1/elections/{election}/results"),
+                None,
+                None,
+                &corr,
+            )
+            .await
+            .context("reading results")?
+            .json()?;
+        if results["total"].as_u64() == Some(voters as u64) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("votes were not recorded within 120 s: is the worker running? {results}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let recorded = phase.elapsed();
+    println!(
+        "all {voters} recorded {:.2} s after the first vote ({:.2} s after the last accept)",
+        recorded.as_secs_f64(),
+        (recorded - accept_phase).as_secs_f64()
+    );
+    if verbose {
+        for receipt in &receipts {
             let body: Value = http
                 .get(format!("{ingest_url}/v1/receipts/{receipt}"))
                 .send()
                 .await?
                 .json()
                 .await?;
-            match body["status"].as_str() {
-                Some("recorded") => break,
-                Some("rejected") => bail!("a vote was rejected: {body}"),
-                _ if Instant::now() > deadline => {
-                    bail!("votes were not recorded within 30 s: is the worker running?")
-                }
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            if body["status"] != json!("recorded") {
+                bail!("a receipt does not say recorded: {body}");
             }
         }
+        println!("all {voters} receipts say: recorded");
     }
-    println!("all {voters} receipts say: recorded");
 
     s2s.call(
         &tenant,

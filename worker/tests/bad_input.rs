@@ -449,7 +449,10 @@ async fn rate_limited_votes_get_429_with_retry_after_and_are_not_queued() {
         let r = stack.vote(election, t, &["o0"]).await;
         let status = r.status().as_u16();
         if status == 429 {
-            assert!(r.headers().get("retry-after").is_some(), "429 without Retry-After");
+            assert!(
+                r.headers().get("retry-after").is_some(),
+                "429 without Retry-After"
+            );
             let body: Value = r.json().await.unwrap();
             assert!(body["type"].as_str().unwrap().ends_with("rate-limited"));
         }
@@ -458,18 +461,28 @@ async fn rate_limited_votes_get_429_with_retry_after_and_are_not_queued() {
     let accepted = statuses.iter().filter(|s| **s == 202).count();
     assert!(statuses.contains(&429), "{statuses:?}");
     assert!(accepted >= 1, "{statuses:?}");
-    assert_eq!(drain_count(&stack.pubsub.settings, Duration::from_secs(3)).await, accepted);
+    assert_eq!(
+        drain_count(&stack.pubsub.settings, Duration::from_secs(3)).await,
+        accepted
+    );
 }
 
 #[tokio::test]
 async fn direct_mode_idempotency_key_replay_gets_the_first_answer() {
-    let stack = Stack::start(StackOptions { queue_mode: false, ..Default::default() }).await;
+    let stack = Stack::start(StackOptions {
+        queue_mode: false,
+        ..Default::default()
+    })
+    .await;
     let election = stack.open_election(TENANT, "single", 2, 1).await;
     let token = stack.tokens(TENANT, election, 1).await.remove(0);
     let send = |key: Option<&'static str>| {
         let mut request = stack
             .http
-            .post(format!("{}/v1/elections/{election}/ballots", stack.ingest_url))
+            .post(format!(
+                "{}/v1/elections/{election}/ballots",
+                stack.ingest_url
+            ))
             .bearer_auth(&token)
             .json(&json!({"choices": ["o1"]}));
         if let Some(k) = key {
@@ -481,11 +494,19 @@ async fn direct_mode_idempotency_key_replay_gets_the_first_answer() {
     assert_eq!(first.status(), 201);
     let first: Value = first.json().await.unwrap();
     let replay = send(Some("k-1")).await.unwrap();
-    assert_eq!(replay.status(), 201, "a replay with the same key gets the first answer");
+    assert_eq!(
+        replay.status(),
+        201,
+        "a replay with the same key gets the first answer"
+    );
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     let replay: Value = replay.json().await.unwrap();
     assert_eq!(replay, first);
-    assert_eq!(send(Some("k-2")).await.unwrap().status(), 409, "another key is another vote");
+    assert_eq!(
+        send(Some("k-2")).await.unwrap().status(),
+        409,
+        "another key is another vote"
+    );
     assert_eq!(send(None).await.unwrap().status(), 409);
     assert_eq!(stack.ballot_count(election).await, 1);
 }
