@@ -10,7 +10,7 @@ use axum::Router;
 use google_cloud_pubsub::client::Publisher;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
-use prometheus::{Histogram, HistogramOpts, IntCounterVec};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge};
 use shared::metrics::{HttpMetrics, ReadinessCheck};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -38,6 +38,7 @@ pub struct VoteMetrics {
     /// Votes by mode and outcome (`accepted` or the problem slug).
     pub votes: IntCounterVec,
     pub publish_latency: Histogram,
+    pub pool_in_use: IntGauge,
 }
 
 /// Global and per-client vote rate limits.
@@ -125,6 +126,10 @@ impl Application {
                 )
                 .expect("static metric"),
             ),
+            pool_in_use: http_metrics.register(
+                &IntGauge::new("db_pool_in_use", "Database connections in use")
+                    .expect("static metric"),
+            ),
         };
         let queue_mode = QueueMode::new(settings.queue_mode_default);
         if let Err(e) = queue_mode.refresh(&pool).await {
@@ -151,10 +156,15 @@ impl Application {
             {
                 let state = state.clone();
                 tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-                    loop {
+                    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                    for second in 0u64.. {
                         tick.tick().await;
-                        state.limits.per_client.retain_recent();
+                        let in_use =
+                            (state.pool.size() as usize).saturating_sub(state.pool.num_idle());
+                        state.metrics.pool_in_use.set(in_use as i64);
+                        if second % 60 == 0 {
+                            state.limits.per_client.retain_recent();
+                        }
                     }
                 })
             },

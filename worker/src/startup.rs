@@ -178,10 +178,25 @@ impl Application {
             })
         };
 
-        stop.await;
+        let consumer::Consumer {
+            shutdown_tokens,
+            mut done,
+        } = consumer;
+        let consumer_ended = tokio::select! {
+            _ = stop => false,
+            _ = &mut done => true,
+        };
+        if consumer_ended {
+            // Every stream ended (e.g. the subscription is gone): exit so the platform restarts
+            // the worker, instead of looking healthy while pulling nothing.
+            progress.abort();
+            server.abort();
+            let _ = seal::forget(&pool, &settings.worker_id).await;
+            anyhow::bail!("all StreamingPull streams ended; see the log for the error");
+        }
         tracing::info!("draining: no new pulls, finishing in-flight batches");
         let drain = async {
-            let shutdowns = consumer.shutdown_tokens.clone();
+            let shutdowns = shutdown_tokens.clone();
             // Shutdown waits for every handed-out message to be acked or nacked, which the
             // batcher does; so it runs beside the batcher, not before it.
             let stopper = tokio::spawn(async move {
@@ -189,7 +204,7 @@ impl Application {
                     token.shutdown().await;
                 }
             });
-            let _ = consumer.done.await;
+            let _ = done.await;
             let _ = stopper.await;
         };
         if tokio::time::timeout(settings.shutdown_grace, drain)
