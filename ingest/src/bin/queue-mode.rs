@@ -51,13 +51,25 @@ async fn main() -> anyhow::Result<()> {
             .await
             .unwrap_or_default();
             for (at, by, old, new) in audit {
-                println!("  {at} {by}: {:?} -> {new}", old);
+                println!("  {at} {by}: {} -> {}", label(old), label(Some(new)));
             }
         }
         Command::Set { mode, actor } => {
             let (old, new) = ingest::queue_mode::set(&pool, mode == "on", &actor).await?;
-            println!("queue mode: {old:?} -> {new} (by {actor})");
+            println!(
+                "queue mode: {} -> {} (by {actor}); every ingest follows within QUEUE_MODE_POLL_MS",
+                label(old),
+                label(Some(new))
+            );
         }
     }
     Ok(())
+}
+
+fn label(mode: Option<bool>) -> &'static str {
+    match mode {
+        Some(true) => "on",
+        Some(false) => "off",
+        None => "unset",
+    }
 }
