@@ -45,14 +45,7 @@ impl Settings {
     }
 
     pub fn from(mut env: Env) -> Result<Self, ConfigError> {
-        let addr = match env.optional_string("PORT") {
-            Some(port) => format!("0.0.0.0:{port}"),
-            None => env.string_or("INGEST_ADDR", "127.0.0.1:8080"),
-        };
-        let addr = addr.parse().unwrap_or_else(|_| {
-            env.problem("INGEST_ADDR/PORT must be host:port / a port number");
-            SocketAddr::from(([127, 0, 0, 1], 8080))
-        });
+        let addr = env.listen_addr("INGEST_ADDR", "127.0.0.1:8080");
         let database = DatabaseSettings::from_env(&mut env);
         let pubsub = PubSubSettings::from_env(&mut env);
         let token_verifier =

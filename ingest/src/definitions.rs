@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use shared::domain::{ElectionDefinition, ElectionKind, ElectionOption, ElectionStatus, TenantId};
+use shared::db::ElectionRow;
+use shared::domain::{ElectionDefinition, TenantId};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -21,45 +21,18 @@ pub struct Definitions {
     loading: Arc<tokio::sync::Mutex<()>>,
 }
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    org_id: String,
-    id: Uuid,
-    kind: String,
-    options: sqlx::types::Json<Vec<ElectionOption>>,
-    max_choices: i32,
-    status: String,
-    opens_at: Option<DateTime<Utc>>,
-    closes_at: Option<DateTime<Utc>>,
-}
-
-impl Row {
-    fn into_definition(self) -> Option<ElectionDefinition> {
-        Some(ElectionDefinition {
-            tenant: TenantId::parse(&self.org_id).ok()?,
-            id: self.id,
-            kind: ElectionKind::parse(&self.kind).ok()?,
-            options: self.options.0,
-            max_choices: u32::try_from(self.max_choices).ok()?,
-            status: ElectionStatus::parse(&self.status).ok()?,
-            opens_at: self.opens_at,
-            closes_at: self.closes_at,
-        })
-    }
-}
-
-const SELECT: &str = "SELECT org_id, id, kind, options, max_choices, status, opens_at, closes_at \
-                      FROM elections.elections WHERE id = ANY($1)";
-
 async fn load(
     pool: &PgPool,
     tenant: &TenantId,
     ids: &[Uuid],
 ) -> Result<Vec<ElectionDefinition>, sqlx::Error> {
     let mut tx = shared::db::begin_for_tenant(pool, tenant).await?;
-    let rows: Vec<Row> = sqlx::query_as(SELECT).bind(ids).fetch_all(&mut *tx).await?;
+    let rows: Vec<ElectionRow> = sqlx::query_as(ElectionRow::SELECT_BY_IDS)
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?;
     tx.commit().await?;
-    Ok(rows.into_iter().filter_map(Row::into_definition).collect())
+    Ok(rows.iter().filter_map(ElectionRow::definition).collect())
 }
 
 impl Definitions {

@@ -97,6 +97,21 @@ impl Env {
         Duration::from_millis(self.parse_or(name, default_ms))
     }
 
+    /// The address to serve on: `0.0.0.0:$PORT` when `PORT` is set (Cloud Run), else the
+    /// service's own variable (`name`, host:port), else `default`.
+    pub fn listen_addr(&mut self, name: &str, default: &str) -> std::net::SocketAddr {
+        let raw = match self.optional_string("PORT") {
+            Some(port) => format!("0.0.0.0:{}", port.trim()),
+            None => self.string_or(name, default),
+        };
+        raw.parse().unwrap_or_else(|_| {
+            self.problem(format!(
+                "{name} (or PORT) must be host:port (or a port number)"
+            ));
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0))
+        })
+    }
+
     /// Records a problem found while interpreting an otherwise well-formed value.
     pub fn problem(&mut self, message: impl Into<String>) {
         self.problems.push(message.into());

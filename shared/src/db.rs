@@ -152,3 +152,41 @@ pub fn redact(error: &sqlx::Error) -> String {
             .to_owned(),
     }
 }
+
+/// An `elections.elections` row as both ingest and the worker read it.
+#[derive(sqlx::FromRow)]
+pub struct ElectionRow {
+    pub org_id: String,
+    pub id: uuid::Uuid,
+    pub kind: String,
+    pub options: sqlx::types::Json<Vec<crate::domain::ElectionOption>>,
+    pub max_choices: i32,
+    pub status: String,
+    pub opens_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub closes_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the close was received; votes accepted after it are rejected.
+    pub closed_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub sealed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl ElectionRow {
+    /// The elections with these ids, in the transaction's tenant.
+    pub const SELECT_BY_IDS: &'static str =
+        "SELECT org_id, id, kind, options, max_choices, status, opens_at, closes_at, \
+         closed_at, sealed_at FROM elections.elections WHERE id = ANY($1)";
+
+    /// `None` if a stored value no longer parses (the definition was checked when stored).
+    pub fn definition(&self) -> Option<crate::domain::ElectionDefinition> {
+        use crate::domain::{ElectionDefinition, ElectionKind, ElectionStatus, TenantId};
+        Some(ElectionDefinition {
+            tenant: TenantId::parse(&self.org_id).ok()?,
+            id: self.id,
+            kind: ElectionKind::parse(&self.kind).ok()?,
+            options: self.options.0.clone(),
+            max_choices: u32::try_from(self.max_choices).ok()?,
+            status: ElectionStatus::parse(&self.status).ok()?,
+            opens_at: self.opens_at,
+            closes_at: self.closes_at,
+        })
+    }
+}

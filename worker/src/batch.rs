@@ -10,9 +10,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use rand::seq::SliceRandom;
-use shared::domain::{
-    ElectionDefinition, ElectionKind, ElectionOption, ElectionStatus, RejectionReason, TenantId,
-};
+use shared::db::ElectionRow;
+use shared::domain::{ElectionDefinition, ElectionStatus, RejectionReason, TenantId};
 use shared::vote::VoteMessage;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -29,18 +28,6 @@ struct Election {
     definition: ElectionDefinition,
     closed_at: Option<DateTime<Utc>>,
     sealed: bool,
-}
-
-#[derive(sqlx::FromRow)]
-struct ElectionRow {
-    org_id: String,
-    id: Uuid,
-    kind: String,
-    options: sqlx::types::Json<Vec<ElectionOption>>,
-    max_choices: i32,
-    status: String,
-    closed_at: Option<DateTime<Utc>>,
-    sealed_at: Option<DateTime<Utc>>,
 }
 
 /// Commits `votes` (index-aligned outcomes are returned) in one transaction.
@@ -73,29 +60,17 @@ async fn commit_tenant(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let rows: Vec<ElectionRow> = sqlx::query_as(
-        "SELECT org_id, id, kind, options, max_choices, status, closed_at, sealed_at \
-         FROM elections.elections WHERE id = ANY($1)",
-    )
-    .bind(&election_ids)
-    .fetch_all(&mut **tx)
-    .await?;
+    let rows: Vec<ElectionRow> = sqlx::query_as(ElectionRow::SELECT_BY_IDS)
+        .bind(&election_ids)
+        .fetch_all(&mut **tx)
+        .await?;
     let elections: HashMap<Uuid, Election> = rows
-        .into_iter()
+        .iter()
         .filter_map(|r| {
             Some((
                 r.id,
                 Election {
-                    definition: ElectionDefinition {
-                        tenant: TenantId::parse(&r.org_id).ok()?,
-                        id: r.id,
-                        kind: ElectionKind::parse(&r.kind).ok()?,
-                        options: r.options.0,
-                        max_choices: u32::try_from(r.max_choices).ok()?,
-                        status: ElectionStatus::parse(&r.status).ok()?,
-                        opens_at: None,
-                        closes_at: None,
-                    },
+                    definition: r.definition()?,
                     closed_at: r.closed_at,
                     sealed: r.sealed_at.is_some(),
                 },

@@ -42,14 +42,7 @@ impl Settings {
     }
 
     pub fn from(mut env: Env) -> Result<Self, ConfigError> {
-        let addr = match env.optional_string("PORT") {
-            Some(port) => format!("0.0.0.0:{port}"),
-            None => env.string_or("WORKER_ADDR", "127.0.0.1:9090"),
-        };
-        let addr = addr.parse().unwrap_or_else(|_| {
-            env.problem("WORKER_ADDR/PORT must be host:port / a port number");
-            SocketAddr::from(([127, 0, 0, 1], 9090))
-        });
+        let addr = env.listen_addr("WORKER_ADDR", "127.0.0.1:9090");
         let default_id = format!(
             "{}-{}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
