@@ -537,3 +537,64 @@ async fn tenant_b_cannot_vote_or_read_in_tenant_a() {
     );
     let _ = Uuid::nil();
 }
+
+#[tokio::test]
+async fn every_rejection_reason_reaches_the_receipt() {
+    use shared::domain::TokenHash;
+    use shared::receipt::Receipt;
+    let stack = Stack::start(StackOptions::default()).await;
+    let election = stack.open_election(TENANT, "single", 2, 1).await;
+    let tokens = stack.tokens(TENANT, election, 2).await;
+    let key = stack.keys.receipt_key();
+    let verifier =
+        shared::token::TokenVerifier::from_config(&stack.keys.public_keys_config()).unwrap();
+    let now = chrono::Utc::now();
+    let message = |token: &str, choices: &[&str], accepted_at: chrono::DateTime<chrono::Utc>| {
+        let verified = verifier.verify(token, election, now).unwrap();
+        VoteMessage {
+            v: shared::vote::VERSION,
+            tenant: verified.tenant.clone(),
+            election_id: election,
+            token_hash: verified.token_hash(),
+            receipt: key.derive(election, verified.token_id()),
+            choices: choices.iter().map(|c| c.to_string()).collect(),
+            accepted_at,
+        }
+    };
+    let unknown = VoteMessage {
+        token_hash: TokenHash::of_token_id(b"never registered"),
+        receipt: Receipt::from_trusted("r1.unknown".into()),
+        ..message(&tokens[0], &["o0"], now)
+    };
+    // A definition changed in flight is the only way an invalid ballot reaches the worker.
+    let invalid = message(&tokens[0], &["o9"], now);
+    stack.close_election(TENANT, election, "single", 2, 1).await;
+    let late = message(
+        &tokens[1],
+        &["o1"],
+        chrono::Utc::now() + chrono::Duration::seconds(5),
+    );
+    let pool = stack.db.pool(shared::testkit::Role::Worker).await;
+    let outcomes = worker::batch::commit(&pool, &[unknown.clone(), invalid.clone(), late.clone()])
+        .await
+        .unwrap();
+    use shared::domain::RejectionReason::*;
+    use worker::batch::Outcome::Rejected;
+    assert_eq!(
+        outcomes,
+        vec![
+            Rejected(UnknownToken),
+            Rejected(InvalidBallot),
+            Rejected(ElectionClosed)
+        ]
+    );
+    for (m, reason) in [(&invalid, "invalid_ballot"), (&late, "election_closed")] {
+        let (code, body) = stack.receipt(m.receipt.as_str()).await;
+        assert_eq!(code, 200);
+        assert_eq!(
+            (body["status"].as_str(), body["reason"].as_str()),
+            (Some("rejected"), Some(reason))
+        );
+    }
+    assert_eq!(stack.ballot_count(election).await, 0);
+}
