@@ -1,1 +1,11 @@
-fn main() {}
+use events_svc::{Application, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    shared::telemetry::init("events-svc");
+    let settings = Settings::from_env()?;
+    Application::build(settings)
+        .await?
+        .run_until_stopped()
+        .await
+}

@@ -187,7 +187,7 @@ impl Application {
 
     /// Serves until SIGTERM/ctrl-c (or the given future), then flushes the publisher.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.run_until(shutdown_signal()).await
+        self.run_until(shared::telemetry::shutdown_signal()).await
     }
 
     pub async fn run_until(
@@ -214,22 +214,6 @@ impl Application {
         .await;
         Ok(())
     }
-}
-
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
 }
 
 fn router(state: AppState, http_metrics: HttpMetrics) -> Router {

@@ -130,7 +130,7 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.run_until(shutdown_signal()).await
+        self.run_until(shared::telemetry::shutdown_signal()).await
     }
 
     /// Runs until `stop`, then drains: stops pulling, commits and acks what is in flight, and
@@ -219,17 +219,4 @@ impl Application {
         tracing::info!("worker stopped");
         Ok(())
     }
-}
-
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let terminate = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
 }
