@@ -5,12 +5,11 @@
 //! problem+json for unknown routes.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use axum::{middleware, Router};
+use axum::Router;
 use shared::config::{ConfigError, DatabaseSettings, Env};
-use shared::metrics::{HttpMetrics, ReadinessCheck};
-use tokio::net::TcpListener;
+use shared::metrics::HttpMetrics;
+use shared::service::{self, Server};
 use utoipa::OpenApi;
 
 #[derive(Debug, Clone)]
@@ -42,37 +41,26 @@ impl Settings {
 struct ApiDoc;
 
 pub struct Application {
-    listener: TcpListener,
-    router: Router,
+    server: Server,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let pool = shared::db::pool(&settings.database)?;
         let metrics = HttpMetrics::new("events-svc");
-        let ready: ReadinessCheck = Arc::new(move || {
-            let pool = pool.clone();
-            Box::pin(async move { shared::db::ping(&pool).await })
-        });
-        let api = ApiDoc::openapi();
-        let router = Router::new()
-            .route(
-                "/openapi.json",
-                axum::routing::get(move || async move { axum::Json(api) }),
-            )
-            .merge(shared::metrics::operational_routes(metrics.clone(), ready))
-            .fallback(shared::problem::not_found_fallback)
-            .route_layer(middleware::from_fn(shared::telemetry::record_route))
-            .layer(middleware::from_fn_with_state(
-                metrics,
-                shared::telemetry::observe_requests,
-            ));
-        let listener = TcpListener::bind(settings.addr).await?;
-        Ok(Self { listener, router })
+        let router = service::router(
+            Router::new(),
+            ApiDoc::openapi(),
+            metrics,
+            service::database_readiness(pool),
+        );
+        Ok(Self {
+            server: Server::bind("events-svc", settings.addr, router).await?,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener")
+        self.server.local_addr()
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
@@ -83,10 +71,6 @@ impl Application {
         self,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.local_addr(), "events-svc listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(stop)
-            .await?;
-        Ok(())
+        Ok(self.server.run_until(stop).await?)
     }
 }

@@ -6,14 +6,12 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::Router;
 use google_cloud_pubsub::client::Publisher;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge};
-use shared::metrics::{HttpMetrics, ReadinessCheck};
+use shared::metrics::HttpMetrics;
 use sqlx::PgPool;
-use tokio::net::TcpListener;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -94,8 +92,7 @@ impl std::ops::Deref for AppState {
 }
 
 pub struct Application {
-    listener: TcpListener,
-    router: Router,
+    server: shared::service::Server,
     state: AppState,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -144,8 +141,12 @@ impl Application {
             metrics,
             settings,
         }));
-        let listener = TcpListener::bind(state.settings.addr).await?;
-        let router = router(state.clone(), http_metrics);
+        let server = shared::service::Server::bind(
+            "ingest",
+            state.settings.addr,
+            router(state.clone(), http_metrics),
+        )
+        .await?;
         let background = vec![
             state
                 .queue_mode
@@ -170,15 +171,14 @@ impl Application {
             },
         ];
         Ok(Self {
-            listener,
-            router,
+            server,
             state,
             background,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener")
+        self.server.local_addr()
     }
 
     pub fn state(&self) -> AppState {
@@ -194,15 +194,7 @@ impl Application {
         self,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let addr = self.local_addr();
-        tracing::info!(%addr, "ingest listening");
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop)
-        .await?;
+        self.server.run_until(stop).await?;
         for task in self.background {
             task.abort();
         }
@@ -216,7 +208,7 @@ impl Application {
     }
 }
 
-fn router(state: AppState, http_metrics: HttpMetrics) -> Router {
+fn router(state: AppState, http_metrics: HttpMetrics) -> axum::Router {
     let verifier = Arc::new(shared::s2s::Verifier::new(state.settings.s2s_keys.clone()));
     let internal_routes = OpenApiRouter::new()
         .routes(routes!(internal::put_election))
@@ -234,29 +226,10 @@ fn router(state: AppState, http_metrics: HttpMetrics) -> Router {
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
         .merge(internal_routes)
         .split_for_parts();
-    let ready: ReadinessCheck = {
-        let state = state.clone();
-        Arc::new(move || {
-            let state = state.clone();
-            Box::pin(async move { shared::db::ping(&state.pool).await })
-        })
-    };
-    let api_json = api.clone();
-    api_router
-        .route(
-            "/openapi.json",
-            axum::routing::get(move || async move { axum::Json(api_json) }),
-        )
-        .merge(shared::metrics::operational_routes(
-            http_metrics.clone(),
-            ready,
-        ))
-        .fallback(shared::problem::not_found_fallback)
-        .method_not_allowed_fallback(shared::problem::method_not_allowed_fallback)
-        .route_layer(middleware::from_fn(shared::telemetry::record_route))
-        .layer(middleware::from_fn_with_state(
-            http_metrics,
-            shared::telemetry::observe_requests,
-        ))
-        .with_state(state)
+    shared::service::router(
+        api_router.with_state(state.clone()),
+        api,
+        http_metrics,
+        shared::service::database_readiness(state.pool.clone()),
+    )
 }

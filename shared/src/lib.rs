@@ -10,6 +10,7 @@ pub mod problem;
 pub mod pubsub;
 pub mod receipt;
 pub mod s2s;
+pub mod service;
 pub mod telemetry;
 pub mod testkit;
 pub mod token;

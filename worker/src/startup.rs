@@ -4,11 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
-use shared::metrics::{HttpMetrics, ReadinessCheck};
+use shared::metrics::HttpMetrics;
 use sqlx::PgPool;
-use tokio::net::TcpListener;
 
 use crate::configuration::Settings;
 use crate::consumer::{self, Activity};
@@ -79,8 +77,7 @@ impl WorkerMetrics {
 pub struct Application {
     settings: Settings,
     pool: PgPool,
-    listener: TcpListener,
-    router: Router,
+    server: shared::service::Server,
     consumer: consumer::Consumer,
     activity: Arc<Activity>,
     metrics: Arc<WorkerMetrics>,
@@ -100,25 +97,22 @@ impl Application {
             metrics.clone(),
             activity.clone(),
         );
-        let ready: ReadinessCheck = {
-            let pool = pool.clone();
-            Arc::new(move || {
-                let pool = pool.clone();
-                Box::pin(async move { shared::db::ping(&pool).await })
-            })
-        };
-        let router = shared::metrics::operational_routes(http.clone(), ready)
-            .fallback(shared::problem::not_found_fallback)
-            .layer(axum::middleware::from_fn_with_state(
-                http,
-                shared::telemetry::observe_requests,
-            ));
-        let listener = TcpListener::bind(settings.addr).await?;
+        let router = shared::service::router(
+            axum::Router::new(),
+            utoipa::openapi::OpenApiBuilder::new()
+                .info(utoipa::openapi::Info::new(
+                    "Ekklesia worker",
+                    env!("CARGO_PKG_VERSION"),
+                ))
+                .build(),
+            http,
+            shared::service::database_readiness(pool.clone()),
+        );
+        let server = shared::service::Server::bind("worker", settings.addr, router).await?;
         Ok(Self {
             settings,
             pool,
-            listener,
-            router,
+            server,
             consumer,
             activity,
             metrics,
@@ -126,7 +120,7 @@ impl Application {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener")
+        self.server.local_addr()
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
@@ -142,15 +136,14 @@ impl Application {
         let Self {
             settings,
             pool,
-            listener,
-            router,
+            server,
             consumer,
             activity,
             metrics,
         } = self;
-        tracing::info!(addr = %listener.local_addr()?, worker_id = %settings.worker_id, "worker running");
+        tracing::info!(addr = %server.local_addr(), worker_id = %settings.worker_id, "worker running");
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
+            let _ = server.run_until(std::future::pending()).await;
         });
         let progress = {
             let pool = pool.clone();
