@@ -55,7 +55,7 @@ for url in http://127.0.0.1:8080/readyz http://127.0.0.1:9090/readyz; do
   curl -fsS "$url" >/dev/null || { echo "not ready: $url (logs in $EKKLESIA_STATE_DIR)" >&2; exit 1; }
 done
 echo "ingest on http://127.0.0.1:8080 (OpenAPI: /openapi.json), worker metrics on http://127.0.0.1:9090/metrics"
-"$bin/queue-mode" --database-url "$EKKLESIA_ADMIN_DATABASE_URL" get | head -1
+"$bin/queue-mode" --database-url "$EKKLESIA_ADMIN_DATABASE_URL" get
 echo
 "$bin/loadtest" demo --voters 5
 echo
