@@ -1,6 +1,8 @@
 //! Read or flip the live queue flag: `queue-mode get`, `queue-mode set on|off --actor NAME`.
 //! Every ingest instance follows a change within `QUEUE_MODE_POLL_MS`; each change is audited.
 
+use std::io::Write;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -27,9 +29,17 @@ enum Command {
     },
 }
 
+/// Like `println!`, but a closed pipe (`queue-mode get | head -1`) is not a panic.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {{
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let mut out = std::io::stdout().lock();
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(std::time::Duration::from_secs(5))
@@ -40,9 +50,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Get => {
             let mode = ingest::queue_mode::QueueMode::read(&pool).await?;
             match mode {
-                Some(true) => println!("queue mode: on"),
-                Some(false) => println!("queue mode: off (direct)"),
-                None => println!("queue mode: not set (each ingest uses QUEUE_MODE_DEFAULT)"),
+                Some(true) => say!(out, "queue mode: on"),
+                Some(false) => say!(out, "queue mode: off (direct)"),
+                None => say!(
+                    out,
+                    "queue mode: not set (each ingest uses QUEUE_MODE_DEFAULT)"
+                ),
             }
             let audit: Vec<(chrono::DateTime<chrono::Utc>, String, Option<bool>, bool)> = sqlx::query_as(
                 "SELECT changed_at, changed_by, old_enabled, new_enabled FROM ops.queue_mode_audit ORDER BY id DESC LIMIT 5",
@@ -51,12 +64,13 @@ async fn main() -> anyhow::Result<()> {
             .await
             .unwrap_or_default();
             for (at, by, old, new) in audit {
-                println!("  {at} {by}: {} -> {}", label(old), label(Some(new)));
+                say!(out, "  {at} {by}: {} -> {}", label(old), label(Some(new)));
             }
         }
         Command::Set { mode, actor } => {
             let (old, new) = ingest::queue_mode::set(&pool, mode == "on", &actor).await?;
-            println!(
+            say!(
+                out,
                 "queue mode: {} -> {} (by {actor}); every ingest follows within QUEUE_MODE_POLL_MS",
                 label(old),
                 label(Some(new))
