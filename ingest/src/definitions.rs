@@ -95,15 +95,9 @@ impl Definitions {
 
     pub fn spawn_refresher(&self, pool: PgPool, every: Duration) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(e) = this.refresh(&pool).await {
-                    tracing::warn!(error = %shared::db::redact(&e), "refreshing election definitions failed");
-                }
-            }
+        shared::db::spawn_periodic(every, "refreshing election definitions", move || {
+            let (this, pool) = (this.clone(), pool.clone());
+            async move { this.refresh(&pool).await }
         })
     }
 }

@@ -43,15 +43,9 @@ impl QueueMode {
     /// Follows the stored flag. On a database error the last known mode stays in force.
     pub fn spawn_follower(&self, pool: PgPool, every: Duration) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(e) = this.refresh(&pool).await {
-                    tracing::warn!(error = %shared::db::redact(&e), "reading the queue flag failed; keeping the last mode");
-                }
-            }
+        shared::db::spawn_periodic(every, "reading the queue flag", move || {
+            let (this, pool) = (this.clone(), pool.clone());
+            async move { this.refresh(&pool).await }
         })
     }
 }

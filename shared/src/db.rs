@@ -52,6 +52,30 @@ pub async fn set_tenant(
     Ok(())
 }
 
+/// Runs `refresh` every `every` for as long as the task lives. A failure is logged (without
+/// secrets) as `what failed` and whatever the last successful run left stays in force: a
+/// database blip must not change a service's view of elections or of the queue flag.
+pub fn spawn_periodic<F, Fut>(
+    every: Duration,
+    what: &'static str,
+    mut refresh: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), sqlx::Error>> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = refresh().await {
+                tracing::warn!(error = %redact(&e), "{what} failed; keeping the last known state");
+            }
+        }
+    })
+}
+
 /// SQLSTATE 55P03: `FOR UPDATE NOWAIT` (or `lock_timeout`) could not get the lock.
 pub fn is_lock_unavailable(error: &sqlx::Error) -> bool {
     sqlx_state(error).as_deref() == Some("55P03")
