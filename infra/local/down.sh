@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Stop the local stack started by up.sh (idempotent).
 #
-#   infra/local/down.sh              stop the Pub/Sub emulator only
+#   infra/local/down.sh              stop the Pub/Sub emulator and the OIDC provider
 #   infra/local/down.sh --postgres   also stop PostgreSQL cluster 15/main
 #
-# The emulator is stopped by the pid recorded in $EKKLESIA_STATE_DIR/pubsub.pid
-# and nothing else: SIGTERM, then SIGKILL after a bounded wait. PostgreSQL is
-# left running by default because it is cheap to keep and slow-ish to restart.
+# The emulator and the OIDC provider are stopped by the pids recorded in
+# $EKKLESIA_STATE_DIR/pubsub.pid and oidc.pid and nothing else: SIGTERM, then
+# SIGKILL after a bounded wait. PostgreSQL is left running by default because
+# it is cheap to keep and slow-ish to restart.
 set -euo pipefail
 
 # shellcheck source=env.sh
@@ -19,12 +20,12 @@ stop_postgres=0
 for arg in "$@"; do
   case $arg in
     --postgres) stop_postgres=1 ;;
-    -h | --help) sed -n '2,9s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,10s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) die "unknown argument: $arg (try --help)" ;;
   esac
 done
 
-term_wait=15 # seconds to wait after SIGTERM (the JVM usually exits in 1-3 s)
+term_wait=15 # seconds to wait after SIGTERM (the JVM usually exits in 1-3 s, node at once)
 kill_wait=5  # seconds to wait after SIGKILL
 
 # Services started by run.sh (ingest, worker): SIGTERM lets them drain.
@@ -56,6 +57,10 @@ alive() {
 # Guard against pid reuse: only touch a process that is the emulator.
 is_emulator() {
   alive "$1" && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q 'cloud-pubsub-emulator'
+}
+# Same for the OIDC provider: `node .../infra/local/oidc/provider.mjs`.
+is_oidc_provider() {
+  alive "$1" && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q 'oidc/provider\.mjs'
 }
 # wait_gone PID SECONDS: 0 once the process is gone, 1 on timeout.
 wait_gone() {
@@ -92,6 +97,33 @@ fi
 if [[ $port =~ ^[0-9]+$ ]] && command -v ss >/dev/null &&
   [[ -n $(ss -ltnH "sport = :$port" 2>/dev/null) ]]; then
   log "WARNING: something is still listening on port $port (not started by pubsub-up.sh): $(ss -ltnpH "sport = :$port" | awk '{ print $NF }')"
+fi
+
+# --- OIDC provider ----------------------------------------------------------------
+oidc_pid_file=$EKKLESIA_STATE_DIR/oidc.pid
+if [[ ! -f $oidc_pid_file ]]; then
+  log "oidc: no pid file ($oidc_pid_file), nothing to stop"
+else
+  pid=$(<"$oidc_pid_file")
+  if ! [[ $pid =~ ^[0-9]+$ ]]; then
+    log "oidc: pid file contains '$pid', not a pid; removing it"
+  elif ! is_oidc_provider "$pid"; then
+    log "oidc: pid $pid is not running (or is not the provider); removing stale pid file"
+  else
+    log "oidc: stopping pid $pid (SIGTERM)"
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_gone "$pid" "$term_wait"; then
+      log "oidc: pid $pid still alive after ${term_wait}s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      wait_gone "$pid" "$kill_wait" || die "oidc provider pid $pid survived SIGKILL (pid file kept: $oidc_pid_file)"
+    fi
+    log "oidc: stopped"
+  fi
+  rm -f "$oidc_pid_file" "$EKKLESIA_STATE_DIR/oidc.config"
+fi
+if [[ $OIDC_PORT =~ ^[0-9]+$ ]] && command -v ss >/dev/null &&
+  [[ -n $(ss -ltnH "sport = :$OIDC_PORT" 2>/dev/null) ]]; then
+  log "WARNING: something is still listening on port $OIDC_PORT (not started by oidc-up.sh): $(ss -ltnpH "sport = :$OIDC_PORT" | awk '{ print $NF }')"
 fi
 
 # --- PostgreSQL -------------------------------------------------------------------

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Shared settings for the local dev/test stack (PostgreSQL 15 + Pub/Sub emulator).
+# Shared settings for the local dev/test stack (PostgreSQL 15 + Pub/Sub emulator
+# + OIDC provider).
 #
 # Usage:  source infra/local/env.sh
 #
@@ -8,7 +9,7 @@
 # and every value can be overridden by exporting it before sourcing.
 # It must stay valid under `set -u`, hence the ${VAR:-default} forms.
 
-# Where the emulator's pid file and log live (not inside the repo).
+# Where the emulator's and the OIDC provider's pid files and logs live (not inside the repo).
 export EKKLESIA_STATE_DIR="${EKKLESIA_STATE_DIR:-${XDG_STATE_HOME:-${HOME:-/tmp}/.local/state}/ekklesia}"
 
 # --- PostgreSQL -------------------------------------------------------------
@@ -40,3 +41,13 @@ export PUBSUB_DEAD_LETTER_SUBSCRIPTION="${PUBSUB_DEAD_LETTER_SUBSCRIPTION:-votes
 export MAX_DELIVERY_ATTEMPTS="${MAX_DELIVERY_ATTEMPTS:-5}"
 # The emulator's launcher script (it `exec`s java, so its pid is the JVM's).
 export PUBSUB_EMULATOR_BIN="${PUBSUB_EMULATOR_BIN:-/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator}"
+
+# --- Local OIDC provider (infra/local/oidc, oidc-provider on Node.js) -------------
+# Auto-approving, no login page: the account is the request's login_hint (a
+# kennitala). One confidential client (client_secret_post, PKCE S256 required).
+export OIDC_PORT="${OIDC_PORT:-8090}"
+export OIDC_ISSUER="${OIDC_ISSUER:-http://127.0.0.1:${OIDC_PORT}}"
+export OIDC_CLIENT_ID="${OIDC_CLIENT_ID:-ekklesia-local}"
+export OIDC_CLIENT_SECRET="${OIDC_CLIENT_SECRET:-local-only-secret}"
+# Registered with the provider (with http://localhost:8082/v1/auth/oidc/redirect).
+export OIDC_REDIRECT_URI="${OIDC_REDIRECT_URI:-http://127.0.0.1:8082/v1/auth/oidc/redirect}"
