@@ -1,14 +1,11 @@
 //! Builds the ingest application: state, routes, layers, background tasks.
 
-use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use google_cloud_pubsub::client::Publisher;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge};
 use shared::metrics::HttpMetrics;
 use sqlx::PgPool;
@@ -18,7 +15,6 @@ use utoipa_axum::routes;
 
 use crate::configuration::Settings;
 use crate::definitions::Definitions;
-use crate::error::IngestError;
 use crate::queue_mode::QueueMode;
 use crate::routes::{ballots, internal, receipts};
 
@@ -39,45 +35,14 @@ pub struct VoteMetrics {
     pub pool_in_use: IntGauge,
 }
 
-/// Global and per-client vote rate limits.
-pub struct Limits {
-    global: DefaultDirectRateLimiter,
-    per_client: DefaultKeyedRateLimiter<IpAddr>,
-}
-
-fn quota(per_second: u32) -> Quota {
-    let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(per_second.saturating_mul(2).max(1)).unwrap_or(NonZeroU32::MIN);
-    Quota::per_second(rate).allow_burst(burst)
-}
-
-impl Limits {
-    pub fn new(per_client: u32, global: u32) -> Self {
-        Self {
-            global: RateLimiter::direct(quota(global)),
-            per_client: RateLimiter::keyed(quota(per_client)),
-        }
-    }
-
-    pub fn check(&self, client: IpAddr) -> Result<(), IngestError> {
-        let now = DefaultClock::default().now();
-        let wait = match (self.per_client.check_key(&client), self.global.check()) {
-            (Ok(()), Ok(())) => return Ok(()),
-            (Err(not_until), _) | (_, Err(not_until)) => not_until.wait_time_from(now),
-        };
-        Err(IngestError::RateLimited {
-            retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
-        })
-    }
-}
-
 pub struct Inner {
     pub settings: Settings,
     pub pool: PgPool,
     pub publisher: Publisher,
     pub definitions: Definitions,
     pub queue_mode: QueueMode,
-    pub limits: Limits,
+    /// Global and per-client vote rate limits.
+    pub limits: shared::ratelimit::Limits,
     pub metrics: VoteMetrics,
 }
 
@@ -133,7 +98,10 @@ impl Application {
             tracing::warn!(error = %shared::db::redact(&e), "could not read the queue flag at startup; using the default");
         }
         let state = AppState(Arc::new(Inner {
-            limits: Limits::new(settings.rate_limit_per_client, settings.rate_limit_global),
+            limits: shared::ratelimit::Limits::new(
+                settings.rate_limit_per_client,
+                settings.rate_limit_global,
+            ),
             definitions: Definitions::default(),
             queue_mode,
             pool,
@@ -164,7 +132,7 @@ impl Application {
                             (state.pool.size() as usize).saturating_sub(state.pool.num_idle());
                         state.metrics.pool_in_use.set(in_use as i64);
                         if second % 60 == 0 {
-                            state.limits.per_client.retain_recent();
+                            state.limits.retain_recent();
                         }
                     }
                 })

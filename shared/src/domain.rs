@@ -281,6 +281,19 @@ mod hex_bytes {
     }
 }
 
+/// An election's tally, as the elections side computes it and events-svc passes it on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Results {
+    pub election_id: Uuid,
+    pub total: i64,
+    /// Ballots naming each option (first preferences for ranked elections).
+    pub tally: std::collections::BTreeMap<String, i64>,
+    /// True once the election is closed, every vote accepted before the close is recorded
+    /// (the queue has drained) and the ballots are sealed.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+}
+
 /// Why a vote was refused (HTTP answer) or rejected (receipt).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {

@@ -5,12 +5,15 @@
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod jwks;
 pub mod metrics;
 pub mod problem;
 pub mod pubsub;
+pub mod ratelimit;
 pub mod receipt;
 pub mod s2s;
 pub mod service;
+pub mod session;
 pub mod telemetry;
 pub mod testkit;
 pub mod token;

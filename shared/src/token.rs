@@ -282,6 +282,25 @@ pub fn encode_signing_key(key: &SigningKey) -> String {
     B64.encode(key.to_bytes())
 }
 
+/// The signing keys of `VOTING_TOKEN_SIGNING_KEYS`: `kid:tenant:base64url(seed)` entries
+/// separated by commas. The first key of a tenant signs; later ones are the next key of a
+/// rotation (publish its public key to ingest first, then move it to the front).
+pub fn signers_from_config(raw: &str) -> Result<Vec<TokenSigner>, String> {
+    let mut signers = Vec::new();
+    for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let mut parts = entry.splitn(3, ':');
+        let (Some(kid), Some(tenant), Some(seed)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err("each key is kid:tenant:base64url-seed".into());
+        };
+        let tenant = TenantId::parse(tenant).map_err(|e| format!("key {kid}: {e}"))?;
+        let key =
+            decode_signing_key(seed).ok_or_else(|| format!("key {kid}: not an Ed25519 seed"))?;
+        signers.push(TokenSigner::new(kid, tenant, key));
+    }
+    Ok(signers)
+}
+
 pub fn decode_signing_key(raw: &str) -> Option<SigningKey> {
     let bytes: [u8; 32] = B64.decode(raw).ok()?.try_into().ok()?;
     Some(SigningKey::from_bytes(&bytes))

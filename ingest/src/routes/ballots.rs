@@ -106,7 +106,10 @@ async fn cast_inner(
     body: Result<Json<BallotRequest>, JsonRejection>,
     queue_mode: bool,
 ) -> Result<Response, IngestError> {
-    state.limits.check(peer.ip())?;
+    state
+        .limits
+        .check(peer.ip())
+        .map_err(|retry_after| IngestError::RateLimited { retry_after })?;
     let Path(election_id) = path.map_err(shared::problem::from_path_rejection)?;
     let span = tracing::Span::current();
     span.record("election_id", tracing::field::display(election_id));

@@ -161,16 +161,7 @@ pub async fn register_tokens(
     ))
 }
 
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Results {
-    pub election_id: Uuid,
-    pub total: i64,
-    /// Ballots naming each option (first preferences for ranked elections).
-    pub tally: BTreeMap<String, i64>,
-    /// True once the election is closed, the queue has drained and the ballots are sealed.
-    #[serde(rename = "final")]
-    pub is_final: bool,
-}
+pub use shared::domain::Results;
 
 /// Tally of an election.
 #[utoipa::path(get, path = "/internal/v1/elections/{id}/results",

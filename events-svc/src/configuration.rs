@@ -1,0 +1,86 @@
+//! events-svc's settings, read from the environment.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::config::{ConfigError, DatabaseSettings, Env};
+use shared::domain::TenantId;
+use shared::s2s::{Keyring, RetrySettings};
+use shared::token::TokenSigner;
+
+#[derive(Clone)]
+pub struct Settings {
+    /// `PORT` (Cloud Run) or `EVENTS_ADDR`.
+    pub addr: SocketAddr,
+    pub database: DatabaseSettings,
+    /// `ELECTIONS_URL`: the elections side's internal API (ingest), default `http://127.0.0.1:8080`.
+    pub elections_url: String,
+    /// `S2S_KEYS`: `keyid:tenant:base64url-secret,...`, the first key of a tenant signs.
+    pub s2s_keys: Keyring,
+    /// `S2S_RETRY_BUDGET_MS` (default 3000) and `S2S_ATTEMPT_TIMEOUT_MS` (default 2000): how
+    /// long one call to the elections side may take in all, and each attempt.
+    pub s2s_retry: RetrySettings,
+    /// `VOTING_TOKEN_SIGNING_KEYS`: `kid:tenant:base64url-seed,...`; the first key of each
+    /// tenant signs its voting tokens.
+    pub token_signers: Arc<HashMap<TenantId, TokenSigner>>,
+    /// `VOTING_TOKEN_TTL_SECS`: lifetime of a voting token when the election has no closing
+    /// time (default 12 h); otherwise it expires when the election closes.
+    pub token_ttl: Duration,
+    /// `SESSION_JWKS_URL`: members-fn's keys (default `http://127.0.0.1:8082/.well-known/jwks.json`).
+    pub session_jwks_url: String,
+    /// `SESSION_ISSUER`: the `iss` members-fn signs with (default `ekklesia-members`).
+    pub session_issuer: String,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from(Env::from_process())
+    }
+
+    pub fn from(mut env: Env) -> Result<Self, ConfigError> {
+        let addr = env.listen_addr("EVENTS_ADDR", "127.0.0.1:8081");
+        let database = DatabaseSettings::from_env(&mut env);
+        let s2s_keys = match Keyring::from_config(&env.string("S2S_KEYS")) {
+            Ok(k) => k,
+            Err(e) => {
+                env.problem(format!("S2S_KEYS: {e}"));
+                Keyring::default()
+            }
+        };
+        let mut token_signers = HashMap::new();
+        match shared::token::signers_from_config(&env.string("VOTING_TOKEN_SIGNING_KEYS")) {
+            Ok(signers) => {
+                for signer in signers {
+                    token_signers
+                        .entry(signer.tenant().clone())
+                        .or_insert(signer);
+                }
+            }
+            Err(e) => env.problem(format!("VOTING_TOKEN_SIGNING_KEYS: {e}")),
+        }
+        let budget = env.millis_or("S2S_RETRY_BUDGET_MS", 3000);
+        let attempt = env.millis_or("S2S_ATTEMPT_TIMEOUT_MS", 2000);
+        let settings = Self {
+            addr,
+            database,
+            elections_url: env.string_or("ELECTIONS_URL", "http://127.0.0.1:8080"),
+            s2s_keys,
+            s2s_retry: RetrySettings {
+                initial: Duration::from_millis(50),
+                max_interval: Duration::from_secs(1),
+                max_elapsed: budget,
+                attempt_timeout: attempt,
+            },
+            token_signers: Arc::new(token_signers),
+            token_ttl: Duration::from_secs(env.parse_or("VOTING_TOKEN_TTL_SECS", 12 * 3600u64)),
+            session_jwks_url: env.string_or(
+                "SESSION_JWKS_URL",
+                "http://127.0.0.1:8082/.well-known/jwks.json",
+            ),
+            session_issuer: env.string_or("SESSION_ISSUER", "ekklesia-members"),
+        };
+        env.finish(settings)
+    }
+}

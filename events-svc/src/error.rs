@@ -1,0 +1,118 @@
+//! Every way an events-svc request can fail, and the answer each one gets.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use shared::domain::DomainError;
+use shared::s2s::CallError;
+use shared::session::{Role, SessionError};
+use shared::Problem;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error("this needs the {0} role")]
+    Forbidden(Role),
+    #[error("election not found")]
+    UnknownElection,
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("a voting token was already issued to this member for this election")]
+    TokenAlreadyIssued,
+    #[error("the elections side failed: {0}")]
+    ElectionsSide(#[from] CallError),
+    #[error("database: {}", shared::db::redact(.0))]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Problem(Problem),
+}
+
+impl From<Problem> for EventsError {
+    fn from(p: Problem) -> Self {
+        Self::Problem(p)
+    }
+}
+
+impl EventsError {
+    pub fn to_problem(&self) -> Problem {
+        match self {
+            Self::Session(SessionError::KeysUnavailable) => Problem::unavailable(
+                "session-keys-unavailable",
+                "the session keys cannot be fetched from members-fn right now",
+                5,
+            ),
+            Self::Session(e) => {
+                let slug = match e {
+                    SessionError::Missing => "missing-session",
+                    SessionError::Expired => "session-expired",
+                    _ => "invalid-session",
+                };
+                Problem::new(StatusCode::UNAUTHORIZED, slug, "Unauthorized", e.to_string())
+            }
+            Self::Forbidden(role) => Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Forbidden",
+                format!("this needs the {role} role"),
+            ),
+            Self::UnknownElection => Problem::not_found("no such election in your organisation"),
+            Self::Domain(e @ (DomainError::NotOpen(_) | DomainError::OutsideWindow)) => {
+                Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "election-not-open",
+                    "Forbidden",
+                    e.to_string(),
+                )
+            }
+            Self::Domain(e) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-election",
+                "Invalid election",
+                e.to_string(),
+            ),
+            Self::Conflict(detail) => {
+                Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", *detail)
+            }
+            Self::TokenAlreadyIssued => Problem::new(
+                StatusCode::CONFLICT,
+                "token-already-issued",
+                "Conflict",
+                "a voting token was already issued to you for this election; it cannot be issued twice",
+            ),
+            Self::ElectionsSide(e) => match e {
+                // The elections side refused the change: pass its reason on.
+                CallError::Status { status, .. } if status.is_client_error() => {
+                    let detail = e
+                        .problem()
+                        .map(|p| p.detail)
+                        .unwrap_or_else(|| format!("the elections side answered {status}"));
+                    Problem::new(
+                        StatusCode::BAD_GATEWAY,
+                        "elections-side-refused",
+                        "Bad Gateway",
+                        detail,
+                    )
+                }
+                _ => Problem::unavailable(
+                    "elections-side-unavailable",
+                    "the elections side cannot be reached; nothing was changed, try again shortly",
+                    5,
+                ),
+            },
+            Self::Database(e) => shared::db::problem_for(e),
+            Self::Problem(p) => p.clone(),
+        }
+    }
+}
+
+impl IntoResponse for EventsError {
+    fn into_response(self) -> Response {
+        let problem = self.to_problem();
+        if problem.status >= 500 {
+            tracing::error!(error = %self, "request failed");
+        }
+        problem.into_response()
+    }
+}

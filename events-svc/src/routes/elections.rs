@@ -1,0 +1,351 @@
+//! Election administration (admins), the list members vote from, and results.
+//!
+//! Every change is written here and pushed to the elections side inside one database
+//! transaction: if the push fails the change is rolled back and the caller gets a 503, so
+//! the two sides never disagree about an election's status.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shared::domain::{
+    ElectionDefinition, ElectionKind, ElectionOption, ElectionStatus, Results, TenantId,
+};
+use shared::session::Role;
+use shared::telemetry::CorrelationId;
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::EventsError;
+use crate::startup::AppState;
+
+pub const MAX_TITLE: usize = 200;
+pub const MAX_QUESTION: usize = 2000;
+pub const MAX_LABEL: usize = 500;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewElection {
+    pub title: String,
+    pub question: String,
+    #[schema(value_type = String, example = "single")]
+    pub kind: ElectionKind,
+    pub options: Vec<ElectionOption>,
+    pub max_choices: u32,
+    pub opens_at: Option<DateTime<Utc>>,
+    pub closes_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema, FromRow)]
+pub struct Election {
+    pub id: Uuid,
+    pub title: String,
+    pub question: String,
+    /// `single`, `multiple` or `ranked`.
+    pub kind: String,
+    #[schema(value_type = Vec<ElectionOption>)]
+    pub options: sqlx::types::Json<Vec<ElectionOption>>,
+    pub max_choices: i32,
+    /// `draft`, `open` or `closed`.
+    pub status: String,
+    pub opens_at: Option<DateTime<Utc>>,
+    pub closes_at: Option<DateTime<Utc>>,
+    /// Whether the caller already received a voting token for it.
+    #[sqlx(default)]
+    pub token_issued: bool,
+}
+
+const ELECTION_COLUMNS: &str =
+    "e.id, e.title, e.question, e.kind, e.options, e.max_choices, e.status, e.opens_at, e.closes_at";
+
+impl Election {
+    fn definition(&self, tenant: &TenantId) -> Result<ElectionDefinition, EventsError> {
+        Ok(ElectionDefinition {
+            tenant: tenant.clone(),
+            id: self.id,
+            kind: ElectionKind::parse(&self.kind)?,
+            options: self.options.0.clone(),
+            max_choices: self.max_choices as u32,
+            status: ElectionStatus::parse(&self.status)?,
+            opens_at: self.opens_at,
+            closes_at: self.closes_at,
+        })
+    }
+}
+
+/// Create an election (draft). The elections side learns it before the answer.
+#[utoipa::path(post, path = "/v1/elections", request_body = NewElection,
+    responses(
+        (status = 201, description = "Created (draft)", body = Election),
+        (status = 403, description = "Not an admin", body = shared::Problem),
+        (status = 422, description = "The definition is not valid", body = shared::Problem),
+        (status = 503, description = "Elections side or database unavailable; nothing created (Retry-After)", body = shared::Problem),
+    ),
+    tag = "elections")]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    correlation: CorrelationId,
+    body: Result<Json<NewElection>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Election>), EventsError> {
+    caller.require(Role::Admin)?;
+    let Json(new) = body.map_err(shared::problem::from_json_rejection)?;
+    let invalid = |detail: String| {
+        EventsError::Domain(shared::domain::DomainError::InvalidDefinition(detail))
+    };
+    if new.title.trim().is_empty() || new.title.len() > MAX_TITLE {
+        return Err(invalid(format!("a title is 1 to {MAX_TITLE} characters")));
+    }
+    if new.question.trim().is_empty() || new.question.len() > MAX_QUESTION {
+        return Err(invalid(format!(
+            "a question is 1 to {MAX_QUESTION} characters"
+        )));
+    }
+    if new
+        .options
+        .iter()
+        .any(|o| o.label.trim().is_empty() || o.label.len() > MAX_LABEL)
+    {
+        return Err(invalid(format!(
+            "option labels are 1 to {MAX_LABEL} characters"
+        )));
+    }
+    let definition = ElectionDefinition {
+        tenant: caller.0.org.clone(),
+        id: Uuid::new_v4(),
+        kind: new.kind,
+        options: new.options,
+        max_choices: new.max_choices,
+        status: ElectionStatus::Draft,
+        opens_at: new.opens_at,
+        closes_at: new.closes_at,
+    };
+    definition.check()?;
+    let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.0.org).await?;
+    let election: Election = sqlx::query_as(&format!(
+        "INSERT INTO events.elections AS e (org_id, id, title, question, kind, options, max_choices, opens_at, closes_at, created_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {ELECTION_COLUMNS}"
+    ))
+    .bind(caller.0.org.as_str())
+    .bind(definition.id)
+    .bind(new.title.trim())
+    .bind(new.question.trim())
+    .bind(definition.kind.as_str())
+    .bind(sqlx::types::Json(&definition.options))
+    .bind(definition.max_choices as i32)
+    .bind(definition.opens_at)
+    .bind(definition.closes_at)
+    .bind(caller.0.sub)
+    .fetch_one(&mut *tx)
+    .await?;
+    state
+        .elections
+        .put_election(&definition, &correlation)
+        .await?;
+    tx.commit().await?;
+    tracing::info!(election_id = %definition.id, tenant = %caller.0.org, "election created");
+    Ok((StatusCode::CREATED, Json(election)))
+}
+
+/// Open an election for voting (from draft).
+#[utoipa::path(post, path = "/v1/elections/{id}/open",
+    responses(
+        (status = 200, description = "Open", body = Election),
+        (status = 403, description = "Not an admin", body = shared::Problem),
+        (status = 404, description = "No such election", body = shared::Problem),
+        (status = 409, description = "A closed election cannot be reopened", body = shared::Problem),
+        (status = 503, description = "Elections side unavailable; nothing changed (Retry-After)", body = shared::Problem),
+    ),
+    tag = "elections")]
+pub async fn open(
+    state: State<AppState>,
+    caller: Caller,
+    correlation: CorrelationId,
+    id: Path<Uuid>,
+) -> Result<Json<Election>, EventsError> {
+    transition(state, caller, correlation, id, ElectionStatus::Open).await
+}
+
+/// Close an election: no vote is accepted after this; results become final once the
+/// queue has drained.
+#[utoipa::path(post, path = "/v1/elections/{id}/close",
+    responses(
+        (status = 200, description = "Closed", body = Election),
+        (status = 403, description = "Not an admin", body = shared::Problem),
+        (status = 404, description = "No such election", body = shared::Problem),
+        (status = 503, description = "Elections side unavailable; nothing changed (Retry-After)", body = shared::Problem),
+    ),
+    tag = "elections")]
+pub async fn close(
+    state: State<AppState>,
+    caller: Caller,
+    correlation: CorrelationId,
+    id: Path<Uuid>,
+) -> Result<Json<Election>, EventsError> {
+    transition(state, caller, correlation, id, ElectionStatus::Closed).await
+}
+
+async fn transition(
+    State(state): State<AppState>,
+    caller: Caller,
+    correlation: CorrelationId,
+    Path(id): Path<Uuid>,
+    to: ElectionStatus,
+) -> Result<Json<Election>, EventsError> {
+    caller.require(Role::Admin)?;
+    let tenant = &caller.0.org;
+    let mut tx = shared::db::begin_for_tenant(&state.pool, tenant).await?;
+    let mut election: Election = sqlx::query_as(&format!(
+        "SELECT {ELECTION_COLUMNS} FROM events.elections e WHERE e.id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(EventsError::UnknownElection)?;
+    let from = ElectionStatus::parse(&election.status)?;
+    match (from, to) {
+        // Repeating a transition is a no-op, so an admin's retry is safe.
+        (a, b) if a == b => return Ok(Json(election)),
+        (ElectionStatus::Closed, _) => {
+            return Err(EventsError::Conflict(
+                "a closed election cannot be reopened",
+            ))
+        }
+        _ => {}
+    }
+    sqlx::query("UPDATE events.elections SET status = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(to.as_str())
+        .execute(&mut *tx)
+        .await?;
+    election.status = to.as_str().into();
+    state
+        .elections
+        .put_election(&election.definition(tenant)?, &correlation)
+        .await?;
+    tx.commit().await?;
+    tracing::info!(election_id = %id, tenant = %tenant, status = to.as_str(), "election status changed");
+    Ok(Json(election))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// `open` (default), or for admins `draft`, `closed` or `all`.
+    pub status: Option<String>,
+}
+
+/// Elections of the caller's organisation: open ones for members; admins may ask for others.
+#[utoipa::path(get, path = "/v1/elections", params(ListQuery),
+    responses(
+        (status = 200, description = "Elections", body = Vec<Election>),
+        (status = 400, description = "Unknown status filter", body = shared::Problem),
+        (status = 403, description = "Only admins see drafts and closed elections", body = shared::Problem),
+    ),
+    tag = "elections")]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<Election>>, EventsError> {
+    let Query(query) =
+        query.map_err(|e| shared::Problem::bad_request("invalid-query", e.body_text()))?;
+    let status = query.status.as_deref().unwrap_or("open");
+    let filter = match status {
+        "all" => None,
+        "open" | "draft" | "closed" => Some(status),
+        _ => {
+            return Err(shared::Problem::bad_request(
+                "invalid-query",
+                "status is open, draft, closed or all",
+            )
+            .into())
+        }
+    };
+    if status != "open" {
+        caller.require(Role::Admin)?;
+    }
+    let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.0.org).await?;
+    let elections: Vec<Election> = sqlx::query_as(&format!(
+        "SELECT {ELECTION_COLUMNS}, (t.member_id IS NOT NULL) AS token_issued \
+         FROM events.elections e \
+         LEFT JOIN events.token_issuance t ON t.election_id = e.id AND t.member_id = $1 \
+         WHERE ($2::text IS NULL OR e.status = $2) ORDER BY e.created_at DESC LIMIT 500"
+    ))
+    .bind(caller.0.sub)
+    .bind(filter)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(elections))
+}
+
+/// One election of the caller's organisation.
+#[utoipa::path(get, path = "/v1/elections/{id}",
+    responses(
+        (status = 200, description = "The election", body = Election),
+        (status = 404, description = "No such election in your organisation", body = shared::Problem),
+    ),
+    tag = "elections")]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Election>, EventsError> {
+    let election = load(&state, &caller, id).await?;
+    if election.status == "draft" {
+        caller.require(Role::Admin)?;
+    }
+    Ok(Json(election))
+}
+
+pub async fn load(state: &AppState, caller: &Caller, id: Uuid) -> Result<Election, EventsError> {
+    let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.0.org).await?;
+    let election: Option<Election> = sqlx::query_as(&format!(
+        "SELECT {ELECTION_COLUMNS}, (t.member_id IS NOT NULL) AS token_issued \
+         FROM events.elections e \
+         LEFT JOIN events.token_issuance t ON t.election_id = e.id AND t.member_id = $2 \
+         WHERE e.id = $1"
+    ))
+    .bind(id)
+    .bind(caller.0.sub)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    election.ok_or(EventsError::UnknownElection)
+}
+
+/// The tally. Admins may read it at any time; members once the election is closed.
+/// `final` is true only when the election is closed and the queue has drained.
+#[utoipa::path(get, path = "/v1/elections/{id}/results",
+    responses(
+        (status = 200, description = "Tally", body = Results),
+        (status = 403, description = "Members read results only after the close", body = shared::Problem),
+        (status = 404, description = "No such election in your organisation", body = shared::Problem),
+        (status = 503, description = "Elections side unavailable (Retry-After)", body = shared::Problem),
+    ),
+    tag = "elections")]
+pub async fn results(
+    State(state): State<AppState>,
+    caller: Caller,
+    correlation: CorrelationId,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Results>, EventsError> {
+    let election = load(&state, &caller, id).await?;
+    if election.status != "closed" && !caller.0.has(Role::Admin) {
+        return Err(shared::Problem::new(
+            StatusCode::FORBIDDEN,
+            "results-not-published",
+            "Forbidden",
+            "results are published when the election closes",
+        )
+        .into());
+    }
+    Ok(Json(
+        state
+            .elections
+            .results(&caller.0.org, id, &correlation)
+            .await?,
+    ))
+}

@@ -1,0 +1,3 @@
+pub mod elections;
+pub mod ops;
+pub mod tokens;

@@ -1,0 +1,121 @@
+//! `POST /v1/elections/{id}/token`: a member's one voting token for an election.
+//!
+//! Order matters. In one transaction: record that the member received a token (the primary
+//! key makes a second request a 409, also under concurrency), sign the token, register its
+//! id's hash with the elections side, commit, and only then hand the token out. If the
+//! registration fails the transaction rolls back: the member gets a 503 and may ask again,
+//! never a token that cannot vote. If the commit fails after the registration, the hash is
+//! registered for a token nobody ever saw, which is harmless.
+//!
+//! The events schema records *that* the member received a token, never the token or its hash.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use shared::domain::{DomainError, ElectionStatus};
+use shared::session::Role;
+use shared::telemetry::CorrelationId;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::EventsError;
+use crate::startup::AppState;
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct IssuedToken {
+    /// The voting token: send it to ingest as `Authorization: Bearer <token>`.
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    pub election_id: Uuid,
+}
+
+/// Issue the caller's voting token for an open election, once.
+#[utoipa::path(post, path = "/v1/elections/{id}/token",
+    responses(
+        (status = 201, description = "The voting token (Cache-Control: no-store)", body = IssuedToken),
+        (status = 403, description = "The election is not open", body = shared::Problem),
+        (status = 404, description = "No such election in your organisation", body = shared::Problem),
+        (status = 409, description = "A token was already issued to this member", body = shared::Problem),
+        (status = 503, description = "Elections side or database unavailable; no token issued (Retry-After)", body = shared::Problem),
+    ),
+    tag = "tokens")]
+pub async fn issue(
+    State(state): State<AppState>,
+    caller: Caller,
+    correlation: CorrelationId,
+    Path(id): Path<Uuid>,
+) -> Result<impl IntoResponse, EventsError> {
+    let outcome = issue_token(&state, &caller, &correlation, id).await;
+    let label = match &outcome {
+        Ok(_) => "issued".to_owned(),
+        Err(e) => e.to_problem().slug().to_owned(),
+    };
+    state.tokens.with_label_values(&[&label]).inc();
+    let issued = outcome?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(issued),
+    ))
+}
+
+async fn issue_token(
+    state: &AppState,
+    caller: &Caller,
+    correlation: &CorrelationId,
+    id: Uuid,
+) -> Result<IssuedToken, EventsError> {
+    caller.require(Role::Member)?;
+    let tenant = &caller.0.org;
+    let signer = state.settings.token_signers.get(tenant).ok_or_else(|| {
+        tracing::error!(tenant = %tenant, "no voting-token signing key for this tenant");
+        shared::Problem::internal()
+    })?;
+    let mut tx = shared::db::begin_for_tenant(&state.pool, tenant).await?;
+    let election: Option<(String, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
+        sqlx::query_as("SELECT status, opens_at, closes_at FROM events.elections WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (status, opens_at, closes_at) = election.ok_or(EventsError::UnknownElection)?;
+    let status = ElectionStatus::parse(&status)?;
+    let now = Utc::now();
+    if status != ElectionStatus::Open {
+        return Err(DomainError::NotOpen(status).into());
+    }
+    if closes_at.is_some_and(|t| now >= t) {
+        return Err(DomainError::OutsideWindow.into());
+    }
+    let first = sqlx::query(
+        "INSERT INTO events.token_issuance (org_id, election_id, member_id) VALUES ($1, $2, $3) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant.as_str())
+    .bind(id)
+    .bind(caller.0.sub)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !first {
+        return Err(EventsError::TokenAlreadyIssued);
+    }
+    let ttl = Duration::from_std(state.settings.token_ttl).unwrap_or(Duration::hours(12));
+    let expires_at = closes_at.map_or(now + ttl, |close| close.min(now + ttl));
+    // A minute of slack for clocks; never earlier than the election opens.
+    let not_before = opens_at.map_or(now, |open| open.max(now)) - Duration::seconds(60);
+    let (token, hash) = signer.issue(id, not_before, expires_at);
+    state
+        .elections
+        .register_token(tenant, id, &hash, correlation)
+        .await?;
+    tx.commit().await?;
+    Ok(IssuedToken {
+        token,
+        expires_at,
+        election_id: id,
+    })
+}

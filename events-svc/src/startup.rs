@@ -1,0 +1,117 @@
+//! Builds events-svc: state, routes, layers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use prometheus::IntCounterVec;
+use shared::metrics::HttpMetrics;
+use shared::s2s::Client;
+use shared::service::{self, Server};
+use shared::session::SessionVerifier;
+use sqlx::PgPool;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::configuration::Settings;
+use crate::elections_side::ElectionsSide;
+use crate::routes::{elections, ops, tokens};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Ekklesia events-svc",
+        description = "Elections, one anonymous voting token per member, results, the queue flag."
+    ),
+    components(schemas(shared::Problem))
+)]
+struct ApiDoc;
+
+pub struct Inner {
+    pub settings: Settings,
+    pub pool: PgPool,
+    pub sessions: SessionVerifier,
+    pub elections: ElectionsSide,
+    /// Token requests by outcome (`issued` or the problem slug).
+    pub tokens: IntCounterVec,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+pub struct Application {
+    server: Server,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = shared::db::pool(&settings.database)?;
+        let metrics = HttpMetrics::new("events-svc");
+        let tokens = metrics.register(&shared::metrics::counter_vec(
+            "voting_tokens_total",
+            "Voting token requests by outcome",
+            &["outcome"],
+        ));
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(3))
+            .build()
+            .unwrap_or_default();
+        let state = AppState(Arc::new(Inner {
+            sessions: SessionVerifier::new(
+                settings.session_jwks_url.clone(),
+                settings.session_issuer.clone(),
+                http,
+            ),
+            elections: ElectionsSide::new(Client::new(
+                settings.elections_url.clone(),
+                settings.s2s_keys.clone(),
+                settings.s2s_retry.clone(),
+            )),
+            tokens,
+            pool: pool.clone(),
+            settings,
+        }));
+        let (api_router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+            .routes(routes!(elections::create, elections::list))
+            .routes(routes!(elections::get))
+            .routes(routes!(elections::open))
+            .routes(routes!(elections::close))
+            .routes(routes!(elections::results))
+            .routes(routes!(tokens::issue))
+            .routes(routes!(ops::get, ops::put))
+            .layer(DefaultBodyLimit::max(64 * 1024))
+            .split_for_parts();
+        let router = service::router(
+            api_router.with_state(state.clone()),
+            api,
+            metrics,
+            service::database_readiness(pool),
+        );
+        Ok(Self {
+            server: Server::bind("events-svc", state.settings.addr, router).await?,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shared::telemetry::shutdown_signal()).await
+    }
+
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        Ok(self.server.run_until(stop).await?)
+    }
+}

@@ -1,0 +1,57 @@
+//! Loads the party's membership export into the registry of one organisation.
+//!
+//!   members-import --org party-a members.csv [--dry-run]
+//!
+//! Prints what changed as JSON (`added`, `updated`, `removed`, `unchanged`). A file with any
+//! bad line changes nothing and lists every bad line. Reads `DATABASE_URL` (the members role).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use members_fn::registry;
+use shared::config::{DatabaseSettings, Env};
+use shared::domain::TenantId;
+
+#[derive(Parser)]
+#[command(about = "Load a membership export (CSV) into the member registry")]
+struct Args {
+    /// The organisation (tenant) the file is the export of.
+    #[arg(long)]
+    org: String,
+    /// The CSV file (`-` reads standard input).
+    file: PathBuf,
+    /// Report what would change, change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let tenant = TenantId::parse(&args.org).context("--org")?;
+    let mut env = Env::from_process();
+    let database = DatabaseSettings::from_env(&mut env);
+    let database = env.finish(database)?;
+    let records = if args.file.as_os_str() == "-" {
+        registry::parse_csv(std::io::stdin().lock())
+    } else {
+        let file = std::fs::File::open(&args.file)
+            .with_context(|| format!("cannot open {}", args.file.display()))?;
+        registry::parse_csv(file)
+    };
+    let records = match records {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let pool = shared::db::pool(&database)?;
+    let report = registry::sync(&pool, &tenant, &records, args.dry_run).await?;
+    println!(
+        "{}",
+        serde_json::json!({ "org": tenant.as_str(), "dry_run": args.dry_run, "report": report })
+    );
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! Every way a login or an import can fail, and the answer each one gets. Details name the
+//! problem, never echo a code, token or national id.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use shared::Problem;
+
+use crate::national_id::NationalIdError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MembersError {
+    #[error("the identity provider cannot be reached: {0}")]
+    ProviderUnavailable(String),
+    #[error("the identity provider refused the authorization code")]
+    CodeRejected,
+    #[error("{0}")]
+    IdToken(String),
+    #[error(transparent)]
+    NationalId(#[from] NationalIdError),
+    #[error("this person is not a member")]
+    NotAMember,
+    #[error("a member of several organisations must say which one (`org`): {0:?}")]
+    ChooseOrganisation(Vec<String>),
+    #[error("OIDC login is not configured")]
+    OidcNotConfigured,
+    #[error("rate limited")]
+    RateLimited { retry_after: u64 },
+    #[error("database: {}", shared::db::redact(.0))]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Problem(Problem),
+}
+
+impl From<Problem> for MembersError {
+    fn from(p: Problem) -> Self {
+        Self::Problem(p)
+    }
+}
+
+impl MembersError {
+    pub fn to_problem(&self) -> Problem {
+        match self {
+            Self::ProviderUnavailable(_) => Problem::unavailable(
+                "identity-provider-unavailable",
+                "the identity provider cannot be reached; try again shortly",
+                5,
+            ),
+            Self::CodeRejected => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "login-failed",
+                "Unauthorized",
+                "the identity provider refused the authorization code (used, expired, or the code_verifier does not match)",
+            ),
+            Self::IdToken(detail) => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid-id-token",
+                "Unauthorized",
+                detail.clone(),
+            ),
+            Self::NationalId(e) => Problem::bad_request("invalid-national-id", e.to_string()),
+            Self::NotAMember => Problem::new(
+                StatusCode::FORBIDDEN,
+                "not-a-member",
+                "Forbidden",
+                "the login is valid but this person is not in the member registry",
+            ),
+            Self::ChooseOrganisation(orgs) => Problem::new(
+                StatusCode::CONFLICT,
+                "choose-organisation",
+                "Conflict",
+                format!(
+                    "this person is a member of several organisations ({}); send `org`",
+                    orgs.join(", ")
+                ),
+            ),
+            Self::OidcNotConfigured => Problem::new(
+                StatusCode::NOT_FOUND,
+                "oidc-not-configured",
+                "Not Found",
+                "this deployment has no identity provider configured",
+            ),
+            Self::RateLimited { retry_after } => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too Many Requests",
+                "too many login attempts; wait and try again",
+            )
+            .retry_after(*retry_after),
+            Self::Database(e) => shared::db::problem_for(e),
+            Self::Problem(p) => p.clone(),
+        }
+    }
+}
+
+impl IntoResponse for MembersError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Database(_) | Self::ProviderUnavailable(_) => {
+                tracing::warn!(error = %self, "login dependency failed")
+            }
+            _ => {}
+        }
+        self.to_problem().into_response()
+    }
+}

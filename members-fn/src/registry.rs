@@ -1,0 +1,181 @@
+//! The member registry: loaded from the party's membership export (CSV) and kept in step with
+//! it. An import makes the tenant's registry equal to the file: new people are added, changed
+//! names or roles updated, people no longer in the file removed. Running the same file twice
+//! changes nothing the second time.
+//!
+//! The file has a header row with `national_id` (or `kennitala`), optionally `name` and
+//! `roles` (`member`, `admin`, `ops`, separated by `;` or spaces; `member` is implied).
+
+use std::collections::HashSet;
+use std::io::Read;
+
+use serde::Serialize;
+use shared::domain::TenantId;
+use shared::session::Role;
+use sqlx::PgPool;
+
+use crate::national_id::NationalId;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRecord {
+    pub national_id: NationalId,
+    pub name: String,
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    pub added: u64,
+    pub updated: u64,
+    pub removed: u64,
+    pub unchanged: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// Every bad line, so the export can be fixed in one go. Nothing was changed.
+    #[error("the file has {} problem(s); nothing was changed:\n{}", .0.len(), .0.join("\n"))]
+    Invalid(Vec<String>),
+    #[error("the file lists no members; refusing to empty the registry")]
+    Empty,
+    #[error("database: {}", shared::db::redact(.0))]
+    Database(#[from] sqlx::Error),
+}
+
+/// Parses the export. Lines are numbered as a spreadsheet shows them (header = line 1).
+/// Errors name the line and the problem, not the national id.
+pub fn parse_csv(input: impl Read) -> Result<Vec<MemberRecord>, ImportError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(false)
+        .from_reader(input);
+    let headers = reader
+        .headers()
+        .map_err(|e| ImportError::Invalid(vec![format!("line 1: {e}")]))?
+        .clone();
+    let column = |names: &[&str]| {
+        headers
+            .iter()
+            .position(|h| names.iter().any(|n| h.eq_ignore_ascii_case(n)))
+    };
+    let Some(id_col) = column(&["national_id", "kennitala"]) else {
+        return Err(ImportError::Invalid(vec![
+            "line 1: no `national_id` (or `kennitala`) column".into(),
+        ]));
+    };
+    let name_col = column(&["name", "nafn"]);
+    let roles_col = column(&["roles"]);
+    let mut problems = Vec::new();
+    let mut records = Vec::new();
+    let mut seen = HashSet::new();
+    for (index, row) in reader.records().enumerate() {
+        let line = index + 2;
+        let row = match row {
+            Ok(row) => row,
+            Err(e) => {
+                problems.push(format!("line {line}: {e}"));
+                continue;
+            }
+        };
+        let national_id = match NationalId::parse(row.get(id_col).unwrap_or_default()) {
+            Ok(id) => id,
+            Err(e) => {
+                problems.push(format!("line {line}: {e}"));
+                continue;
+            }
+        };
+        if !seen.insert(national_id.clone()) {
+            problems.push(format!(
+                "line {line}: this national id appears twice in the file"
+            ));
+            continue;
+        }
+        let mut roles = vec![Role::Member];
+        for raw in roles_col
+            .and_then(|c| row.get(c))
+            .unwrap_or_default()
+            .split([';', ' ', '|'])
+            .filter(|r| !r.is_empty())
+        {
+            match Role::parse(&raw.to_ascii_lowercase()) {
+                Some(role) if !roles.contains(&role) => roles.push(role),
+                Some(_) => {}
+                None => problems.push(format!(
+                    "line {line}: unknown role `{raw}` (member, admin or ops)"
+                )),
+            }
+        }
+        records.push(MemberRecord {
+            national_id,
+            name: name_col
+                .and_then(|c| row.get(c))
+                .unwrap_or_default()
+                .to_owned(),
+            roles,
+        });
+    }
+    if !problems.is_empty() {
+        return Err(ImportError::Invalid(problems));
+    }
+    if records.is_empty() {
+        return Err(ImportError::Empty);
+    }
+    Ok(records)
+}
+
+/// Makes `tenant`'s registry equal to `records` in one transaction. With `dry_run` the
+/// transaction is rolled back: the report says what an import would change.
+pub async fn sync(
+    pool: &PgPool,
+    tenant: &TenantId,
+    records: &[MemberRecord],
+    dry_run: bool,
+) -> Result<ImportReport, ImportError> {
+    let ids: Vec<&str> = records.iter().map(|r| r.national_id.as_str()).collect();
+    let names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
+    let roles: Vec<String> = records
+        .iter()
+        .map(|r| {
+            r.roles
+                .iter()
+                .map(|role| role.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    let mut tx = shared::db::begin_for_tenant(pool, tenant).await?;
+    let removed = sqlx::query("DELETE FROM members.members WHERE NOT (national_id = ANY($1))")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    // xmax = 0 marks a freshly inserted row; the WHERE skips rows that would not change.
+    let written: Vec<bool> = sqlx::query_scalar(
+        "INSERT INTO members.members (org_id, national_id, name, roles) \
+         SELECT $1, t.national_id, t.name, string_to_array(t.roles, ',') \
+         FROM unnest($2::text[], $3::text[], $4::text[]) AS t(national_id, name, roles) \
+         ON CONFLICT (org_id, national_id) DO UPDATE \
+             SET name = excluded.name, roles = excluded.roles, updated_at = now() \
+             WHERE (members.name, members.roles) IS DISTINCT FROM (excluded.name, excluded.roles) \
+         RETURNING xmax = 0",
+    )
+    .bind(tenant.as_str())
+    .bind(&ids)
+    .bind(&names)
+    .bind(&roles)
+    .fetch_all(&mut *tx)
+    .await?;
+    let added = written.iter().filter(|inserted| **inserted).count() as u64;
+    let updated = written.len() as u64 - added;
+    if dry_run {
+        tx.rollback().await?;
+    } else {
+        tx.commit().await?;
+    }
+    Ok(ImportReport {
+        added,
+        updated,
+        removed,
+        unchanged: records.len() as u64 - added - updated,
+    })
+}

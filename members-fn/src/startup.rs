@@ -1,0 +1,122 @@
+//! Builds members-fn: state, routes, layers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use prometheus::IntCounterVec;
+use shared::metrics::HttpMetrics;
+use shared::service::{self, Server};
+use sqlx::PgPool;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::configuration::Settings;
+use crate::error::MembersError;
+use crate::oidc::OidcClient;
+use crate::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Ekklesia members-fn",
+        description = "Login (OIDC with PKCE; dev login where enabled) and the member registry; session tokens for events-svc."
+    ),
+    components(schemas(shared::Problem))
+)]
+struct ApiDoc;
+
+pub struct Inner {
+    pub settings: Settings,
+    pub pool: PgPool,
+    pub oidc: Option<OidcClient>,
+    pub limits: shared::ratelimit::Limits,
+    /// Logins by method (`oidc`, `dev`) and outcome (`ok` or the problem slug).
+    pub logins: IntCounterVec,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Counts a login step's outcome and passes it on.
+    pub fn count<T>(
+        &self,
+        method: &str,
+        outcome: Result<T, MembersError>,
+    ) -> Result<T, MembersError> {
+        let label = match &outcome {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.to_problem().slug().to_owned(),
+        };
+        self.logins.with_label_values(&[method, &label]).inc();
+        outcome
+    }
+}
+
+pub struct Application {
+    server: Server,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = shared::db::pool(&settings.database)?;
+        let metrics = HttpMetrics::new("members-fn");
+        let logins = metrics.register(&shared::metrics::counter_vec(
+            "logins_total",
+            "Login attempts by method and outcome",
+            &["method", "outcome"],
+        ));
+        if settings.dev_login {
+            tracing::warn!("dev login is enabled: anyone can log in as any member by national id");
+        }
+        let state = AppState(Arc::new(Inner {
+            oidc: settings.oidc.clone().map(OidcClient::new),
+            limits: shared::ratelimit::Limits::new(
+                settings.login_rate_per_client,
+                settings.login_rate_global,
+            ),
+            logins,
+            pool: pool.clone(),
+            settings,
+        }));
+        let (api_router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+            .routes(routes!(routes::oidc_callback))
+            .routes(routes!(routes::dev_login))
+            .routes(routes!(routes::jwks))
+            .layer(DefaultBodyLimit::max(16 * 1024))
+            .split_for_parts();
+        let router = service::router(
+            api_router.with_state(state.clone()),
+            api,
+            metrics,
+            service::database_readiness(pool),
+        );
+        Ok(Self {
+            server: Server::bind("members-fn", state.settings.addr, router).await?,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shared::telemetry::shutdown_signal()).await
+    }
+
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        Ok(self.server.run_until(stop).await?)
+    }
+}
