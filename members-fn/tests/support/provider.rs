@@ -57,14 +57,20 @@ pub struct Settings {
 impl Settings {
     pub fn from_env() -> Self {
         let var = |name: &str, default: &str| {
-            std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| default.to_owned())
         };
         let port = var("OIDC_PORT", "8090");
         Self {
             issuer: var("OIDC_ISSUER", &format!("http://127.0.0.1:{port}")),
             client_id: var("OIDC_CLIENT_ID", "ekklesia-local"),
             client_secret: var("OIDC_CLIENT_SECRET", "local-only-secret"),
-            redirect_uri: var("OIDC_REDIRECT_URI", "http://127.0.0.1:8082/v1/auth/oidc/redirect"),
+            redirect_uri: var(
+                "OIDC_REDIRECT_URI",
+                "http://127.0.0.1:8082/v1/auth/oidc/redirect",
+            ),
         }
     }
 }
@@ -82,7 +88,10 @@ pub async fn discovery(issuer: &str) -> serde_json::Value {
         .text()
         .await
         .unwrap_or_else(|e| panic!("OIDC discovery GET {url}: reading the body failed: {e}"));
-    assert!(status.is_success(), "OIDC discovery GET {url} answered {status}: {body}");
+    assert!(
+        status.is_success(),
+        "OIDC discovery GET {url} answered {status}: {body}"
+    );
     let doc: serde_json::Value = serde_json::from_str(&body)
         .unwrap_or_else(|e| panic!("OIDC discovery GET {url}: not JSON ({e}): {body}"));
     assert_eq!(
@@ -112,9 +121,9 @@ pub async fn authorize(
     let state = random_token(16);
 
     let doc = discovery(issuer).await;
-    let endpoint = doc["authorization_endpoint"]
-        .as_str()
-        .unwrap_or_else(|| panic!("OIDC discovery of {issuer} has no authorization_endpoint: {doc}"));
+    let endpoint = doc["authorization_endpoint"].as_str().unwrap_or_else(|| {
+        panic!("OIDC discovery of {issuer} has no authorization_endpoint: {doc}")
+    });
     let mut url = Url::parse_with_params(
         endpoint,
         &[
@@ -168,12 +177,18 @@ pub async fn authorize(
 
         if let Some(rest) = location.strip_prefix(redirect_uri) {
             if rest.is_empty() || rest.starts_with('?') || rest.starts_with('#') {
-                return finish(&location, issuer, &state, national_id, Authorization {
-                    code: String::new(),
-                    code_verifier,
-                    nonce,
-                    redirect_uri: redirect_uri.to_owned(),
-                });
+                return finish(
+                    &location,
+                    issuer,
+                    &state,
+                    national_id,
+                    Authorization {
+                        code: String::new(),
+                        code_verifier,
+                        nonce,
+                        redirect_uri: redirect_uri.to_owned(),
+                    },
+                );
             }
         }
         url = url.join(&location).unwrap_or_else(|e| {
@@ -198,13 +213,17 @@ fn finish(
     national_id: &str,
     mut authorization: Authorization,
 ) -> Authorization {
-    let url = Url::parse(location)
-        .unwrap_or_else(|e| panic!("OIDC authorize: final redirect {location:?} is not a URL: {e}"));
+    let url = Url::parse(location).unwrap_or_else(|e| {
+        panic!("OIDC authorize: final redirect {location:?} is not a URL: {e}")
+    });
     let params: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
     if let Some(error) = params.get("error") {
         panic!(
             "OIDC authorize for {national_id}: provider redirected with error={error} ({})",
-            params.get("error_description").map(String::as_str).unwrap_or("no description")
+            params
+                .get("error_description")
+                .map(String::as_str)
+                .unwrap_or("no description")
         );
     }
     assert_eq!(
@@ -214,12 +233,17 @@ fn finish(
     );
     // RFC 9207: oidc-provider names itself in the authorization response.
     if let Some(iss) = params.get("iss") {
-        assert_eq!(iss, issuer, "OIDC authorize: iss in the redirect is not the issuer");
+        assert_eq!(
+            iss, issuer,
+            "OIDC authorize: iss in the redirect is not the issuer"
+        );
     }
     authorization.code = params
         .get("code")
         .filter(|c| !c.is_empty())
-        .unwrap_or_else(|| panic!("OIDC authorize: redirect to redirect_uri without a code: {location}"))
+        .unwrap_or_else(|| {
+            panic!("OIDC authorize: redirect to redirect_uri without a code: {location}")
+        })
         .clone();
     authorization
 }
@@ -254,8 +278,8 @@ impl CookieJar {
                 continue;
             };
             let (name, val) = (name.trim(), val.trim());
-            let deleted = val.is_empty()
-                || parts.any(|attr| attr.trim().eq_ignore_ascii_case("max-age=0"));
+            let deleted =
+                val.is_empty() || parts.any(|attr| attr.trim().eq_ignore_ascii_case("max-age=0"));
             if deleted {
                 self.0.remove(name);
             } else {
@@ -266,7 +290,11 @@ impl CookieJar {
 
     fn header(&self) -> Option<String> {
         (!self.0.is_empty()).then(|| {
-            self.0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+            self.0
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
         })
     }
 }

@@ -1,0 +1,199 @@
+//! The member registry follows the party's export: counts of added, updated, removed and
+//! unchanged members; a second run of the same file changes nothing; a bad file changes
+//! nothing and names every bad line; one tenant's import never touches another's members.
+
+mod support;
+
+use members_fn::registry::{self, ImportError, ImportReport};
+use shared::domain::TenantId;
+use shared::testkit::Role;
+use support::{kennitala, Members};
+
+fn csv(rows: &[(String, &str, &str)]) -> String {
+    let mut out = String::from("kennitala,name,roles\n");
+    for (id, name, roles) in rows {
+        out.push_str(&format!("{id},\"{name}\",{roles}\n"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_import_makes_the_registry_equal_to_the_export_and_is_idempotent() {
+    let members = Members::start(&[]).await;
+    let pool = members.db.pool(Role::Members).await;
+    let org = TenantId::parse("party-a").unwrap();
+    // Another tenant's member, who no import of party-a may touch.
+    let other = members
+        .add_member("party-b", &kennitala(99), &["member"])
+        .await;
+
+    let first = csv(&[
+        (kennitala(1), "Anna Jónsdóttir", ""),
+        (kennitala(2), "Björn, the chair", "admin"),
+        (kennitala(3), "Cecilía", "member;ops"),
+    ]);
+    let records = registry::parse_csv(first.as_bytes()).unwrap();
+    let report = registry::sync(&pool, &org, &records, false).await.unwrap();
+    assert_eq!(
+        report,
+        ImportReport {
+            added: 3,
+            updated: 0,
+            removed: 0,
+            unchanged: 0
+        }
+    );
+    let again = registry::sync(&pool, &org, &records, false).await.unwrap();
+    assert_eq!(
+        again,
+        ImportReport {
+            added: 0,
+            updated: 0,
+            removed: 0,
+            unchanged: 3
+        }
+    );
+
+    // Björn steps down, Cecilía leaves, Davíð joins; a dry run reports it and changes nothing.
+    let second = csv(&[
+        (kennitala(1), "Anna Jónsdóttir", ""),
+        (
+            format!("{}-{}", &kennitala(2)[..6], &kennitala(2)[6..]),
+            "Björn, the chair",
+            "",
+        ),
+        (kennitala(4), "Davíð", "admin ops"),
+    ]);
+    let records = registry::parse_csv(second.as_bytes()).unwrap();
+    let expected = ImportReport {
+        added: 1,
+        updated: 1,
+        removed: 1,
+        unchanged: 1,
+    };
+    assert_eq!(
+        registry::sync(&pool, &org, &records, true).await.unwrap(),
+        expected
+    );
+    assert_eq!(
+        registry::sync(&pool, &org, &records, false).await.unwrap(),
+        expected
+    );
+
+    let rows: Vec<(String, String, Vec<String>)> = sqlx::query_as(
+        "SELECT national_id, org_id, roles FROM members.members ORDER BY org_id, national_id",
+    )
+    .fetch_all(&members.db.owner)
+    .await
+    .unwrap();
+    let mut want = vec![
+        (
+            kennitala(1),
+            "party-a".to_owned(),
+            vec!["member".to_owned()],
+        ),
+        (
+            kennitala(2),
+            "party-a".to_owned(),
+            vec!["member".to_owned()],
+        ),
+        (
+            kennitala(4),
+            "party-a".to_owned(),
+            vec!["member".into(), "admin".into(), "ops".into()],
+        ),
+        (
+            kennitala(99),
+            "party-b".to_owned(),
+            vec!["member".to_owned()],
+        ),
+    ];
+    want.sort();
+    assert_eq!(rows, want);
+    let still_there: i64 = sqlx::query_scalar("SELECT count(*) FROM members.members WHERE id = $1")
+        .bind(other)
+        .fetch_one(&members.db.owner)
+        .await
+        .unwrap();
+    assert_eq!(still_there, 1);
+}
+
+#[test]
+fn a_bad_file_names_every_bad_line_and_no_national_id() {
+    let file = format!(
+        "national_id,name,roles\n{},ok,\n0101302979,bad check digit,\n{},dup,\n{},dup,\n{},x,chair\n4101302989,company,\n",
+        kennitala(1),
+        kennitala(2),
+        kennitala(2),
+        kennitala(3)
+    );
+    let Err(ImportError::Invalid(problems)) = registry::parse_csv(file.as_bytes()) else {
+        panic!("refused");
+    };
+    let text = problems.join("\n");
+    assert_eq!(problems.len(), 4, "{text}");
+    for needle in [
+        "line 3: the national id's check digit",
+        "line 5: this national id appears twice",
+        "line 6: unknown role `chair`",
+        "line 7: the national id belongs to a company",
+    ] {
+        assert!(text.contains(needle), "{needle} in {text}");
+    }
+    assert!(
+        !text.contains("0101302979") && !text.contains(&kennitala(2)),
+        "{text}"
+    );
+    assert!(matches!(
+        registry::parse_csv("name\nx\n".as_bytes()),
+        Err(ImportError::Invalid(_))
+    ));
+    assert!(matches!(
+        registry::parse_csv("national_id,name\n".as_bytes()),
+        Err(ImportError::Empty)
+    ));
+    assert!(matches!(
+        registry::parse_csv("national_id,name\n0101302989\n".as_bytes()),
+        Err(ImportError::Invalid(_))
+    ));
+}
+
+#[tokio::test]
+async fn the_import_command_reports_json_and_refuses_a_bad_file_with_exit_2() {
+    let members = Members::start(&[]).await;
+    let dir = std::env::temp_dir().join(format!("members-import-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.csv");
+    std::fs::write(
+        &good,
+        csv(&[(kennitala(1), "A", ""), (kennitala(2), "B", "admin")]),
+    )
+    .unwrap();
+    let bad = dir.join("bad.csv");
+    std::fs::write(&bad, "national_id\n0101302979\n").unwrap();
+    let run = |file: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_members-import"))
+            .args(["--org", "party-a"])
+            .arg(file)
+            .env("DATABASE_URL", members.db.url(Role::Members))
+            .output()
+            .unwrap()
+    };
+    let out = run(&good);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["report"]["added"], 2, "{report}");
+    let out = run(&bad);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM members.members")
+        .fetch_one(&members.db.owner)
+        .await
+        .unwrap();
+    assert_eq!(count, 2, "the bad file changed nothing");
+    std::fs::remove_dir_all(dir).ok();
+}
