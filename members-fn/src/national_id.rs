@@ -67,6 +67,24 @@ impl NationalId {
     }
 }
 
+/// A valid, made-up person's kennitala for `n` (distinct `n` below 33,600, distinct ids), for
+/// tests and demo data. Born 1950–1999 with serials from 20 up.
+pub fn synthetic(n: u32) -> NationalId {
+    let day = 1 + n % 28;
+    let month = 1 + (n / 28) % 12;
+    let year = 50 + (n / 336) % 50;
+    let mut serial = 20 + (n / 16_800) % 2 * 40;
+    loop {
+        let head = format!("{day:02}{month:02}{year:02}{serial:02}");
+        let digits: Vec<u32> = head.bytes().map(|b| u32::from(b - b'0')).collect();
+        if let Some(check) = check_digit(&digits) {
+            return NationalId(format!("{head}{check}9"));
+        }
+        // Remainder 1 has no check digit; the next serial has one.
+        serial += 1;
+    }
+}
+
 /// Personal data: debug output shows only the last two digits.
 impl fmt::Debug for NationalId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -111,6 +129,15 @@ mod tests {
             ("0101302981", Century),
         ] {
             assert_eq!(NationalId::parse(raw), Err(why), "{raw}");
+        }
+    }
+
+    #[test]
+    fn synthetic_ids_are_valid_and_distinct() {
+        let ids: std::collections::HashSet<_> = (0..33_600).map(synthetic).collect();
+        assert_eq!(ids.len(), 33_600);
+        for id in ids {
+            assert_eq!(NationalId::parse(id.as_str()).as_ref(), Ok(&id));
         }
     }
 

@@ -1,0 +1,382 @@
+//! Who may do what: tenants cannot see or vote in each other's elections, admin actions need
+//! the admin role, sessions must be genuine, the queue flag needs the ops role and is audited,
+//! and an outage of the elections side gives a clear 503 rather than a token that cannot vote.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+use shared::session::{Role, SessionClaims, SessionSigner};
+use support::{World, OTHER_TENANT, TENANT};
+
+#[tokio::test]
+async fn a_member_of_tenant_b_can_neither_see_nor_vote_in_tenant_a() {
+    let world = World::start(true).await;
+    let admin_a = world
+        .dev_login(&world.person(TENANT, &["member", "admin"]).await)
+        .await;
+    let election = world.open_election(&admin_a).await;
+    let member_b = world
+        .dev_login(&world.person(OTHER_TENANT, &["member", "admin"]).await)
+        .await;
+
+    let listed = world
+        .events(Method::GET, "/v1/elections?status=all", &member_b, None)
+        .await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.body, json!([]));
+    for (method, path) in [
+        (Method::GET, format!("/v1/elections/{election}")),
+        (Method::POST, format!("/v1/elections/{election}/token")),
+        (Method::GET, format!("/v1/elections/{election}/results")),
+        (Method::POST, format!("/v1/elections/{election}/close")),
+    ] {
+        let answer = world.events(method, &path, &member_b, None).await;
+        assert_eq!(answer.status, 404, "{path}: {}", answer.body);
+    }
+    // Tenant B's own token (from B's election) does not vote in A's election.
+    let election_b = world.open_election(&member_b).await;
+    let token_b = world.token(&member_b, election_b).await;
+    assert_eq!(token_b.status, 201);
+    let vote = world
+        .vote(token_b.body["token"].as_str().unwrap(), election, &["yes"])
+        .await;
+    assert_eq!(vote.status, 403, "{}", vote.body);
+    // And A's election is still open and untouched.
+    let still = world
+        .events(
+            Method::GET,
+            &format!("/v1/elections/{election}"),
+            &admin_a,
+            None,
+        )
+        .await;
+    assert_eq!(still.body["status"], "open");
+}
+
+#[tokio::test]
+async fn admin_actions_by_a_non_admin_are_refused() {
+    let world = World::start(true).await;
+    let admin = world
+        .dev_login(&world.person(TENANT, &["member", "admin"]).await)
+        .await;
+    let member = world
+        .dev_login(&world.person(TENANT, &["member"]).await)
+        .await;
+    let election = world.open_election(&admin).await;
+    let create = world
+        .events(
+            Method::POST,
+            "/v1/elections",
+            &member,
+            Some(json!({
+            "title": "t", "question": "q", "kind": "single",
+            "options": [{"id": "a", "label": "A"}], "max_choices": 1})),
+        )
+        .await;
+    assert_eq!(
+        (create.status, create.slug()),
+        (403, "forbidden"),
+        "{}",
+        create.body
+    );
+    for action in ["open", "close"] {
+        let answer = world
+            .events(
+                Method::POST,
+                &format!("/v1/elections/{election}/{action}"),
+                &member,
+                None,
+            )
+            .await;
+        assert_eq!(answer.status, 403, "{action}");
+    }
+    let drafts = world
+        .events(Method::GET, "/v1/elections?status=draft", &member, None)
+        .await;
+    assert_eq!(drafts.status, 403);
+    let results = world
+        .events(
+            Method::GET,
+            &format!("/v1/elections/{election}/results"),
+            &member,
+            None,
+        )
+        .await;
+    assert_eq!(results.status, 403);
+    // Invalid definitions are named 4xx.
+    for (body, status, slug) in [
+        (
+            json!({"title": "t", "question": "q", "kind": "single", "options": [{"id": "a", "label": "A"}, {"id": "b", "label": "B"}], "max_choices": 2}),
+            422,
+            "invalid-election",
+        ),
+        (
+            json!({"title": "t", "question": "q", "kind": "multiple", "options": [{"id": "a", "label": "A"}, {"id": "a", "label": "B"}], "max_choices": 1}),
+            422,
+            "invalid-election",
+        ),
+        (
+            json!({"title": "", "question": "q", "kind": "single", "options": [{"id": "a", "label": "A"}], "max_choices": 1}),
+            422,
+            "invalid-election",
+        ),
+        (
+            json!({"title": "t", "question": "q", "kind": "approval", "options": [{"id": "a", "label": "A"}], "max_choices": 1}),
+            400,
+            "invalid-body",
+        ),
+    ] {
+        let answer = world
+            .events(Method::POST, "/v1/elections", &admin, Some(body.clone()))
+            .await;
+        assert_eq!(
+            (answer.status, answer.slug()),
+            (status, slug),
+            "{body}: {}",
+            answer.body
+        );
+    }
+    // A closed election stays closed.
+    world
+        .events(
+            Method::POST,
+            &format!("/v1/elections/{election}/close"),
+            &admin,
+            None,
+        )
+        .await;
+    let reopen = world
+        .events(
+            Method::POST,
+            &format!("/v1/elections/{election}/open"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(reopen.status, 409);
+}
+
+#[tokio::test]
+async fn sessions_must_be_genuine_and_current() {
+    let world = World::start(true).await;
+    let person = world.person(TENANT, &["member", "admin"]).await;
+    let genuine = world.dev_login(&person).await;
+    assert_eq!(
+        world
+            .events(Method::GET, "/v1/elections", &genuine, None)
+            .await
+            .status,
+        200
+    );
+
+    let members_key = SessionSigner::from_config(
+        &world.session_signer_config,
+        "ekklesia-members".into(),
+        Duration::from_secs(900),
+    )
+    .unwrap();
+    let forger = SessionSigner::generate("s1", "ekklesia-members".into(), Duration::from_secs(900));
+    let now = chrono::Utc::now().timestamp();
+    let claims = |exp: i64, iss: &str| SessionClaims {
+        iss: iss.into(),
+        aud: "ekklesia".into(),
+        sub: uuid::Uuid::new_v4(),
+        org: shared::domain::TenantId::parse(TENANT).unwrap(),
+        roles: vec![Role::Member, Role::Admin],
+        iat: now,
+        exp,
+    };
+    for (token, slug) in [
+        (
+            members_key.sign_claims(&claims(now - 120, "ekklesia-members")),
+            "session-expired",
+        ),
+        (
+            members_key.sign_claims(&claims(now + 600, "someone-else")),
+            "invalid-session",
+        ),
+        (
+            forger.sign_claims(&claims(now + 600, "ekklesia-members")),
+            "invalid-session",
+        ),
+        ("not-a-token".to_owned(), "invalid-session"),
+    ] {
+        let answer = world
+            .events(Method::GET, "/v1/elections", &token, None)
+            .await;
+        assert_eq!(
+            (answer.status, answer.slug()),
+            (401, slug),
+            "{}",
+            answer.body
+        );
+    }
+    let anonymous = world
+        .call(
+            Method::GET,
+            &format!("{}/v1/elections", world.events_url),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (anonymous.status, anonymous.slug()),
+        (401, "missing-session")
+    );
+}
+
+#[tokio::test]
+async fn the_queue_flag_needs_ops_is_audited_and_ingest_follows_it() {
+    let world = World::start(true).await;
+    let ops = world
+        .dev_login(&world.person(TENANT, &["member", "ops"]).await)
+        .await;
+    let admin = world
+        .dev_login(&world.person(TENANT, &["member", "admin"]).await)
+        .await;
+    let refused = world
+        .events(
+            Method::PUT,
+            "/v1/ops/queue-mode",
+            &admin,
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(
+        world
+            .events(Method::GET, "/v1/ops/queue-mode", &admin, None)
+            .await
+            .status,
+        403
+    );
+
+    let switched = world
+        .events(
+            Method::PUT,
+            "/v1/ops/queue-mode",
+            &ops,
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(switched.status, 200, "{}", switched.body);
+    assert_eq!(switched.body["enabled"], false);
+    let change = &switched.body["recent_changes"][0];
+    assert_eq!(change["new_enabled"], false);
+    assert!(
+        change["changed_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("member:"),
+        "{change}"
+    );
+    assert!(
+        change["changed_by"].as_str().unwrap().ends_with("@party-a"),
+        "{change}"
+    );
+
+    // Ingest follows within its poll interval: a vote is now recorded synchronously.
+    let election = world.open_election(&admin).await;
+    let voter = world
+        .dev_login(&world.person(TENANT, &["member"]).await)
+        .await;
+    let token = world.token(&voter, election).await.body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let vote = world.vote(&token, election, &["no"]).await;
+    assert_eq!(vote.status, 201, "{}", vote.body);
+
+    let back = world
+        .events(
+            Method::PUT,
+            "/v1/ops/queue-mode",
+            &ops,
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(back.body["enabled"], true);
+    assert_eq!(back.body["recent_changes"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn an_elections_side_outage_gives_503_and_no_token_that_cannot_vote() {
+    let world = World::start(true).await;
+    let admin = world
+        .dev_login(&world.person(TENANT, &["member", "admin"]).await)
+        .await;
+    let election = world.open_election(&admin).await;
+    let voter = world
+        .dev_login(&world.person(TENANT, &["member"]).await)
+        .await;
+
+    world.elections_link.down();
+    let started = std::time::Instant::now();
+    let refused = world.token(&voter, election).await;
+    assert_eq!(
+        (refused.status, refused.slug()),
+        (503, "elections-side-unavailable"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.headers.contains_key("retry-after"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by the retry budget"
+    );
+    // Nothing was recorded: the member was not marked as having a token.
+    let issued: i64 = sqlx::query_scalar("SELECT count(*) FROM events.token_issuance")
+        .fetch_one(&world.db.owner)
+        .await
+        .unwrap();
+    assert_eq!(issued, 0);
+    // An admin change is refused the same way and leaves nothing half-done.
+    let create = world
+        .events(
+            Method::POST,
+            "/v1/elections",
+            &admin,
+            Some(json!({
+            "title": "t", "question": "q", "kind": "single",
+            "options": [{"id": "a", "label": "A"}], "max_choices": 1})),
+        )
+        .await;
+    assert_eq!(create.status, 503);
+    let close = world
+        .events(
+            Method::POST,
+            &format!("/v1/elections/{election}/close"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(close.status, 503);
+    let all = world
+        .events(Method::GET, "/v1/elections?status=all", &admin, None)
+        .await;
+    assert_eq!(all.body.as_array().unwrap().len(), 1, "{}", all.body);
+    assert_eq!(all.body[0]["status"], "open");
+
+    // Once the elections side is back (and the breaker lets calls through) the member gets
+    // a token that votes.
+    world.elections_link.up();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let token = loop {
+        let answer = world.token(&voter, election).await;
+        if answer.status == 201 {
+            break answer.body["token"].as_str().unwrap().to_owned();
+        }
+        assert_eq!(answer.status, 503, "{}", answer.body);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the elections side came back"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let vote = world.vote(&token, election, &["yes"]).await;
+    assert_eq!(vote.status, 202, "{}", vote.body);
+}
