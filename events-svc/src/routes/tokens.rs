@@ -62,6 +62,9 @@ pub async fn issue(
     ))
 }
 
+/// An election's status, opening and closing time.
+type StatusAndWindow = (String, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 async fn issue_token(
     state: &AppState,
     caller: &Caller,
@@ -75,7 +78,7 @@ async fn issue_token(
         shared::Problem::internal()
     })?;
     let mut tx = shared::db::begin_for_tenant(&state.pool, tenant).await?;
-    let election: Option<(String, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
+    let election: Option<StatusAndWindow> =
         sqlx::query_as("SELECT status, opens_at, closes_at FROM events.elections WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
