@@ -28,8 +28,8 @@ done
 term_wait=15 # seconds to wait after SIGTERM (the JVM usually exits in 1-3 s, node at once)
 kill_wait=5  # seconds to wait after SIGKILL
 
-# Services started by run.sh (ingest, worker): SIGTERM lets them drain.
-for svc in worker ingest; do
+# Services started by run.sh: SIGTERM lets them drain.
+for svc in worker ingest events-svc members-fn; do
   svc_pid_file=$EKKLESIA_STATE_DIR/$svc.pid
   if [[ -f $svc_pid_file ]]; then
     svc_pid=$(cat "$svc_pid_file")

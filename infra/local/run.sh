@@ -3,11 +3,16 @@
 #
 #   infra/local/run.sh
 #
-# Brings up PostgreSQL and the Pub/Sub emulator, applies the migrations, builds and starts
-# ingest (http://127.0.0.1:8080) and the worker (metrics on http://127.0.0.1:9090), then runs a
-# demo election: a few members vote through the queue, the worker records the ballots, the
-# election is closed and sealed, and the final tally is printed. The services keep running
-# afterwards; stop everything with infra/local/down.sh.
+# Brings up PostgreSQL, the Pub/Sub emulator and a local OIDC provider, applies the
+# migrations, builds and starts every service:
+#   members-fn  http://127.0.0.1:8082  login (OIDC with PKCE), session keys
+#   events-svc  http://127.0.0.1:8081  elections, voting tokens, results, queue flag
+#   ingest      http://127.0.0.1:8080  the vote path
+#   worker      http://127.0.0.1:9090  metrics/health of the queue consumer
+# loads a demo membership export into the registry, then walks the whole journey twice (queue
+# mode, then direct mode): members log in, get a voting token, vote, the admin closes the
+# election and the final results are printed. The services keep running afterwards; stop
+# everything with infra/local/down.sh.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -18,12 +23,12 @@ source "$here/env.sh"
 "$here/up.sh" >/dev/null
 "$here/migrate.sh"
 cd "$root"
-cargo build --quiet -p ingest -p worker -p loadtest
+cargo build --quiet -p members-fn -p events-svc -p ingest -p worker -p loadtest
 bin="${CARGO_TARGET_DIR:-$root/target}/debug"
 
 # Development keys, made once per machine and kept outside the repository.
 keys="$EKKLESIA_STATE_DIR/dev-keys.env"
-if [ ! -s "$keys" ]; then
+if [ ! -s "$keys" ] || ! grep -q '^SESSION_SIGNING_KEYS=' "$keys"; then
   (umask 077 && "$bin/loadtest" keys --tenant demo-party >"$keys")
 fi
 set -a
@@ -32,8 +37,12 @@ source "$keys"
 set +a
 
 export DATABASE_MAX_CONNECTIONS=3
-export INGEST_ADDR=127.0.0.1:8080 WORKER_ADDR=127.0.0.1:9090 INGEST_URL=http://127.0.0.1:8080
+export INGEST_ADDR=127.0.0.1:8080 WORKER_ADDR=127.0.0.1:9090 EVENTS_ADDR=127.0.0.1:8081 MEMBERS_ADDR=127.0.0.1:8082
+export INGEST_URL=http://127.0.0.1:8080 EVENTS_URL=http://127.0.0.1:8081 MEMBERS_URL=http://127.0.0.1:8082
+export ELECTIONS_URL=$INGEST_URL SESSION_JWKS_URL=$MEMBERS_URL/.well-known/jwks.json
 export QUEUE_MODE_DEFAULT=true SEAL_DELAY_MS=3000
+# Local only: the production profile refuses dev login.
+export EKKLESIA_PROFILE=local DEV_LOGIN_ENABLED=true
 
 start() { # name, database login, binary
   local name=$1 login=$2 pidfile="$EKKLESIA_STATE_DIR/$1.pid"
@@ -44,21 +53,27 @@ start() { # name, database login, binary
     nohup "$bin/$name" >"$EKKLESIA_STATE_DIR/$name.log" 2>&1 &
   echo $! >"$pidfile"
 }
+start members-fn members_dev
+start events-svc events_dev
 start ingest ingest_dev
 start worker worker_dev
 
-for url in http://127.0.0.1:8080/readyz http://127.0.0.1:9090/readyz; do
+for url in $MEMBERS_URL/readyz $EVENTS_URL/readyz $INGEST_URL/readyz http://127.0.0.1:9090/readyz; do
   for _ in $(seq 1 50); do
     curl -fsS "$url" >/dev/null 2>&1 && break
     sleep 0.2
   done
   curl -fsS "$url" >/dev/null || { echo "not ready: $url (logs in $EKKLESIA_STATE_DIR)" >&2; exit 1; }
 done
-echo "ingest on http://127.0.0.1:8080 (OpenAPI: /openapi.json), worker metrics on http://127.0.0.1:9090/metrics"
-"$bin/queue-mode" --database-url "$EKKLESIA_ADMIN_DATABASE_URL" get
+echo "members-fn $MEMBERS_URL, events-svc $EVENTS_URL, ingest $INGEST_URL, worker http://127.0.0.1:9090 (each: /openapi.json, /metrics, /healthz, /readyz)"
 echo
-"$bin/loadtest" demo --voters 5
+echo "== loading the demo membership export (members-import)"
+"$bin/loadtest" members-csv --voters 5 |
+  DATABASE_URL="postgres://members_dev:members_dev@$PGHOST:$PGPORT/$EKKLESIA_DB_NAME" "$bin/members-import" --org demo-party -
 echo
-echo "The stack keeps running. Logs: $EKKLESIA_STATE_DIR/{ingest,worker}.log"
-echo "Flip the queue flag: $bin/queue-mode --database-url \$EKKLESIA_ADMIN_DATABASE_URL set off --actor you@example"
+echo "== the journey"
+"$bin/loadtest" journey --voters 5
+echo
+echo "The stack keeps running. Logs: $EKKLESIA_STATE_DIR/{members-fn,events-svc,ingest,worker}.log"
+echo "Queue flag: PUT $EVENTS_URL/v1/ops/queue-mode (ops role), or $bin/queue-mode --database-url \$EKKLESIA_ADMIN_DATABASE_URL get"
 echo "Stop everything: infra/local/down.sh"

@@ -1,8 +1,13 @@
-//! Ekklesia's load and demo client. For now: `keys` (development keys for the local stack) and
-//! `demo` (an election with a few votes through the running stack). Until events-svc exists
-//! the demo plays the events side itself: it signs voting tokens with the tenant's development
-//! key and registers their hashes with ingest over the signed S2S API, exactly as events-svc
-//! will.
+//! Ekklesia's load and demo client:
+//! - `keys`: development keys for the local stack;
+//! - `members-csv`: a demo membership export (one admin, N voters) for `members-import`;
+//! - `journey`: the whole journey through every running service (login, election, tokens,
+//!   votes, close, final results), in queue mode and in direct mode;
+//! - `demo`: many votes straight at the elections side (the bulk path: it plays the events
+//!   side itself, signing tokens and registering their hashes over the signed S2S API, so
+//!   thousands of voters need no thousands of logins).
+
+mod journey;
 
 use std::time::{Duration, Instant};
 
@@ -33,7 +38,24 @@ enum Command {
         #[arg(long, default_value = "demo-party")]
         tenant: String,
     },
-    /// Run a demo election with a few votes through the running stack.
+    /// Print a demo membership export: one admin (also ops) and `--voters` members.
+    MembersCsv {
+        #[arg(long, default_value_t = 5)]
+        voters: u32,
+    },
+    /// The whole journey through every running service, in queue and in direct mode.
+    Journey {
+        #[arg(long, env = "MEMBERS_URL", default_value = "http://127.0.0.1:8082")]
+        members_url: String,
+        #[arg(long, env = "EVENTS_URL", default_value = "http://127.0.0.1:8081")]
+        events_url: String,
+        #[arg(long, env = "INGEST_URL", default_value = "http://127.0.0.1:8080")]
+        ingest_url: String,
+        /// Members voting (the first N of `members-csv`).
+        #[arg(long, default_value_t = 5)]
+        voters: u32,
+    },
+    /// Many votes straight at the elections side (bulk path, no logins).
     Demo {
         #[arg(long, env = "INGEST_URL", default_value = "http://127.0.0.1:8080")]
         ingest_url: String,
@@ -69,8 +91,37 @@ async fn main() -> anyhow::Result<()> {
             println!("VOTING_TOKEN_SIGNING_KEYS={kid}:{tenant}:{}", signer.seed());
             println!("S2S_KEYS={tenant}-s2s-1:{tenant}:{}", b64.encode(s2s));
             println!("RECEIPT_KEY={}", b64.encode(receipt));
+            println!(
+                "SESSION_SIGNING_KEYS={}",
+                shared::session::SessionSigner::generate(
+                    "members-dev-1",
+                    String::new(),
+                    Duration::from_secs(1)
+                )
+                .config_entry()
+            );
             println!("DEMO_TENANT={tenant}");
             Ok(())
+        }
+        Command::MembersCsv { voters } => {
+            print!("{}", journey::members_csv(voters));
+            Ok(())
+        }
+        Command::Journey {
+            members_url,
+            events_url,
+            ingest_url,
+            voters,
+        } => {
+            journey::run(
+                journey::Urls {
+                    members: members_url,
+                    events: events_url,
+                    ingest: ingest_url,
+                },
+                voters,
+            )
+            .await
         }
         Command::Demo {
             ingest_url,

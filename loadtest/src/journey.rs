@@ -1,0 +1,278 @@
+//! The whole journey through every running service, as voters and an admin live it:
+//! log in at the identity provider (OIDC with PKCE, the local `oidc-provider`), create and
+//! open an election, each member lists the open elections, gets a voting token (once: a
+//! second request is refused), votes through ingest and checks the receipt; the admin closes
+//! the election and everyone reads the final results. Run once in queue mode and once in
+//! direct mode, switching the queue flag through events-svc as ops staff would.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+// The same browser-side OIDC driver the tests use (it panics with the provider's answer
+// when a step fails, which is what a demo should show).
+#[path = "../../members-fn/tests/support/provider.rs"]
+mod provider;
+
+pub struct Urls {
+    pub members: String,
+    pub events: String,
+    pub ingest: String,
+}
+
+struct Api {
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = self.http.request(method, url);
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("{url} does not answer"))?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn expect(
+        &self,
+        status: u16,
+        method: Method,
+        url: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let (got, body) = self.call(method.clone(), url, bearer, body).await?;
+        if got != status {
+            bail!("{method} {url}: expected {status}, got {got}: {body}");
+        }
+        Ok(body)
+    }
+}
+
+/// The members CSV export for the demo: one admin (also ops) and `voters` members.
+pub fn members_csv(voters: u32) -> String {
+    let mut csv = String::from("kennitala,name,roles\n");
+    csv.push_str(&format!(
+        "{},Demo Admin,admin;ops\n",
+        members_fn::national_id::synthetic(0).as_str()
+    ));
+    for n in 1..=voters {
+        csv.push_str(&format!(
+            "{},Voter {n},\n",
+            members_fn::national_id::synthetic(n).as_str()
+        ));
+    }
+    csv
+}
+
+async fn login(api: &Api, urls: &Urls, national_id: &str) -> anyhow::Result<String> {
+    let oidc = provider::Settings::from_env();
+    let auth = provider::authorize(
+        &oidc.issuer,
+        &oidc.client_id,
+        &oidc.redirect_uri,
+        national_id,
+    )
+    .await;
+    let session = api
+        .expect(
+            200,
+            Method::POST,
+            &format!("{}/v1/auth/oidc/callback", urls.members),
+            None,
+            Some(
+                json!({"code": auth.code, "code_verifier": auth.code_verifier,
+                        "redirect_uri": auth.redirect_uri, "nonce": auth.nonce}),
+            ),
+        )
+        .await?;
+    Ok(session["session_token"]
+        .as_str()
+        .context("no session token")?
+        .to_owned())
+}
+
+pub async fn run(urls: Urls, voters: u32) -> anyhow::Result<()> {
+    let api = Api {
+        http: reqwest::Client::new(),
+    };
+    let admin = login(&api, &urls, members_fn::national_id::synthetic(0).as_str()).await?;
+    println!("admin logged in through the identity provider (OIDC, PKCE)");
+    let mut sessions = Vec::new();
+    for n in 1..=voters {
+        sessions.push(login(&api, &urls, members_fn::national_id::synthetic(n).as_str()).await?);
+    }
+    println!("{voters} members logged in the same way");
+    for (queue_mode, title) in [
+        (true, "Adopt the 2027 budget?"),
+        (false, "Elect the treasurer?"),
+    ] {
+        println!();
+        let flag = api
+            .expect(
+                200,
+                Method::PUT,
+                &format!("{}/v1/ops/queue-mode", urls.events),
+                Some(&admin),
+                Some(json!({ "enabled": queue_mode })),
+            )
+            .await?;
+        println!(
+            "queue mode {} by {} (audited; ingest follows within a second)",
+            if queue_mode { "ON" } else { "OFF" },
+            flag["changed_by"].as_str().unwrap_or("?")
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        election(&api, &urls, &admin, &sessions, title).await?;
+    }
+    api.expect(
+        200,
+        Method::PUT,
+        &format!("{}/v1/ops/queue-mode", urls.events),
+        Some(&admin),
+        Some(json!({ "enabled": true })),
+    )
+    .await?;
+    println!("\nqueue mode back ON");
+    Ok(())
+}
+
+async fn election(
+    api: &Api,
+    urls: &Urls,
+    admin: &str,
+    sessions: &[String],
+    question: &str,
+) -> anyhow::Result<()> {
+    let created = api
+        .expect(
+            201,
+            Method::POST,
+            &format!("{}/v1/elections", urls.events),
+            Some(admin),
+            Some(json!({
+                "title": "Demo meeting", "question": question, "kind": "single",
+                "options": [{"id": "yes", "label": "Yes"}, {"id": "no", "label": "No"},
+                            {"id": "abstain", "label": "Abstain"}],
+                "max_choices": 1,
+            })),
+        )
+        .await?;
+    let id = created["id"].as_str().context("election id")?.to_owned();
+    api.expect(
+        200,
+        Method::POST,
+        &format!("{}/v1/elections/{id}/open", urls.events),
+        Some(admin),
+        None,
+    )
+    .await?;
+    println!("election {id} open: \"{question}\" (yes / no / abstain)");
+    let choices = ["yes", "yes", "no", "abstain", "yes"];
+    for (i, session) in sessions.iter().enumerate() {
+        let open = api
+            .expect(
+                200,
+                Method::GET,
+                &format!("{}/v1/elections", urls.events),
+                Some(session),
+                None,
+            )
+            .await?;
+        if !open
+            .as_array()
+            .is_some_and(|list| list.iter().any(|e| e["id"] == json!(id)))
+        {
+            bail!("the open election is not listed for member {}", i + 1);
+        }
+        let issued = api
+            .expect(
+                201,
+                Method::POST,
+                &format!("{}/v1/elections/{id}/token", urls.events),
+                Some(session),
+                None,
+            )
+            .await?;
+        let token = issued["token"].as_str().context("token")?;
+        let (second, _) = api
+            .call(
+                Method::POST,
+                &format!("{}/v1/elections/{id}/token", urls.events),
+                Some(session),
+                None,
+            )
+            .await?;
+        let choice = choices[i % choices.len()];
+        let started = Instant::now();
+        let (status, vote) = api
+            .call(
+                Method::POST,
+                &format!("{}/v1/elections/{id}/ballots", urls.ingest),
+                Some(token),
+                Some(json!({ "choices": [choice] })),
+            )
+            .await?;
+        if !(200..300).contains(&status) {
+            bail!("vote refused: {status} {vote}");
+        }
+        println!(
+            "member {} got a token (a second request: {second}), voted {choice:<7} -> {status} {} in {:.1} ms",
+            i + 1,
+            vote["status"].as_str().unwrap_or("?"),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    api.expect(
+        200,
+        Method::POST,
+        &format!("{}/v1/elections/{id}/close", urls.events),
+        Some(admin),
+        None,
+    )
+    .await?;
+    println!("election closed; waiting until every vote is recorded and the ballots are sealed...");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reader = sessions.first().map(String::as_str).unwrap_or(admin);
+    loop {
+        let results = api
+            .expect(
+                200,
+                Method::GET,
+                &format!("{}/v1/elections/{id}/results", urls.events),
+                Some(reader),
+                None,
+            )
+            .await?;
+        if results["final"] == json!(true) {
+            println!(
+                "final results (read by a member): {} ballots, tally {}",
+                results["total"], results["tally"]
+            );
+            if results["total"] != json!(sessions.len()) {
+                bail!("expected {} ballots", sessions.len());
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("results not final within 60 s: {results}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
