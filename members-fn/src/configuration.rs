@@ -22,7 +22,11 @@ pub struct Settings {
     pub oidc: Option<OidcSettings>,
     /// `DEV_LOGIN_ENABLED`: log in by national id alone. Refused in production.
     pub dev_login: bool,
-    /// `LOGIN_RATE_PER_CLIENT` / `LOGIN_RATE_GLOBAL`: login attempts per second.
+    /// `LOGIN_RATE_PER_CLIENT` / `LOGIN_RATE_GLOBAL`: login attempts per second (bursts of two
+    /// seconds' worth). A whole meeting hall may log in from one address behind the venue's
+    /// NAT, so the per-client default is 50/s, not a per-person figure; there is no password
+    /// to guess here (the provider authenticates), the limit protects the provider and the
+    /// database from floods.
     pub login_rate_per_client: u32,
     pub login_rate_global: u32,
 }
@@ -82,8 +86,8 @@ impl Settings {
             session: Arc::new(session),
             oidc,
             dev_login,
-            login_rate_per_client: env.parse_or("LOGIN_RATE_PER_CLIENT", 5),
-            login_rate_global: env.parse_or("LOGIN_RATE_GLOBAL", 200),
+            login_rate_per_client: env.parse_or("LOGIN_RATE_PER_CLIENT", 50),
+            login_rate_global: env.parse_or("LOGIN_RATE_GLOBAL", 500),
         };
         if settings.login_rate_per_client == 0 || settings.login_rate_global == 0 {
             env.problem("login rate limits must be at least 1 per second");
