@@ -380,3 +380,39 @@ async fn an_elections_side_outage_gives_503_and_no_token_that_cannot_vote() {
     let vote = world.vote(&token, election, &["yes"]).await;
     assert_eq!(vote.status, 202, "{}", vote.body);
 }
+
+#[tokio::test]
+async fn publishes_its_contract_and_operational_routes() {
+    let world = World::start(true).await;
+    let api = world
+        .call(
+            Method::GET,
+            &format!("{}/openapi.json", world.events_url),
+            None,
+            None,
+        )
+        .await;
+    for path in [
+        "/v1/elections",
+        "/v1/elections/{id}",
+        "/v1/elections/{id}/open",
+        "/v1/elections/{id}/close",
+        "/v1/elections/{id}/token",
+        "/v1/elections/{id}/results",
+        "/v1/ops/queue-mode",
+    ] {
+        assert!(
+            api.body["paths"].get(path).is_some(),
+            "{path} in the OpenAPI document"
+        );
+    }
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let answer = world
+            .http
+            .get(format!("{}{path}", world.events_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{path}");
+    }
+}
