@@ -1,31 +1,35 @@
-//! Ekklesia's load and demo client:
-//! - `keys`: development keys for the local stack;
-//! - `members-csv`: a demo membership export (one admin, N voters) for `members-import`;
-//! - `journey`: the whole journey through every running service (login, election, tokens,
-//!   votes, close, final results), in queue mode and in direct mode;
-//! - `demo`: many votes straight at the elections side (the bulk path: it plays the events
-//!   side itself, signing tokens and registering their hashes over the signed S2S API, so
-//!   thousands of voters need no thousands of logins).
+//! `loadtest`: Ekklesia's load-test harness and demo client. See `loadtest --help`, the
+//! crate documentation (`src/lib.rs`) and `BENCHMARKS.md`; `infra/local/loadtest.sh` brings a
+//! release-built stack up and runs it.
 
-mod journey;
-
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
-use axum::http::Method;
-use base64::Engine;
-use chrono::Utc;
-use clap::{Parser, Subcommand};
-use futures::StreamExt;
-use serde_json::{json, Value};
-use shared::domain::TenantId;
-use shared::s2s::{Client, Keyring, RetrySettings};
-use shared::telemetry::CorrelationId;
-use shared::token::{decode_signing_key, encode_public_key, TokenSigner};
-use uuid::Uuid;
+use clap::{Args, Parser, Subcommand};
+use loadtest::fire::RetryPolicy;
+use loadtest::machine::CpuWatch;
+use loadtest::report::{Body, Report};
+use loadtest::scenario::{self, Common, Mode, StressSettings};
+use loadtest::schedule::Schedule;
+use loadtest::target::{Target, TargetConfig};
 
 #[derive(Parser)]
-#[command(about = "Ekklesia load and demo client")]
+#[command(
+    name = "loadtest",
+    about = "Ekklesia's load-test harness and demo client",
+    long_about = "Ekklesia's load-test harness and demo client.\n\n\
+        Scenarios against the running services (infra/local/loadtest.sh starts a release-built \
+        stack and runs them): meeting, burst-1000, custom, stress, tokens. Each runs in queue \
+        mode and in direct mode (switching the live flag as ops), measures every request from \
+        its scheduled send time (open loop), checks the invariants and writes report.json, \
+        report.md and chart.svg. `drain` needs no running service: it makes its own topic and \
+        databases. Exit status 1 when an invariant check fails.\n\n\
+        Only loopback addresses are accepted. Secrets (signing and S2S keys) are read from the \
+        environment and never printed."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,57 +59,302 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         voters: u32,
     },
-    /// Many votes straight at the elections side (bulk path, no logins).
-    Demo {
-        #[arg(long, env = "INGEST_URL", default_value = "http://127.0.0.1:8080")]
-        ingest_url: String,
-        #[arg(long, env = "DEMO_TENANT", default_value = "demo-party")]
-        tenant: String,
-        /// `kid:tenant:seed` (the events side's token signing key).
-        #[arg(long, env = "VOTING_TOKEN_SIGNING_KEYS", hide_env_values = true)]
-        signing_key: String,
-        #[arg(long, env = "S2S_KEYS", hide_env_values = true)]
-        s2s_keys: String,
-        #[arg(long, default_value_t = 5)]
-        voters: usize,
-        /// Votes in flight at once (with more than 20 voters only a summary is printed).
-        #[arg(long, default_value_t = 1)]
-        concurrency: usize,
+    /// The meeting spike: 300 votes/s for 5 s, in queue mode and in direct mode.
+    Meeting {
+        #[arg(long, default_value_t = 300.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// N votes all at once (default 1,000), in queue mode and in direct mode.
+    #[command(name = "burst-1000", visible_alias = "burst")]
+    Burst {
+        #[arg(long, default_value_t = 1000)]
+        votes: usize,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Any open-loop schedule: constant:RATE:SECS, ramp:FROM:TO:SECS or burst:N.
+    Custom {
+        #[arg(long)]
+        schedule: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Step the rate up until p99 exceeds the limit or a request fails, in both modes; then
+    /// measure the raw single-vote transaction rate of this PostgreSQL (direct mode's ceiling).
+    Stress {
+        #[arg(long, default_value_t = 100.0)]
+        start_rate: f64,
+        #[arg(long, default_value_t = 1.5)]
+        factor: f64,
+        #[arg(long, default_value_t = 3.0)]
+        step_secs: f64,
+        #[arg(long, default_value_t = 12)]
+        max_steps: usize,
+        #[arg(long, default_value_t = 100.0)]
+        p99_limit_ms: f64,
+        /// Bound on one mode's stepping, preparation and drains included.
+        #[arg(long, default_value_t = 240.0)]
+        budget_secs: f64,
+        /// Skip the raw-SQL single-vote ceiling (needs EKKLESIA_ADMIN_DATABASE_URL).
+        #[arg(long)]
+        no_ceiling: bool,
+        /// Connections direct mode may use (ingest's DATABASE_MAX_CONNECTIONS).
+        #[arg(long, default_value_t = 3)]
+        direct_connections: u32,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Token issuance through members-fn and events-svc, open loop (issue 4: 50 requests/s,
+    /// p99 under 100 ms); then the issued tokens vote at once in queue mode.
+    Tokens {
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        secs: f64,
+        /// Do not cast the issued tokens afterwards.
+        #[arg(long)]
+        no_vote: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Drain N queued votes on a fresh topic and fresh databases: end to end through the
+    /// emulator vs an ack-only consumer vs the worker's batch writer alone vs raw SQL.
+    Drain {
+        #[arg(long, default_value_t = 100_000)]
+        votes: usize,
+        /// StreamingPull streams (the worker's STREAMS), for the worker and the ack-only consumer.
+        #[arg(long, default_value_t = 2)]
+        streams: usize,
+        #[arg(long, default_value_t = 500)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 2)]
+        writers: usize,
+        #[arg(long, default_value_t = 2000)]
+        max_outstanding: i64,
+        /// BATCHxWRITERS configurations for the batch writer and the batched ceiling (the
+        /// first should be the worker's default).
+        #[arg(long, value_delimiter = ',', default_value = "500x2,2000x3")]
+        writer_configs: Vec<String>,
+        #[arg(long, default_value_t = 20_000)]
+        single_votes: usize,
+        #[arg(long, value_delimiter = ',', default_value = "1,3")]
+        single_connections: Vec<u32>,
+        #[arg(long, default_value_t = 3)]
+        direct_connections: u32,
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+        /// Keep the databases, topic and subscriptions afterwards.
+        #[arg(long)]
+        keep: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
 }
 
+#[derive(Args, Clone)]
+struct ServiceArgs {
+    #[arg(long, env = "INGEST_URL", default_value = "http://127.0.0.1:8080")]
+    ingest_url: String,
+    #[arg(long, env = "EVENTS_URL", default_value = "http://127.0.0.1:8081")]
+    events_url: String,
+    #[arg(long, env = "MEMBERS_URL", default_value = "http://127.0.0.1:8082")]
+    members_url: String,
+    /// The worker's base URL (its /metrics show when replayed votes were dropped as duplicates).
+    #[arg(long, env = "WORKER_URL", default_value = "http://127.0.0.1:9090")]
+    worker_url: String,
+    #[arg(long, env = "DEMO_TENANT", default_value = "demo-party")]
+    tenant: String,
+    /// `kid:tenant:seed`: the events side's voting-token signing keys (bulk path).
+    #[arg(long, env = "VOTING_TOKEN_SIGNING_KEYS", hide_env_values = true)]
+    signing_keys: String,
+    /// `keyid:tenant:secret`: the S2S keys (bulk path, results).
+    #[arg(long, env = "S2S_KEYS", hide_env_values = true)]
+    s2s_keys: String,
+    /// The admin (with the ops role) in the registry; default: the first of `members-csv`.
+    #[arg(long)]
+    admin_national_id: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct OutputArgs {
+    /// Report directory (default: target/loadtest/<scenario>-<UTC timestamp>/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// No progress bars or progress lines (the summary is still printed).
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    #[command(flatten)]
+    services: ServiceArgs,
+    /// Modes to run, in order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "queue,direct"
+    )]
+    modes: Vec<Mode>,
+    /// Prepare tokens through members-fn dev login and events-svc (modest N; the members
+    /// must be in the registry) instead of the bulk path.
+    #[arg(long)]
+    via_events: bool,
+    #[arg(long, default_value_t = 8)]
+    events_concurrency: usize,
+    /// Client retries after 429/503 (honouring Retry-After) or a transport error.
+    #[arg(long, default_value_t = 3)]
+    max_retries: u32,
+    #[arg(long, default_value_t = 5)]
+    max_retry_after_secs: u64,
+    #[arg(long, default_value_t = 10)]
+    request_timeout_secs: u64,
+    #[arg(long, default_value_t = 4096)]
+    max_in_flight: usize,
+    /// How long after the spike every accepted vote must be recorded.
+    #[arg(long, default_value_t = 60)]
+    drain_timeout_secs: u64,
+    /// Accepted tokens sent again after the run (they must not count twice).
+    #[arg(long, default_value_t = 10)]
+    replays: usize,
+    /// At most this many receipts are looked up after the run.
+    #[arg(long, default_value_t = 5000)]
+    receipt_checks: usize,
+    /// Leave the elections open (skip the close and final-results check).
+    #[arg(long)]
+    no_close: bool,
+    /// Account CPU of a process in the report: NAME=PID (repeatable).
+    #[arg(long = "pid", value_parser = parse_pid)]
+    pids: Vec<(String, u32)>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+fn parse_pid(raw: &str) -> Result<(String, u32), String> {
+    let (name, pid) = raw
+        .split_once('=')
+        .ok_or_else(|| "expected NAME=PID".to_owned())?;
+    Ok((
+        name.to_owned(),
+        pid.parse().map_err(|_| format!("not a pid: {pid}"))?,
+    ))
+}
+
+impl RunArgs {
+    fn common(&self) -> Common {
+        Common {
+            modes: self.modes.clone(),
+            via_events: self.via_events,
+            events_concurrency: self.events_concurrency.max(1),
+            policy: RetryPolicy {
+                max_retries: self.max_retries,
+                max_retry_after: Duration::from_secs(self.max_retry_after_secs),
+                transport_backoff: Duration::from_millis(250),
+                request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
+            },
+            max_in_flight: self.max_in_flight.max(1),
+            drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            replays: self.replays,
+            receipt_checks: self.receipt_checks,
+            close: !self.no_close,
+            cpu: CpuWatch {
+                pids: self.pids.clone(),
+            },
+            quiet: self.output.quiet,
+        }
+    }
+
+    fn target(&self) -> anyhow::Result<Arc<Target>> {
+        let s = &self.services;
+        Ok(Arc::new(Target::new(TargetConfig {
+            ingest_url: s.ingest_url.clone(),
+            events_url: s.events_url.clone(),
+            members_url: s.members_url.clone(),
+            worker_url: Some(s.worker_url.clone()),
+            tenant: s.tenant.clone(),
+            signing_keys: s.signing_keys.clone(),
+            s2s_keys: s.s2s_keys.clone(),
+            admin_national_id: s
+                .admin_national_id
+                .clone()
+                .unwrap_or_else(|| members_fn::national_id::synthetic(0).as_str().to_owned()),
+        })?))
+    }
+}
+
+/// The invocation, for the report: arguments only, with any secret given on the command line
+/// replaced (they normally come from the environment).
+fn command_line() -> String {
+    let mut out = Vec::new();
+    let mut hide_next = false;
+    for arg in std::env::args().skip(1) {
+        if hide_next {
+            out.push("<hidden>".to_owned());
+            hide_next = false;
+            continue;
+        }
+        if arg == "--signing-keys" || arg == "--s2s-keys" {
+            hide_next = true;
+            out.push(arg);
+        } else if arg.starts_with("--signing-keys=") || arg.starts_with("--s2s-keys=") {
+            out.push(format!("{}=<hidden>", arg.split('=').next().unwrap_or("")));
+        } else {
+            out.push(arg);
+        }
+    }
+    format!("loadtest {}", out.join(" "))
+}
+
+fn finish(report: Report, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let dir = out.unwrap_or_else(|| scenario::default_out(&report.scenario));
+    let files = report.write(&dir)?;
+    println!("{}", report.markdown());
+    for f in files {
+        println!("wrote {}", f.display());
+    }
+    if report.checks_passed {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("an invariant check FAILED: see the report");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn parse_configs(raw: &[String]) -> anyhow::Result<Vec<(usize, usize)>> {
+    raw.iter()
+        .map(|c| {
+            let (b, w) = c
+                .split_once('x')
+                .with_context(|| format!("writer configuration `{c}`: expected BATCHxWRITERS"))?;
+            Ok((
+                b.trim()
+                    .parse()
+                    .with_context(|| format!("batch size in `{c}`"))?,
+                w.trim()
+                    .parse()
+                    .with_context(|| format!("writers in `{c}`"))?,
+            ))
+        })
+        .collect()
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
+    let started_at = chrono::Utc::now();
+    let command = command_line();
     match Cli::parse().command {
         Command::Keys { tenant } => {
-            let tenant = TenantId::parse(&tenant)?;
-            let signer = TokenSigner::generate(format!("{tenant}-dev-1"), tenant.clone());
-            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-            let s2s: [u8; 32] = rand::random();
-            let receipt: [u8; 32] = rand::random();
-            let kid = signer.kid().to_owned();
-            println!(
-                "VOTING_TOKEN_PUBLIC_KEYS={kid}:{tenant}:{}",
-                encode_public_key(&signer.verifying_key())
-            );
-            println!("VOTING_TOKEN_SIGNING_KEYS={kid}:{tenant}:{}", signer.seed());
-            println!("S2S_KEYS={tenant}-s2s-1:{tenant}:{}", b64.encode(s2s));
-            println!("RECEIPT_KEY={}", b64.encode(receipt));
-            println!(
-                "SESSION_SIGNING_KEYS={}",
-                shared::session::SessionSigner::generate(
-                    "members-dev-1",
-                    String::new(),
-                    Duration::from_secs(1)
-                )
-                .config_entry()
-            );
-            println!("DEMO_TENANT={tenant}");
-            Ok(())
+            print!("{}", loadtest::keys::dev_keys(&tenant)?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::MembersCsv { voters } => {
-            print!("{}", journey::members_csv(voters));
-            Ok(())
+            print!("{}", loadtest::journey::members_csv(voters));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Journey {
             members_url,
@@ -113,243 +362,179 @@ async fn main() -> anyhow::Result<()> {
             ingest_url,
             voters,
         } => {
-            journey::run(
-                journey::Urls {
+            loadtest::journey::run(
+                loadtest::journey::Urls {
                     members: members_url,
                     events: events_url,
                     ingest: ingest_url,
                 },
                 voters,
             )
-            .await
+            .await?;
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Demo {
-            ingest_url,
-            tenant,
-            signing_key,
-            s2s_keys,
-            voters,
-            concurrency,
+        Command::Meeting { rate, secs, run } => {
+            let schedule = Schedule::Constant { rate, secs };
+            schedule.check()?;
+            let body = scenario::votes(run.target()?, &run.common(), &schedule).await?;
+            let report = Report::new(
+                "meeting",
+                started_at,
+                command,
+                Vec::new(),
+                Body::Votes(body),
+            );
+            finish(report, run.output.out)
+        }
+        Command::Burst { votes, run } => {
+            let schedule = Schedule::Burst { votes };
+            schedule.check()?;
+            let body = scenario::votes(run.target()?, &run.common(), &schedule).await?;
+            let name = if votes == 1000 { "burst-1000" } else { "burst" };
+            let report = Report::new(name, started_at, command, Vec::new(), Body::Votes(body));
+            finish(report, run.output.out)
+        }
+        Command::Custom { schedule, run } => {
+            let schedule = Schedule::parse(&schedule)?;
+            let body = scenario::votes(run.target()?, &run.common(), &schedule).await?;
+            let report = Report::new("custom", started_at, command, Vec::new(), Body::Votes(body));
+            finish(report, run.output.out)
+        }
+        Command::Stress {
+            start_rate,
+            factor,
+            step_secs,
+            max_steps,
+            p99_limit_ms,
+            budget_secs,
+            no_ceiling,
+            direct_connections,
+            run,
         } => {
-            demo(
-                &ingest_url,
-                &tenant,
-                &signing_key,
-                &s2s_keys,
-                voters,
-                concurrency.max(1),
-            )
-            .await
+            if !(start_rate >= 1.0
+                && factor > 1.0
+                && step_secs >= 0.5
+                && (1..=30).contains(&max_steps))
+            {
+                bail!("stress needs --start-rate ≥ 1, --factor > 1, --step-secs ≥ 0.5 and 1..=30 steps");
+            }
+            let settings = StressSettings {
+                start_rate,
+                factor,
+                step_seconds: step_secs,
+                max_steps,
+                p99_limit_ms,
+                budget_seconds: budget_secs.min(1800.0),
+            };
+            let common = run.common();
+            let mut body = scenario::stress(run.target()?, &common, &settings).await?;
+            if no_ceiling {
+                body.ceiling_note =
+                    Some("The single-vote ceiling was skipped (--no-ceiling).".into());
+            } else {
+                match single_ceiling(direct_connections, common.quiet).await {
+                    Ok(c) => body.single_vote_ceiling = Some(c),
+                    Err(e) => {
+                        body.ceiling_note = Some(format!(
+                            "The single-vote ceiling could not be measured: {e:#}"
+                        ))
+                    }
+                }
+            }
+            let report = Report::new(
+                "stress",
+                started_at,
+                command,
+                Vec::new(),
+                Body::Stress(body),
+            );
+            finish(report, run.output.out)
+        }
+        Command::Tokens {
+            rate,
+            secs,
+            no_vote,
+            run,
+        } => {
+            let schedule = Schedule::Constant { rate, secs };
+            schedule.check()?;
+            if schedule.requests() > 20_000 {
+                bail!("the tokens scenario logs every member in: at most 20,000 requests");
+            }
+            let body = scenario::tokens(run.target()?, &run.common(), &schedule, !no_vote).await?;
+            let report = Report::new(
+                "tokens",
+                started_at,
+                command,
+                vec!["Members log in with members-fn's dev login (the OIDC round trip to the identity provider is not part of this measurement); the load generator is one client address.".into()],
+                Body::Tokens(body),
+            );
+            finish(report, run.output.out)
+        }
+        Command::Drain {
+            votes,
+            streams,
+            batch_size,
+            writers,
+            max_outstanding,
+            writer_configs,
+            single_votes,
+            single_connections,
+            direct_connections,
+            timeout_secs,
+            keep,
+            output,
+        } => {
+            let settings = loadtest::drain::DrainSettings {
+                votes,
+                streams,
+                batch_size,
+                writers,
+                max_outstanding,
+                writer_configs: parse_configs(&writer_configs)?,
+                single_votes,
+                single_connections,
+                direct_mode_connections: direct_connections,
+                timeout_secs,
+                keep,
+            };
+            let body = loadtest::drain::run(&settings, &CpuWatch::default(), output.quiet).await?;
+            let report = Report::new(
+                "drain",
+                started_at,
+                command,
+                vec![
+                    "The worker runs inside the loadtest process here (its CPU is counted under `loadtest`).".into(),
+                    "The emulator delivers through StreamingPull at a rate of its own, whatever the consumer does: the end-to-end figure is capped by it, hence the ack-only consumer on the same emulator and the batch writer measured alone.".into(),
+                ],
+                Body::Drain(body),
+            );
+            finish(report, output.out)
         }
     }
 }
 
-async fn demo(
-    ingest_url: &str,
-    tenant: &str,
-    signing_key: &str,
-    s2s_keys: &str,
-    voters: usize,
-    concurrency: usize,
-) -> anyhow::Result<()> {
-    let tenant = TenantId::parse(tenant)?;
-    let mut parts = signing_key.splitn(3, ':');
-    let (Some(kid), Some(key_tenant), Some(seed)) = (parts.next(), parts.next(), parts.next())
-    else {
-        bail!("VOTING_TOKEN_SIGNING_KEYS must be kid:tenant:seed");
-    };
-    let key = decode_signing_key(seed).context("VOTING_TOKEN_SIGNING_KEYS: not an Ed25519 seed")?;
-    let signer = TokenSigner::new(kid, TenantId::parse(key_tenant)?, key);
-    let s2s = Client::new(
-        ingest_url,
-        Keyring::from_config(s2s_keys).map_err(anyhow::Error::msg)?,
-        RetrySettings::default(),
-    );
-    let http = reqwest::Client::new();
-    let corr = CorrelationId::new();
-
-    let election = Uuid::new_v4();
-    let options = json!([{"id": "yes", "label": "Yes"}, {"id": "no", "label": "No"}, {"id": "abstain", "label": "Abstain"}]);
-    let definition = |status: &str| json!({"kind": "single", "options": options, "max_choices": 1, "status": status, "opens_at": null, "closes_at": null});
-    s2s.call(
+/// The raw single-vote transaction rate on a fresh database (as in `drain`).
+async fn single_ceiling(
+    direct_connections: u32,
+    quiet: bool,
+) -> anyhow::Result<loadtest::ceiling::SingleCeiling> {
+    let ui = scenario::Ui { quiet };
+    ui.say("measuring the raw single-vote transaction rate on a fresh database");
+    let db = loadtest::ceiling::fresh_database().await?;
+    let tenant = shared::domain::TenantId::parse("ceiling-party")?;
+    let election = uuid::Uuid::new_v4();
+    let votes = loadtest::ceiling::synthetic_votes(&tenant, election, 20_000);
+    let outcome = loadtest::ceiling::single_ceiling(
+        &db,
         &tenant,
-        Method::PUT,
-        &format!("/internal/v1/elections/{election}"),
-        Some(&definition("open")),
-        Some(&format!("open-{election}")),
-        &corr,
+        election,
+        &votes,
+        &[1, direct_connections.max(1)],
+        direct_connections.max(1),
+        Duration::from_secs(8),
     )
-    .await
-    .context("opening the election")?;
-    println!("election {election} is open: \"Adopt the 2027 budget?\" (yes / no / abstain)");
-
-    let now = Utc::now();
-    let mut tokens = Vec::new();
-    let mut hashes = Vec::new();
-    for _ in 0..voters {
-        let (token, hash) = signer.issue(
-            election,
-            now - chrono::Duration::seconds(5),
-            now + chrono::Duration::hours(1),
-        );
-        tokens.push(token);
-        hashes.push(hash.to_hex());
-    }
-    for (n, chunk) in hashes.chunks(5000).enumerate() {
-        s2s.call(
-            &tenant,
-            Method::POST,
-            &format!("/internal/v1/elections/{election}/tokens"),
-            Some(&json!({"token_hashes": chunk})),
-            Some(&format!("tokens-{election}-{n}")),
-            &corr,
-        )
-        .await
-        .context("registering voting tokens")?;
-    }
-    println!("{voters} voting tokens issued and registered");
-
-    let choices = ["yes", "yes", "no", "abstain", "yes"];
-    let verbose = voters <= 20;
-    let phase = Instant::now();
-    let cast = |i: usize, token: String| {
-        let http = http.clone();
-        async move {
-            let choice = choices[i % choices.len()];
-            let started = Instant::now();
-            let response = http
-                .post(format!("{ingest_url}/v1/elections/{election}/ballots"))
-                .bearer_auth(&token)
-                .json(&json!({"choices": [choice]}))
-                .send()
-                .await?;
-            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-            let status = response.status();
-            let body: Value = response.json().await?;
-            if !status.is_success() {
-                bail!("vote {i} refused: {status} {body}");
-            }
-            if verbose {
-                println!(
-                    "voter {} voted {choice:<7} -> {} {} in {latency_ms:.1} ms, receipt {}",
-                    i + 1,
-                    status.as_u16(),
-                    body["status"].as_str().unwrap_or("?"),
-                    body["receipt"].as_str().unwrap_or("?")
-                );
-            }
-            anyhow::Ok((
-                latency_ms,
-                body["receipt"].as_str().unwrap_or_default().to_owned(),
-            ))
-        }
-    };
-    let answers: Vec<anyhow::Result<(f64, String)>> =
-        futures::stream::iter(tokens.into_iter().enumerate())
-            .map(|(i, t)| cast(i, t))
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
-    let accept_phase = phase.elapsed();
-    let mut latencies = Vec::new();
-    let mut receipts = Vec::new();
-    for answer in answers {
-        let (latency, receipt) = answer?;
-        latencies.push(latency);
-        receipts.push(receipt);
-    }
-    latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
-    };
-    println!(
-        "{voters} votes accepted in {:.2} s ({:.0} votes/s, {concurrency} in flight); latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        accept_phase.as_secs_f64(),
-        voters as f64 / accept_phase.as_secs_f64(),
-        pct(0.50),
-        pct(0.99),
-        pct(1.0)
-    );
-
-    // Drained when the tally holds every ballot.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let results: Value = s2s
-            .call(
-                &tenant,
-                Method::GET,
-                &format!("/internal/v1/elections/{election}/results"),
-                None,
-                None,
-                &corr,
-            )
-            .await
-            .context("reading results")?
-            .json()?;
-        if results["total"].as_u64() == Some(voters as u64) {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("votes were not recorded within 120 s: is the worker running? {results}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let recorded = phase.elapsed();
-    println!(
-        "all {voters} recorded {:.2} s after the first vote ({:.2} s after the last accept)",
-        recorded.as_secs_f64(),
-        (recorded - accept_phase).as_secs_f64()
-    );
-    if verbose {
-        for receipt in &receipts {
-            let body: Value = http
-                .get(format!("{ingest_url}/v1/receipts/{receipt}"))
-                .send()
-                .await?
-                .json()
-                .await?;
-            if body["status"] != json!("recorded") {
-                bail!("a receipt does not say recorded: {body}");
-            }
-        }
-        println!("all {voters} receipts say: recorded");
-    }
-
-    s2s.call(
-        &tenant,
-        Method::PUT,
-        &format!("/internal/v1/elections/{election}"),
-        Some(&definition("closed")),
-        Some(&format!("close-{election}")),
-        &corr,
-    )
-    .await
-    .context("closing the election")?;
-    println!("election closed; waiting for the queue to drain and the ballots to be sealed...");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let results: Value = s2s
-            .call(
-                &tenant,
-                Method::GET,
-                &format!("/internal/v1/elections/{election}/results"),
-                None,
-                None,
-                &corr,
-            )
-            .await
-            .context("reading results")?
-            .json()?;
-        if results["final"] == json!(true) {
-            println!(
-                "final results: {} ballots, tally {}",
-                results["total"], results["tally"]
-            );
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("results not final within 60 s: {results}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    .await;
+    let _ = loadtest::ceiling::drop_database(db).await;
+    outcome
 }

@@ -1,0 +1,592 @@
+//! Reports: `report.json` (everything, machine-readable), `report.md` (the summary, also
+//! printed) and `chart.svg`, in one directory per run.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::drain::DrainReport;
+use crate::machine::Machine;
+use crate::scenario::{Check, Mode, ModeRun, StressReport, TokensReport, VotesReport};
+
+/// A target from the issue, and where this run stands (never asserted by tests).
+#[derive(Debug, Clone, Serialize)]
+pub struct Goal {
+    pub name: String,
+    pub goal: String,
+    pub measured: String,
+    /// `None` when this run cannot tell.
+    pub met: Option<bool>,
+}
+
+fn goal(name: &str, goal: &str, measured: String, met: Option<bool>) -> Goal {
+    Goal {
+        name: name.to_owned(),
+        goal: goal.to_owned(),
+        measured,
+        met,
+    }
+}
+
+/// One per run, so the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Body {
+    Votes(VotesReport),
+    Stress(StressReport),
+    Drain(DrainReport),
+    Tokens(TokensReport),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub started_at: DateTime<Utc>,
+    pub seconds: f64,
+    /// How this run was invoked (arguments only; secrets come from the environment).
+    pub command: String,
+    pub machine: Machine,
+    pub notes: Vec<String>,
+    pub targets: Vec<Goal>,
+    /// Every invariant and validity check passed.
+    pub checks_passed: bool,
+    pub result: Body,
+}
+
+pub const SHARED_CPU_NOTE: &str = "The load generator runs on the same machine as the services, PostgreSQL and the Pub/Sub emulator and competes with them for its cores: absolute figures understate what the services alone can do, and vary between runs. Compare figures within one run (queue vs direct, worker vs ceiling), not across runs.";
+
+impl Report {
+    pub fn new(
+        scenario: &str,
+        started_at: DateTime<Utc>,
+        command: String,
+        mut notes: Vec<String>,
+        result: Body,
+    ) -> Self {
+        notes.insert(0, SHARED_CPU_NOTE.to_owned());
+        let checks_passed = checks(&result).iter().all(|c| c.1.ok);
+        Self {
+            scenario: scenario.to_owned(),
+            started_at,
+            seconds: (Utc::now() - started_at).num_milliseconds() as f64 / 1000.0,
+            command,
+            machine: crate::machine::describe(),
+            notes,
+            targets: targets(scenario, &result),
+            checks_passed,
+            result,
+        }
+    }
+
+    /// Writes `report.json`, `report.md` and `chart.svg` into `dir` (created if missing).
+    pub fn write(&self, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the report directory {}", dir.display()))?;
+        let json = dir.join("report.json");
+        std::fs::write(&json, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("writing {}", json.display()))?;
+        let md = dir.join("report.md");
+        std::fs::write(&md, self.markdown())
+            .with_context(|| format!("writing {}", md.display()))?;
+        let svg = dir.join("chart.svg");
+        crate::chart::draw(self, &svg).with_context(|| format!("drawing {}", svg.display()))?;
+        Ok(vec![json, md, svg])
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(md, "# Load test `{}`\n", self.scenario);
+        let m = &self.machine;
+        let _ = writeln!(
+            md,
+            "{} · {:.1} s · `{}`  \nMachine: {} × {}, {} MiB RAM, Linux {}\n",
+            self.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            self.seconds,
+            self.command,
+            m.nproc,
+            m.cpu_model,
+            m.mem_total_mib,
+            m.kernel
+        );
+        for note in &self.notes {
+            let _ = writeln!(md, "> {note}\n");
+        }
+        if !self.targets.is_empty() {
+            let _ = writeln!(md, "## Targets (reported, not asserted)\n");
+            let _ = writeln!(md, "| target | goal | measured | met |\n|---|---|---|---|");
+            for t in &self.targets {
+                let met = match t.met {
+                    Some(true) => "yes",
+                    Some(false) => "**no**",
+                    None => "n/a",
+                };
+                let _ = writeln!(md, "| {} | {} | {} | {met} |", t.name, t.goal, t.measured);
+            }
+            md.push('\n');
+        }
+        match &self.result {
+            Body::Votes(v) => votes_md(&mut md, v),
+            Body::Stress(s) => stress_md(&mut md, s),
+            Body::Drain(d) => drain_md(&mut md, d),
+            Body::Tokens(t) => tokens_md(&mut md, t),
+        }
+        let _ = writeln!(md, "## Checks\n");
+        for (scope, c) in checks(&self.result) {
+            let _ = writeln!(
+                md,
+                "- {} {}{}: {}",
+                if c.ok { "PASS" } else { "**FAIL**" },
+                if scope.is_empty() {
+                    String::new()
+                } else {
+                    format!("{scope}: ")
+                },
+                c.name,
+                c.detail
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\nOverall: {}",
+            if self.checks_passed {
+                "every check passed"
+            } else {
+                "**A CHECK FAILED**"
+            }
+        );
+        md
+    }
+}
+
+/// Every check of a result, with its scope (mode or phase).
+pub fn checks(body: &Body) -> Vec<(String, &Check)> {
+    let mut out = Vec::new();
+    match body {
+        Body::Votes(v) => {
+            for run in &v.modes {
+                out.extend(run.checks.iter().map(|c| (run.mode.name().to_owned(), c)));
+            }
+        }
+        Body::Stress(s) => {
+            for run in &s.modes {
+                out.extend(run.checks.iter().map(|c| (run.mode.name().to_owned(), c)));
+            }
+        }
+        Body::Drain(d) => out.extend(d.checks.iter().map(|c| (String::new(), c))),
+        Body::Tokens(t) => {
+            out.extend(t.checks.iter().map(|c| ("tokens".to_owned(), c)));
+            if let Some(v) = &t.vote {
+                out.extend(v.checks.iter().map(|c| ("votes".to_owned(), c)));
+            }
+        }
+    }
+    out
+}
+
+fn run_of(v: &VotesReport, mode: Mode) -> Option<&ModeRun> {
+    v.modes.iter().find(|r| r.mode == mode)
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.0} %", x * 100.0)
+}
+
+fn targets(scenario: &str, body: &Body) -> Vec<Goal> {
+    let mut out = Vec::new();
+    match body {
+        Body::Votes(v) => {
+            if scenario == "meeting" {
+                if let Some(q) = run_of(v, Mode::Queue) {
+                    out.push(goal(
+                        "meeting spike, queue mode: p99",
+                        "≤ 25 ms",
+                        format!("{:.1} ms", q.latency.p99_ms),
+                        Some(q.latency.p99_ms <= 25.0),
+                    ));
+                    out.push(goal(
+                        "meeting spike, queue mode: errors",
+                        "0",
+                        q.failed.to_string(),
+                        Some(q.failed == 0),
+                    ));
+                    out.push(goal(
+                        "meeting spike, queue mode: drained after the spike",
+                        "≤ 2 s",
+                        q.drained_after_spike_ms
+                            .map_or("not within the timeout".into(), |ms| {
+                                format!("{:.0} ms (±{} ms)", ms, q.drain_poll_ms)
+                            }),
+                        Some(q.drained_after_spike_ms.is_some_and(|ms| ms <= 2000.0)),
+                    ));
+                }
+            }
+            if scenario.starts_with("burst") {
+                for run in &v.modes {
+                    out.push(goal(
+                        &format!(
+                            "{} simultaneous votes, {} mode: errors",
+                            run.sent,
+                            run.mode.name()
+                        ),
+                        if run.mode == Mode::Queue {
+                            "0"
+                        } else {
+                            "0 (reported; the target is for queue mode)"
+                        },
+                        run.failed.to_string(),
+                        Some(run.failed == 0),
+                    ));
+                }
+            }
+        }
+        Body::Stress(s) => {
+            let held = |mode: Mode| {
+                s.modes
+                    .iter()
+                    .find(|m| m.mode == mode)
+                    .and_then(|m| m.max_rate_held)
+            };
+            let (q, d) = (held(Mode::Queue), held(Mode::Direct));
+            out.push(goal(
+                "queue mode's max rate at p99 ≤ 100 ms vs direct mode's",
+                "≥ 10×",
+                match (q, d) {
+                    (Some(q), Some(d)) => format!("{q:.0}/s vs {d:.0}/s = {:.1}×", q / d),
+                    (Some(q), None) => format!("{q:.0}/s vs direct held no step"),
+                    _ => "queue mode held no step".into(),
+                },
+                match (q, d) {
+                    (Some(q), Some(d)) => Some(q >= 10.0 * d),
+                    (Some(_), None) => Some(true),
+                    _ => Some(false),
+                },
+            ));
+            if let (Some(ceiling), Some(direct)) = (
+                &s.single_vote_ceiling,
+                s.modes.iter().find(|m| m.mode == Mode::Direct),
+            ) {
+                let f = direct.peak_accepted_per_second / ceiling.best_per_second.max(1e-9);
+                out.push(goal(
+                    "direct mode vs its raw-SQL ceiling (peak accepted/s over the best single-vote transaction rate, same run)",
+                    "≥ 60 %",
+                    format!(
+                        "{:.0}/s of {:.0}/s = {}",
+                        direct.peak_accepted_per_second,
+                        ceiling.best_per_second,
+                        pct(f)
+                    ),
+                    Some(f >= 0.6),
+                ));
+            }
+        }
+        Body::Drain(d) => {
+            out.push(goal(
+                "end-to-end drain vs ack-only consumer (same emulator, same streams)",
+                "≥ 80 %",
+                format!(
+                    "{:.0}/s of {:.0}/s = {}",
+                    d.worker_end_to_end.throughput.per_second,
+                    d.ack_only.per_second,
+                    pct(d.end_to_end_over_ack_only)
+                ),
+                Some(d.end_to_end_over_ack_only >= 0.8),
+            ));
+            if let Some(w) = d.batch_writer.first() {
+                out.push(goal(
+                    &format!(
+                        "worker batch writer alone, batch {} × {} writers, pool of {} connections",
+                        w.batch_size, w.writers, w.connections
+                    ),
+                    "≥ 20,000 ballots/s with ≤ 3 connections",
+                    format!("{:.0} ballots/s", w.throughput.per_second),
+                    Some(w.throughput.per_second >= 20_000.0 && w.connections <= 3),
+                ));
+            }
+            for (config, f) in &d.writer_over_ceiling {
+                out.push(goal(
+                    &format!("batch writer {config} vs batched raw-SQL ceiling (same batch, same connections)"),
+                    "≥ 70 %",
+                    pct(*f),
+                    Some(*f >= 0.7),
+                ));
+            }
+        }
+        Body::Tokens(t) => {
+            out.push(goal(
+                &format!("token issuance at {:.0}/s (issue 4)", t.rate),
+                "p99 < 100 ms, no errors",
+                format!(
+                    "p99 {:.1} ms, {} of {} issued",
+                    t.latency.p99_ms, t.issued, t.requested
+                ),
+                Some(t.latency.p99_ms < 100.0 && t.issued == t.requested),
+            ));
+        }
+    }
+    out
+}
+
+fn fmt_map(map: &std::collections::BTreeMap<String, usize>) -> String {
+    if map.is_empty() {
+        return "–".into();
+    }
+    map.iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn mode_rows(md: &mut String, runs: &[&ModeRun]) {
+    let header: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{} mode", r.mode.name()))
+        .collect();
+    let _ = writeln!(md, "| | {} |", header.join(" | "));
+    let _ = writeln!(md, "|---|{}", "---|".repeat(runs.len()));
+    let mut row = |label: &str, f: &dyn Fn(&ModeRun) -> String| {
+        let cells: Vec<String> = runs.iter().map(|r| f(r)).collect();
+        let _ = writeln!(md, "| {label} | {} |", cells.join(" | "));
+    };
+    row("tokens prepared", &|r| {
+        format!(
+            "{} ({}, {:.1} s)",
+            r.prep.tokens, r.prep.path, r.prep.seconds
+        )
+    });
+    row("sent", &|r| r.sent.to_string());
+    row("accepted", &|r| r.accepted.to_string());
+    row("failed (after retries)", &|r| r.failed.to_string());
+    row("final statuses", &|r| fmt_map(&r.statuses));
+    row("problems", &|r| fmt_map(&r.problems));
+    row("votes retried / retries by status", &|r| {
+        format!("{} / {}", r.votes_retried, fmt_map(&r.retries))
+    });
+    row("latency p50", &|r| format!("{:.1} ms", r.latency.p50_ms));
+    row("latency p90", &|r| format!("{:.1} ms", r.latency.p90_ms));
+    row("latency p99", &|r| format!("{:.1} ms", r.latency.p99_ms));
+    row("latency p99.9", &|r| format!("{:.1} ms", r.latency.p999_ms));
+    row("latency max", &|r| format!("{:.1} ms", r.latency.max_ms));
+    row("spike (first send → last answer)", &|r| {
+        format!("{:.2} s", r.spike_seconds)
+    });
+    row("accepted per second", &|r| {
+        format!("{:.0}", r.accepted_per_second)
+    });
+    row("all recorded after the spike", &|r| {
+        r.drained_after_spike_ms
+            .map_or("**not within the timeout**".into(), |ms| {
+                format!("{ms:.0} ms (poll every {} ms)", r.drain_poll_ms)
+            })
+    });
+    row("recorded", &|r| r.recorded.to_string());
+    row("CPU during the spike", &|r| r.cpu.describe());
+    md.push('\n');
+}
+
+fn votes_md(md: &mut String, v: &VotesReport) {
+    let _ = writeln!(
+        md,
+        "## Side by side: {}\n\nLatency is measured from each vote's *scheduled* send time to its final answer, client retries (after `Retry-After`) included.\n",
+        v.schedule.describe()
+    );
+    let runs: Vec<&ModeRun> = v.modes.iter().collect();
+    mode_rows(md, &runs);
+    if let (Some(q), Some(d)) = (run_of(v, Mode::Queue), run_of(v, Mode::Direct)) {
+        let _ = writeln!(
+            md,
+            "Queue / direct: p99 {:.1} ms vs {:.1} ms ({:.1}× lower in queue mode), accepted/s {:.0} vs {:.0}, failed {} vs {}.\n",
+            q.latency.p99_ms,
+            d.latency.p99_ms,
+            d.latency.p99_ms / q.latency.p99_ms.max(1e-3),
+            q.accepted_per_second,
+            d.accepted_per_second,
+            q.failed,
+            d.failed
+        );
+    }
+    for r in &v.modes {
+        if let Some(e) = &r.prep.events {
+            let _ = writeln!(
+                md,
+                "{} mode tokens through members-fn + events-svc ({} at a time): login p50 {:.1} / p99 {:.1} ms, token p50 {:.1} / p99 {:.1} ms, {} login retries after 429.\n",
+                r.mode.name(),
+                e.concurrency,
+                e.login_latency.p50_ms,
+                e.login_latency.p99_ms,
+                e.token_latency.p50_ms,
+                e.token_latency.p99_ms,
+                e.login_retries_429
+            );
+        }
+    }
+}
+
+fn stress_md(md: &mut String, s: &StressReport) {
+    let st = &s.settings;
+    let _ = writeln!(
+        md,
+        "## Stepped rate\n\nFrom {}/s, ×{} per step of {} s, until p99 > {} ms or a request fails (at most {} steps, {} s per mode). The queue is drained between steps.\n",
+        st.start_rate, st.factor, st.step_seconds, st.p99_limit_ms, st.max_steps, st.budget_seconds
+    );
+    for m in &s.modes {
+        let _ = writeln!(
+            md,
+            "### {} mode: held up to {} — stopped: {}\n",
+            m.mode.name(),
+            m.max_rate_held
+                .map_or("no step".into(), |r| format!("{r:.0} votes/s")),
+            m.stopped
+        );
+        let _ = writeln!(md, "| offered/s | sent | failed | p50 ms | p99 ms | max ms | accepted/s | drained after | statuses | CPU | held |\n|---|---|---|---|---|---|---|---|---|---|---|");
+        for step in &m.steps {
+            let _ = writeln!(
+                md,
+                "| {:.0} | {} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {} | {} | {} | {} |",
+                step.rate,
+                step.sent,
+                step.failed,
+                step.latency.p50_ms,
+                step.latency.p99_ms,
+                step.latency.max_ms,
+                step.accepted_per_second,
+                step.drained_after_spike_ms
+                    .map_or("–".into(), |ms| format!("{ms:.0} ms")),
+                fmt_map(&step.statuses),
+                step.cpu.describe(),
+                if step.held { "yes" } else { "no" }
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\nPeak accepted rate: {:.0}/s.\n",
+            m.peak_accepted_per_second
+        );
+    }
+    if let Some(c) = &s.single_vote_ceiling {
+        let _ = writeln!(md, "### Raw-SQL single-vote ceiling (same run, fresh database)\n\n| variant | connections | votes | per second |\n|---|---|---|---|");
+        for r in &c.runs {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {:.0} |",
+                r.variant.name(),
+                r.connections,
+                r.votes,
+                r.per_second
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\nBest with ≤ {} connections: {:.0}/s ({}).\n",
+            c.direct_mode_connections, c.best_per_second, c.best
+        );
+    }
+    if let Some(note) = &s.ceiling_note {
+        let _ = writeln!(md, "{note}\n");
+    }
+}
+
+fn drain_md(md: &mut String, d: &DrainReport) {
+    let st = &d.settings;
+    let _ = writeln!(
+        md,
+        "## Drain of {} queued votes\n\nFresh topic and databases; {} StreamingPull streams, {} leased per stream; worker batch {} × {} writers, pool of 3.\n",
+        st.votes, st.streams, st.max_outstanding, st.batch_size, st.writers
+    );
+    let _ = writeln!(
+        md,
+        "| phase | messages | seconds | per second | CPU |\n|---|---|---|---|---|"
+    );
+    let mut row = |name: String, t: &crate::drain::Throughput| {
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {:.2} | {:.0} | {} |",
+            t.messages,
+            t.seconds,
+            t.per_second,
+            t.cpu.describe()
+        );
+    };
+    row(
+        "publish (fill the queue, official publisher)".into(),
+        &d.publish,
+    );
+    row("ack-only consumer (emulator delivery)".into(), &d.ack_only);
+    row(
+        format!(
+            "worker end to end (mean batch {})",
+            d.worker_end_to_end
+                .mean_batch_size
+                .map_or("?".into(), |b| format!("{b:.0}"))
+        ),
+        &d.worker_end_to_end.throughput,
+    );
+    for w in &d.batch_writer {
+        row(
+            format!(
+                "batch writer alone, {} × {} writers (pool {})",
+                w.batch_size, w.writers, w.connections
+            ),
+            &w.throughput,
+        );
+    }
+    for c in &d.ceiling_batched {
+        row(
+            format!(
+                "raw SQL, {}, {} × {} connections",
+                c.method.name(),
+                c.batch_size,
+                c.writers
+            ),
+            &c.throughput,
+        );
+    }
+    let _ = writeln!(md, "\n| single-vote transactions (raw SQL) | connections | votes | per second |\n|---|---|---|---|");
+    for r in &d.ceiling_single.runs {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.0} |",
+            r.variant.name(),
+            r.connections,
+            r.votes,
+            r.per_second
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nEnd to end / ack-only: {}. Batch writer / batched ceiling: {}.\n",
+        pct(d.end_to_end_over_ack_only),
+        d.writer_over_ceiling
+            .iter()
+            .map(|(c, f)| format!("{c}: {}", pct(*f)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
+
+fn tokens_md(md: &mut String, t: &TokensReport) {
+    let _ = writeln!(
+        md,
+        "## Token issuance: {} requests/s for {} s\n\n{} members logged in first (dev login) in {:.1} s (p50 {:.1} ms, p99 {:.1} ms, {} retries after 429). Then each asked events-svc for its voting token, open loop: events-svc signs it, registers its hash with the elections side over S2S and answers 201.\n",
+        t.rate, t.seconds, t.logins, t.login_seconds, t.login_latency.p50_ms, t.login_latency.p99_ms, t.login_retries_429
+    );
+    let _ = writeln!(
+        md,
+        "| requested | issued | statuses | p50 | p90 | p99 | max | CPU |\n|---|---|---|---|---|---|---|---|\n| {} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {} |\n",
+        t.requested,
+        t.issued,
+        fmt_map(&t.statuses),
+        t.latency.p50_ms,
+        t.latency.p90_ms,
+        t.latency.p99_ms,
+        t.latency.max_ms,
+        t.cpu.describe()
+    );
+    if let Some(v) = &t.vote {
+        let _ = writeln!(md, "### The issued tokens, cast all at once\n");
+        mode_rows(md, &[v]);
+    }
+}
