@@ -4,6 +4,9 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
@@ -149,7 +152,8 @@ impl Stack {
         self.workers.push(stop);
     }
 
-    /// Starts the worker binary (so a test can SIGKILL it) with extra settings.
+    /// Starts the worker binary (so a test can SIGKILL it) with extra settings. Its log (stdout)
+    /// is read to learn where it serves /metrics, and appended to `$WORKER_LOG` if that is set.
     pub fn spawn_worker_process(&self, overrides: &[(&str, &str)]) -> WorkerProcess {
         let mut env = self.worker_env();
         env.retain(|(k, _)| !overrides.iter().any(|(o, _)| o == k));
@@ -158,24 +162,57 @@ impl Stack {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string())),
         );
-        WorkerProcess(
-            std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-                .envs(env)
-                .env("RUST_LOG", "info")
-                .stdout(match std::env::var("WORKER_LOG") {
-                    Ok(path) => std::process::Stdio::from(
-                        std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(path)
-                            .expect("log file"),
-                    ),
-                    Err(_) => std::process::Stdio::null(),
-                })
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("spawn worker"),
-        )
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+            .envs(env)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn worker");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut log = std::env::var("WORKER_LOG").ok().map(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("log file")
+        });
+        let addr = Arc::new(OnceLock::new());
+        let found = addr.clone();
+        // Read to the end (until the process exits), or the worker would block on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if found.get().is_none() {
+                    if let Ok(entry) = serde_json::from_str::<Value>(&line) {
+                        if entry["message"] == "worker running" {
+                            if let Some(a) = entry["addr"].as_str().and_then(|a| a.parse().ok()) {
+                                let _ = found.set(a);
+                            }
+                        }
+                    }
+                }
+                if let Some(file) = log.as_mut() {
+                    let _ = writeln!(file, "{line}");
+                }
+            }
+        });
+        WorkerProcess { child, addr }
+    }
+
+    /// The emulator's socket address (what a [`shared::testkit::TcpProxy`] forwards to).
+    pub async fn emulator_addr(&self) -> SocketAddr {
+        let host = self
+            .pubsub
+            .settings
+            .emulator_host
+            .clone()
+            .expect("tests run against the emulator");
+        tokio::net::lookup_host(host.trim_start_matches("http://").to_owned())
+            .await
+            .expect("resolve the emulator")
+            .next()
+            .expect("an address")
     }
 
     pub fn tenant(&self, name: &str) -> TenantId {
@@ -390,12 +427,64 @@ pub async fn drain_count(settings: &shared::config::PubSubSettings, wait: Durati
 }
 
 /// A worker process that is killed if the test ends (or fails) before it stopped it.
-pub struct WorkerProcess(pub std::process::Child);
+pub struct WorkerProcess {
+    pub child: std::process::Child,
+    addr: Arc<OnceLock<SocketAddr>>,
+}
+
+impl WorkerProcess {
+    /// SIGKILL: no drain, no acks, no goodbye (std's `kill()` is SIGKILL on Unix).
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap the worker");
+    }
+
+    /// SIGTERM (what the platform sends before stopping an instance); returns at once.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed: {status:?}");
+    }
+
+    /// Where it serves /metrics, as its log says.
+    pub async fn addr(&self) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(addr) = self.addr.get() {
+                return *addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the worker never logged its address"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Its `worker_votes_total` for one outcome (`recorded`, `duplicate` or a rejection reason).
+    pub async fn votes(&self, outcome: &str) -> i64 {
+        let addr = self.addr().await;
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("the worker serves /metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        let label = format!("outcome=\"{outcome}\"");
+        text.lines()
+            .filter(|l| l.starts_with("worker_votes_total{") && l.contains(&label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as i64)
+            .sum()
+    }
+}
 
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
