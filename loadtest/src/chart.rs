@@ -201,7 +201,13 @@ fn windows(
 type Series<'a> = (String, RGBColor, u32, &'a [(f64, u64)]);
 
 /// Cumulative counts over time.
-fn cumulative(area: &Area, caption: &str, y_desc: &str, series: &[Series]) -> anyhow::Result<()> {
+fn cumulative(
+    area: &Area,
+    caption: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series],
+) -> anyhow::Result<()> {
     let t_max = series
         .iter()
         .flat_map(|s| s.3.iter().map(|p| p.0))
@@ -226,8 +232,9 @@ fn cumulative(area: &Area, caption: &str, y_desc: &str, series: &[Series]) -> an
     plot(
         chart
             .configure_mesh()
-            .x_desc("time since the first scheduled send (s)")
+            .x_desc(x_desc)
             .y_desc(y_desc)
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .draw(),
     )?;
     for (name, c, width, points) in series {
@@ -313,6 +320,7 @@ fn votes(root: &Area, v: &VotesReport) -> anyhow::Result<()> {
     cumulative(
         &bottom,
         "votes sent, accepted and recorded over time",
+        "time since the first scheduled send (s)",
         "votes",
         &series,
     )
@@ -489,6 +497,7 @@ fn drain(root: &Area, d: &DrainReport) -> anyhow::Result<()> {
     cumulative(
         &top,
         "votes over time, each phase from its own start",
+        "time since the phase started (s)",
         "votes",
         &series,
     )?;
@@ -591,6 +600,7 @@ fn tokens(root: &Area, t: &TokensReport) -> anyhow::Result<()> {
     cumulative(
         &bottom,
         "tokens requested and issued over time",
+        "time since the first scheduled request (s)",
         "tokens",
         &series,
     )
