@@ -340,6 +340,19 @@ fn fmt_map(map: &std::collections::BTreeMap<String, usize>) -> String {
         .join(", ")
 }
 
+/// Two histogram bucket bounds, "≤ a / ≤ b ms".
+fn le_pair(p50: Option<f64>, p99: Option<f64>) -> String {
+    let one = |v: Option<f64>| match v {
+        Some(v) if v.is_finite() => format!("≤ {v:.0}"),
+        Some(_) => "> 10000".into(),
+        None => "–".into(),
+    };
+    match (p50, p99) {
+        (None, None) => "–".into(),
+        _ => format!("{} / {} ms", one(p50), one(p99)),
+    }
+}
+
 fn mode_rows(md: &mut String, runs: &[&ModeRun]) {
     let header: Vec<String> = runs
         .iter()
@@ -384,6 +397,15 @@ fn mode_rows(md: &mut String, runs: &[&ModeRun]) {
     });
     row("recorded", &|r| r.recorded.to_string());
     row("CPU during the spike", &|r| r.cpu.describe());
+    row("ingest's own latency p50 / p99 (its histogram)", &|r| {
+        le_pair(r.server.ingest_p50_le_ms, r.server.ingest_p99_le_ms)
+    });
+    row("ingest's publish wait p50 / p99", &|r| {
+        le_pair(r.server.publish_p50_le_ms, r.server.publish_p99_le_ms)
+    });
+    row("worker accept → commit lag p50 / p99", &|r| {
+        le_pair(r.server.queue_lag_p50_le_ms, r.server.queue_lag_p99_le_ms)
+    });
     md.push('\n');
 }
 
@@ -441,11 +463,11 @@ fn stress_md(md: &mut String, s: &StressReport) {
                 .map_or("no step".into(), |r| format!("{r:.0} votes/s")),
             m.stopped
         );
-        let _ = writeln!(md, "| offered/s | sent | failed | p50 ms | p99 ms | max ms | accepted/s | drained after | statuses | CPU | held |\n|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(md, "| offered/s | sent | failed | p50 ms | p99 ms | max ms | accepted/s | drained after | statuses | ingest's own p50 / p99 | CPU | held |\n|---|---|---|---|---|---|---|---|---|---|---|---|");
         for step in &m.steps {
             let _ = writeln!(
                 md,
-                "| {:.0} | {} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {} | {} | {} | {} |",
+                "| {:.0} | {} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {} | {} | {} | {} | {} |",
                 step.rate,
                 step.sent,
                 step.failed,
@@ -456,6 +478,7 @@ fn stress_md(md: &mut String, s: &StressReport) {
                 step.drained_after_spike_ms
                     .map_or("–".into(), |ms| format!("{ms:.0} ms")),
                 fmt_map(&step.statuses),
+                le_pair(step.server.ingest_p50_le_ms, step.server.ingest_p99_le_ms),
                 step.cpu.describe(),
                 if step.held { "yes" } else { "no" }
             );

@@ -26,7 +26,7 @@ use crate::fire::{self, Answer, RetryPolicy, TokenRequests, Votes};
 use crate::machine::{self, CpuShare, CpuWatch};
 use crate::schedule::Schedule;
 use crate::stats::{self, Latency, Window};
-use crate::target::{PrepThroughEvents, Target};
+use crate::target::{PrepThroughEvents, ServerSide, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -195,6 +195,8 @@ pub struct ModeRun {
     pub windows_by: WindowsBy,
     pub timeline: Timeline,
     pub cpu: CpuShare,
+    /// The services' own histograms over the run.
+    pub server: ServerSide,
     pub checks: Vec<Check>,
 }
 
@@ -433,6 +435,7 @@ pub struct Fired {
     pub samples: Vec<(f64, u64)>,
     pub cpu: CpuShare,
     pub spike_end: f64,
+    pub server: ServerSide,
 }
 
 /// Fires `tokens` on `schedule` (vote `i` is the run's vote `first_index + i`) while polling
@@ -454,6 +457,7 @@ pub async fn fire_votes(
     let mut votes = Votes::new(&target.ingest_url, election, tokens);
     votes.offset = first_index;
     let shot = Arc::new(votes);
+    let snapshot = target.snapshot().await;
     let start = Instant::now() + Duration::from_millis(50);
     let poller = Poller::start(target.clone(), election, start, common.drain_timeout);
     let ui = Ui {
@@ -484,6 +488,7 @@ pub async fn fire_votes(
         samples,
         cpu,
         spike_end,
+        server: ServerSide::between(&snapshot, &target.snapshot().await),
     }
 }
 
@@ -555,6 +560,7 @@ fn summarise(
             recorded: thin(fired.samples.clone(), 400),
         },
         cpu: fired.cpu.clone(),
+        server: fired.server.clone(),
         checks: Vec::new(),
     }
 }
@@ -852,6 +858,7 @@ pub struct StressStep {
     pub accepted_per_second: f64,
     pub drained_after_spike_ms: Option<f64>,
     pub cpu: CpuShare,
+    pub server: ServerSide,
     /// p99 within the limit and no failed request.
     pub held: bool,
 }
@@ -949,6 +956,7 @@ pub async fn stress(
                             .collect(),
                         cpu: fired.cpu.clone(),
                         spike_end: fired.spike_end,
+                        server: fired.server.clone(),
                     },
                 );
                 let (p99, failed) = (run.latency.p99_ms, run.failed);
@@ -973,6 +981,7 @@ pub async fn stress(
                     accepted_per_second: run.accepted_per_second,
                     drained_after_spike_ms: run.drained_after_spike_ms,
                     cpu: run.cpu,
+                    server: run.server,
                     held,
                 });
                 recorded += run.accepted as u64;

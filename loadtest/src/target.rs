@@ -458,6 +458,20 @@ impl Target {
         )
     }
 
+    /// The text of a service's `/metrics` (`None` when it does not answer).
+    pub async fn metrics_text(&self, base: Option<&str>) -> Option<String> {
+        let url = format!("{}/metrics", base?);
+        self.http.get(url).send().await.ok()?.text().await.ok()
+    }
+
+    /// Snapshots of ingest's and the worker's metrics.
+    pub async fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            ingest: self.metrics_text(Some(&self.ingest_url)).await,
+            worker: self.metrics_text(self.worker_url.as_deref()).await,
+        }
+    }
+
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
@@ -469,6 +483,123 @@ pub fn metric(text: &str, name: &str, label: &str) -> Option<f64> {
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .find(|l| label.is_empty() || l.contains(label))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Metrics of ingest and the worker at one instant.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub ingest: Option<String>,
+    pub worker: Option<String>,
+}
+
+/// The services' own view of a run, from their Prometheus histograms (the difference of two
+/// snapshots). Values are bucket upper bounds: "p99 ≤ 25 ms" means the bucket ending at 25 ms.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ServerSide {
+    /// ingest's `POST /v1/elections/{id}/ballots` latency, from request to response.
+    pub ingest_requests: u64,
+    pub ingest_p50_le_ms: Option<f64>,
+    pub ingest_p99_le_ms: Option<f64>,
+    /// ingest's wait for Pub/Sub to acknowledge a publish (queue mode).
+    pub publishes: u64,
+    pub publish_p50_le_ms: Option<f64>,
+    pub publish_p99_le_ms: Option<f64>,
+    /// The worker's accept (ingest) → commit lag (queue mode).
+    pub committed: u64,
+    pub queue_lag_p50_le_ms: Option<f64>,
+    pub queue_lag_p99_le_ms: Option<f64>,
+}
+
+/// Cumulative bucket counts `(le, count)` of histogram `name` whose labels contain `label`.
+fn buckets(text: &str, name: &str, label: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{");
+    let mut out: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with(&prefix) && (label.is_empty() || l.contains(label)))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// (count, p50 bound, p99 bound) in ms of the difference between two histograms.
+fn delta_quantiles(
+    before: Option<&str>,
+    after: Option<&str>,
+    name: &str,
+    label: &str,
+) -> (u64, Option<f64>, Option<f64>) {
+    let Some(after) = after else {
+        return (0, None, None);
+    };
+    let after = buckets(after, name, label);
+    let before = before.map(|b| buckets(b, name, label)).unwrap_or_default();
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, n)| {
+            let b = before
+                .iter()
+                .find(|(l, _)| l == le)
+                .map_or(0.0, |(_, c)| *c);
+            (*le, n - b)
+        })
+        .collect();
+    let total = delta.last().map_or(0.0, |d| d.1);
+    if total <= 0.0 {
+        return (0, None, None);
+    }
+    let q = |q: f64| {
+        delta.iter().find(|(_, n)| *n >= q * total).map(|(le, _)| {
+            if le.is_finite() {
+                le * 1000.0
+            } else {
+                f64::INFINITY
+            }
+        })
+    };
+    (total as u64, q(0.5), q(0.99))
+}
+
+impl ServerSide {
+    pub fn between(before: &Snapshot, after: &Snapshot) -> Self {
+        let (ingest_requests, ingest_p50_le_ms, ingest_p99_le_ms) = delta_quantiles(
+            before.ingest.as_deref(),
+            after.ingest.as_deref(),
+            "http_request_duration_seconds",
+            "route=\"/v1/elections/{id}/ballots\"",
+        );
+        let (publishes, publish_p50_le_ms, publish_p99_le_ms) = delta_quantiles(
+            before.ingest.as_deref(),
+            after.ingest.as_deref(),
+            "publish_latency_seconds",
+            "",
+        );
+        let (committed, queue_lag_p50_le_ms, queue_lag_p99_le_ms) = delta_quantiles(
+            before.worker.as_deref(),
+            after.worker.as_deref(),
+            "worker_queue_lag_seconds",
+            "",
+        );
+        Self {
+            ingest_requests,
+            ingest_p50_le_ms,
+            ingest_p99_le_ms,
+            publishes,
+            publish_p50_le_ms,
+            publish_p99_le_ms,
+            committed,
+            queue_lag_p50_le_ms,
+            queue_lag_p99_le_ms,
+        }
+    }
 }
 
 /// The sum of every sample of `name` (all label sets).
@@ -506,5 +637,24 @@ mod tests {
             Some(3.0)
         );
         assert_eq!(metric(text, "worker_votes_total", "outcome=\"nope\""), None);
+    }
+
+    #[test]
+    fn reads_histogram_deltas() {
+        let h = |a: u32, b: u32, c: u32| {
+            format!(
+                "x_bucket{{route=\"r\",le=\"0.005\"}} {a}\nx_bucket{{route=\"r\",le=\"0.01\"}} {b}\n\
+                 x_bucket{{route=\"r\",le=\"+Inf\"}} {c}\nx_bucket{{route=\"other\",le=\"0.005\"}} 99\n"
+            )
+        };
+        let (n, p50, p99) = delta_quantiles(
+            Some(&h(10, 10, 10)),
+            Some(&h(60, 109, 110)),
+            "x",
+            "route=\"r\"",
+        );
+        assert_eq!(n, 100);
+        assert_eq!(p50, Some(5.0));
+        assert_eq!(p99, Some(10.0));
     }
 }
