@@ -1,14 +1,16 @@
 //! `drain`: how fast queued votes become ballots, and what caps it.
 //!
-//! On a fresh topic (two subscriptions) and fresh databases — never the dev stack's:
-//! 1. publish N votes once, exactly as ingest would (`VoteMessage::encode`, the official
-//!    publisher); both subscriptions receive every vote;
+//! On a fresh topic and fresh databases — never the dev stack's:
+//! 1. publish N votes, exactly as ingest would (`VoteMessage::encode`, the official
+//!    publisher), to the topic while it has one subscription, A;
 //! 2. **ack-only**: the official subscriber on subscription A with the worker's stream count
 //!    and flow control, decoding and acking each vote and doing nothing else — what the
 //!    emulator can deliver;
-//! 3. **end to end**: the real worker (`worker::startup::Application`, in this process) drains
-//!    subscription B into database 1; timed until its counter says every vote is recorded,
-//!    then the database is checked;
+//! 3. **end to end**: subscription B is created, the same N votes are published again, and
+//!    the real worker (`worker::startup::Application`, in this process) drains B into
+//!    database 1; timed until its counter says every vote is recorded, then the database is
+//!    checked. (Publishing twice, one subscription at a time, keeps the shared emulator from
+//!    holding two copies of the backlog: about 2 KB of its 512 MB heap per queued message.)
 //! 4. **batch writer alone**: the votes decoded in step 2 go straight into
 //!    `worker::batch::commit` in batches, `WRITERS` at a time, on a pool of at most 3
 //!    connections, against database 2 — no Pub/Sub at all;
@@ -25,8 +27,9 @@ use anyhow::{bail, Context};
 use futures::StreamExt;
 use serde::Serialize;
 use shared::config::Env;
+use shared::config::PubSubSettings;
 use shared::domain::TenantId;
-use shared::testkit::{Role, TestPubSub};
+use shared::testkit::Role;
 use shared::vote::VoteMessage;
 use uuid::Uuid;
 
@@ -119,7 +122,9 @@ pub struct CeilingRun {
 #[derive(Debug, Clone, Serialize)]
 pub struct DrainReport {
     pub settings: DrainSettings,
+    /// Filling subscription A (ack-only), then subscription B (worker).
     pub publish: Throughput,
+    pub publish_again: Throughput,
     pub ack_only: Throughput,
     pub worker_end_to_end: WorkerRun,
     pub batch_writer: Vec<WriterRun>,
@@ -149,17 +154,13 @@ fn emulator_host() -> anyhow::Result<String> {
 }
 
 async fn publish_all(
-    ps: &TestPubSub,
+    ps: &PubSubSettings,
     votes: &[VoteMessage],
     ui: Ui,
     cpu: &CpuWatch,
 ) -> anyhow::Result<Throughput> {
-    let publisher = shared::pubsub::publisher(
-        &ps.settings,
-        Duration::from_secs(60),
-        Duration::from_millis(5),
-    )
-    .await?;
+    let publisher =
+        shared::pubsub::publisher(ps, Duration::from_secs(60), Duration::from_millis(5)).await?;
     let bar = ui.bar(votes.len() as u64, "publishing the queued votes");
     let before = cpu.sample();
     let started = Instant::now();
@@ -201,13 +202,13 @@ async fn publish_all(
 
 /// The ack-only consumer: returns its throughput and the decoded votes in arrival order.
 async fn ack_only(
-    ps: &TestPubSub,
-    subscription: &str,
+    ps: &PubSubSettings,
     settings: &DrainSettings,
     ui: Ui,
     cpu: &CpuWatch,
 ) -> anyhow::Result<(Throughput, Vec<VoteMessage>)> {
-    let subscriber = shared::pubsub::subscriber(&ps.settings).await?;
+    let subscription = ps.subscription_path();
+    let subscriber = shared::pubsub::subscriber(ps).await?;
     let n = settings.votes;
     let bar = ui.bar(n as u64, "ack-only consumer");
     let state = Arc::new(Mutex::new((
@@ -222,7 +223,7 @@ async fn ack_only(
     let mut tasks = Vec::new();
     for _ in 0..settings.streams {
         let mut stream = subscriber
-            .subscribe(subscription.to_owned())
+            .subscribe(subscription.clone())
             .set_max_outstanding_messages(settings.max_outstanding)
             .set_max_lease_extension(Duration::from_secs(10))
             .build();
@@ -277,7 +278,7 @@ async fn ack_only(
 
 /// The real worker, in this process, on `db`'s worker login and subscription B.
 async fn worker_end_to_end(
-    ps: &TestPubSub,
+    ps: &PubSubSettings,
     db: &shared::testkit::TestDb,
     settings: &DrainSettings,
     ui: Ui,
@@ -290,11 +291,11 @@ async fn worker_end_to_end(
         ("DATABASE_MAX_CONNECTIONS", "3".into()),
         (
             "PUBSUB_EMULATOR_HOST",
-            ps.settings.emulator_host.clone().unwrap_or_default(),
+            ps.emulator_host.clone().unwrap_or_default(),
         ),
-        ("PUBSUB_PROJECT_ID", ps.settings.project.clone()),
-        ("PUBSUB_TOPIC", ps.settings.topic.clone()),
-        ("PUBSUB_SUBSCRIPTION", ps.settings.subscription.clone()),
+        ("PUBSUB_PROJECT_ID", ps.project.clone()),
+        ("PUBSUB_TOPIC", ps.topic.clone()),
+        ("PUBSUB_SUBSCRIPTION", ps.subscription.clone()),
         ("STREAMS", settings.streams.to_string()),
         ("WRITERS", settings.writers.to_string()),
         ("BATCH_SIZE", settings.batch_size.to_string()),
@@ -387,18 +388,29 @@ pub async fn run(
             bail!("a writer configuration is BATCHxWRITERS with a batch of 1..=10000 and 1..=3 writers");
         }
     }
-    emulator_host()?;
+    let host = emulator_host()?;
     let tenant = TenantId::parse("drain-party")?;
     let election = Uuid::new_v4();
 
-    ui.say("drain: fresh topic with two subscriptions, fresh databases (nothing touches the dev stack)");
-    let ps = TestPubSub::create().await;
-    let mut ack_settings = ps.settings.clone();
-    ack_settings.subscription = format!("{}-ackonly", ps.settings.topic);
-    shared::pubsub::Topology::for_settings(&ack_settings)
+    ui.say("drain: fresh topic, fresh databases (nothing touches the dev stack)");
+    let topic = format!("loadtest-drain-{}", Uuid::new_v4().simple());
+    let ack_settings = PubSubSettings {
+        emulator_host: Some(host),
+        project: std::env::var("PUBSUB_PROJECT_ID").unwrap_or_else(|_| "ekklesia-local".into()),
+        topic: topic.clone(),
+        subscription: format!("{topic}-ackonly"),
+    };
+    let worker_settings = PubSubSettings {
+        subscription: format!("{topic}-worker"),
+        ..ack_settings.clone()
+    };
+    let mut topology = shared::pubsub::Topology::for_settings(&ack_settings);
+    // Many delivery attempts: nothing here should ever be dead-lettered.
+    topology.max_delivery_attempts = 100;
+    topology
         .ensure(&ack_settings)
         .await
-        .context("creating the ack-only subscription")?;
+        .context("creating the topic and the ack-only subscription")?;
     let db_e2e = ceiling::fresh_database().await?;
     let db_bench = ceiling::fresh_database().await?;
 
@@ -407,17 +419,23 @@ pub async fn run(
         let hashes: Vec<Vec<u8>> = votes.iter().map(|v| v.token_hash.0.to_vec()).collect();
         ceiling::register(&db_e2e, &tenant, election, &hashes).await?;
 
-        let publish = publish_all(&ps, &votes, ui, cpu).await?;
+        let publish = publish_all(&ack_settings, &votes, ui, cpu).await?;
         ui.say(format!(
             "published {} votes in {:.1} s ({:.0}/s)",
             publish.messages, publish.seconds, publish.per_second
         ));
-        let (ack, decoded) = ack_only(&ps, &ack_settings.subscription_path(), settings, ui, cpu).await?;
+        let (ack, decoded) = ack_only(&ack_settings, settings, ui, cpu).await?;
         ui.say(format!(
             "ack-only consumer ({} streams): {:.0} messages/s",
             settings.streams, ack.per_second
         ));
-        let e2e = worker_end_to_end(&ps, &db_e2e, settings, ui, cpu).await?;
+        // Subscription A is empty now; B gets the same votes.
+        topology
+            .ensure(&worker_settings)
+            .await
+            .context("creating the worker's subscription")?;
+        let publish_again = publish_all(&worker_settings, &votes, ui, cpu).await?;
+        let e2e = worker_end_to_end(&worker_settings, &db_e2e, settings, ui, cpu).await?;
         ui.say(format!(
             "worker end to end ({} streams, batch {}, {} writers): {:.0} ballots/s",
             settings.streams, settings.batch_size, settings.writers, e2e.throughput.per_second
@@ -542,6 +560,7 @@ pub async fn run(
             settings: settings.clone(),
             end_to_end_over_ack_only: e2e.throughput.per_second / ack.per_second.max(1e-9),
             publish,
+            publish_again,
             ack_only: ack,
             worker_end_to_end: e2e,
             batch_writer,
@@ -556,23 +575,28 @@ pub async fn run(
     if !settings.keep {
         let _ = ceiling::drop_database(db_e2e).await;
         let _ = ceiling::drop_database(db_bench).await;
-        let _ = delete_pubsub(&ps, &ack_settings).await;
+        let _ = delete_pubsub(&ack_settings, &topology, &[&worker_settings]).await;
     }
     outcome
 }
 
 /// Removes the run's subscriptions and topics from the emulator (it keeps them in memory).
 async fn delete_pubsub(
-    ps: &TestPubSub,
-    ack: &shared::config::PubSubSettings,
+    ps: &PubSubSettings,
+    topology: &shared::pubsub::Topology,
+    more: &[&PubSubSettings],
 ) -> anyhow::Result<()> {
-    let subscriptions = shared::pubsub::subscription_admin(&ps.settings).await?;
-    let topics = shared::pubsub::topic_admin(&ps.settings).await?;
-    for sub in [
-        ps.settings.subscription_path(),
-        ack.subscription_path(),
-        ps.dead_letter_subscription_path(),
-    ] {
+    let subscriptions = shared::pubsub::subscription_admin(ps).await?;
+    let topics = shared::pubsub::topic_admin(ps).await?;
+    let mut subs = vec![
+        ps.subscription_path(),
+        format!(
+            "projects/{}/subscriptions/{}",
+            ps.project, topology.dead_letter_subscription
+        ),
+    ];
+    subs.extend(more.iter().map(|m| m.subscription_path()));
+    for sub in subs {
         let _ = subscriptions
             .delete_subscription()
             .set_subscription(sub)
@@ -580,10 +604,10 @@ async fn delete_pubsub(
             .await;
     }
     for topic in [
-        ps.settings.topic_path(),
+        ps.topic_path(),
         format!(
             "projects/{}/topics/{}",
-            ps.settings.project, ps.topology.dead_letter_topic
+            ps.project, topology.dead_letter_topic
         ),
     ] {
         let _ = topics.delete_topic().set_topic(topic).send().await;

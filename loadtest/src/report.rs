@@ -534,13 +534,17 @@ fn drain_md(md: &mut String, d: &DrainReport) {
         );
     };
     row(
-        "publish (fill the queue, official publisher)".into(),
+        "publish to subscription A (official publisher)".into(),
         &d.publish,
     );
-    row("ack-only consumer (emulator delivery)".into(), &d.ack_only);
+    row(
+        "ack-only consumer on A (emulator delivery)".into(),
+        &d.ack_only,
+    );
+    row("publish again, to subscription B".into(), &d.publish_again);
     row(
         format!(
-            "worker end to end (mean batch {})",
+            "worker end to end on B (mean batch {})",
             d.worker_end_to_end
                 .mean_batch_size
                 .map_or("?".into(), |b| format!("{b:.0}"))
