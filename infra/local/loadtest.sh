@@ -113,6 +113,13 @@ set +a
 if [[ $scenario == drain ]]; then
   # No services: drain makes its own topic and databases (cloned from the migrated template).
   delete_topic "$PUBSUB_TOPIC"
+  # The emulator holds the whole backlog in its heap (about 2 KB per queued vote; 512 MB by
+  # default, shared with every test's leftover topics): say how full it is before adding 100k.
+  emulator_pid=$(cat "$EKKLESIA_STATE_DIR/pubsub.pid" 2>/dev/null || true)
+  if [[ $emulator_pid =~ ^[0-9]+$ ]] && command -v jstat >/dev/null; then
+    used=$(jstat -gc "$emulator_pid" 2>/dev/null | awk 'NR == 2 { printf "%d", ($3 + $4 + $6 + $8) / 1024 }')
+    [[ -n $used ]] && echo "[loadtest] the emulator's heap holds ${used} MB now; 100,000 queued votes add about 200 MB (restart it with down.sh + up.sh, or set CLOUD_PUBSUB_EMULATOR_OPTS=-Xmx1g, if that is close to its limit)"
+  fi
   exec "$bin/loadtest" drain "$@"
 fi
 

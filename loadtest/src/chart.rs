@@ -552,6 +552,7 @@ fn drain(root: &Area, d: &DrainReport) -> anyhow::Result<()> {
             .disable_y_mesh()
             .disable_y_axis()
             .x_desc("per second")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .draw(),
     )?;
     for (i, (label, rate, c)) in bars.iter().enumerate() {
