@@ -118,7 +118,7 @@ if [[ $scenario == drain ]]; then
   emulator_pid=$(cat "$EKKLESIA_STATE_DIR/pubsub.pid" 2>/dev/null || true)
   if [[ $emulator_pid =~ ^[0-9]+$ ]] && command -v jstat >/dev/null; then
     used=$(jstat -gc "$emulator_pid" 2>/dev/null | awk 'NR == 2 { printf "%d", ($3 + $4 + $6 + $8) / 1024 }')
-    [[ -n $used ]] && echo "[loadtest] the emulator's heap holds ${used} MB now; 100,000 queued votes add about 200 MB (restart it with down.sh + up.sh, or set CLOUD_PUBSUB_EMULATOR_OPTS=-Xmx1g, if that is close to its limit)"
+    [[ -n $used ]] && echo "[loadtest] the emulator's heap holds ${used} MB now; 100,000 queued votes add about 200 MB (restart it with down.sh + up.sh, or set CLOUD_PUBSUB_EMULATOR_OPTS=-Xmx3g, if that is close to its limit (default 1536 MB))"
   fi
   exec "$bin/loadtest" drain "$@"
 fi

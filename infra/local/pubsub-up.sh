@@ -126,7 +126,7 @@ else
   [[ -f $log_file ]] && mv -f "$log_file" "$log_file.prev"
   # The launcher honours CLOUD_PUBSUB_EMULATOR_OPTS (JVM flags). Cap the heap:
   # by default the JVM may grow to 1/4 of RAM, and this is a tiny fake.
-  export CLOUD_PUBSUB_EMULATOR_OPTS="${CLOUD_PUBSUB_EMULATOR_OPTS:--Xmx512m}"
+  export CLOUD_PUBSUB_EMULATOR_OPTS="${CLOUD_PUBSUB_EMULATOR_OPTS:--Xmx1536m}"
   log "starting emulator: $PUBSUB_EMULATOR_BIN --host=$host --port=$port (log: $log_file)"
   started=$SECONDS
   # setsid: own session, so it survives this shell and its terminal; -w keeps
