@@ -1,0 +1,220 @@
+//! CPU cost of the per-vote work outside the database: voting-token verification (and signing,
+//! for comparison), S2S request signing and verification, the vote message's encode/decode,
+//! and receipt derive/check. Each benchmark handles one element per iteration, so criterion
+//! prints elements/s.
+//!
+//! `cargo bench -p shared --bench micro` (no database or emulator needed). See
+//! docs/microbenchmarks.md for the figures and the machine they were measured on.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
+use chrono::Utc;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use shared::domain::{TenantId, TokenHash};
+use shared::receipt::ReceiptKey;
+use shared::s2s::{self, Keyring, S2sKey, Verifier};
+use shared::token::{TokenSigner, TokenVerifier};
+use shared::vote::{VoteMessage, VERSION};
+use uuid::Uuid;
+
+fn tenant() -> TenantId {
+    TenantId::parse("party-a").expect("tenant")
+}
+
+fn tokens(c: &mut Criterion) {
+    let signer = TokenSigner::generate("party-a-k1", tenant());
+    // A realistic key set: three tenants, one of them mid-rotation.
+    let verifier = TokenVerifier::new()
+        .with_key("party-a-k1", tenant(), signer.verifying_key())
+        .with_key(
+            "party-a-k0",
+            tenant(),
+            TokenSigner::generate("party-a-k0", tenant()).verifying_key(),
+        )
+        .with_key(
+            "party-b-k1",
+            TenantId::parse("party-b").expect("tenant"),
+            TokenSigner::generate("party-b-k1", TenantId::parse("party-b").expect("tenant"))
+                .verifying_key(),
+        );
+    let election = Uuid::new_v4();
+    let now = Utc::now();
+    let (token, hash) = signer.issue(
+        election,
+        now - chrono::Duration::seconds(1),
+        now + chrono::Duration::hours(1),
+    );
+    assert_eq!(
+        verifier
+            .verify(&token, election, now)
+            .expect("a fresh token verifies")
+            .token_hash(),
+        hash
+    );
+
+    let mut group = c.benchmark_group("token");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("verify", |b| {
+        b.iter(|| {
+            verifier
+                .verify(black_box(&token), black_box(election), black_box(now))
+                .expect("valid")
+        })
+    });
+    group.bench_function("issue", |b| {
+        b.iter(|| {
+            signer.issue(
+                black_box(election),
+                black_box(now),
+                black_box(now + chrono::Duration::hours(1)),
+            )
+        })
+    });
+    group.finish();
+}
+
+fn s2s_key(id: &str) -> S2sKey {
+    S2sKey::new(id, tenant(), rand::random::<[u8; 32]>().to_vec()).expect("key")
+}
+
+/// The headers of one signed request, as the server sees them.
+fn signed(key: &S2sKey, path: &str, body: &[u8], now: i64) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in s2s::sign(key, &Method::POST, path, body, now) {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_str(&value).expect("header value"),
+        );
+    }
+    headers
+}
+
+fn s2s_calls(c: &mut Criterion) {
+    let key = s2s_key("party-a-s2s");
+    // The server knows the current and the previous key of this tenant.
+    let keyring = Keyring::new(vec![key.clone(), s2s_key("party-a-s2s-old")]);
+    let election = Uuid::new_v4();
+    let path = format!("/internal/v1/elections/{election}/tokens");
+    // What events-svc sends when a member takes a token: one token hash.
+    let body = serde_json::to_vec(
+        &serde_json::json!({"token_hashes": [TokenHash::of_token_id(b"x").to_hex()]}),
+    )
+    .expect("json");
+    let now = Utc::now().timestamp();
+
+    let mut group = c.benchmark_group("s2s");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("sign", |b| {
+        b.iter(|| {
+            s2s::sign(
+                black_box(&key),
+                &Method::POST,
+                black_box(&path),
+                black_box(&body),
+                now,
+            )
+        })
+    });
+    // Every request carries a fresh nonce and a spent nonce is refused, so the requests are
+    // signed outside the timed part; a fresh verifier every 5,000 requests keeps its nonce
+    // cache below the 10,000 entries where it starts pruning.
+    group.bench_function("verify", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(5_000);
+                left -= n;
+                let verifier = Verifier::new(keyring.clone());
+                let requests: Vec<HeaderMap> =
+                    (0..n).map(|_| signed(&key, &path, &body, now)).collect();
+                let start = Instant::now();
+                for headers in &requests {
+                    verifier
+                        .verify(&Method::POST, &path, black_box(headers), &body, now)
+                        .expect("valid");
+                }
+                elapsed += start.elapsed();
+            }
+            elapsed
+        })
+    });
+    // The same with more than 10,000 nonces inside the window (a busy token-issuing phase:
+    // events-svc registers each token hash with one S2S call): every call then scans the whole
+    // nonce cache in `retain` and removes nothing. The timed request is a replay of one already
+    // seen: it does the same work (HMAC check, scan) and is refused at the insert, so the cache
+    // stays at 20,000 entries however many iterations criterion runs.
+    group.bench_function("verify_with_20k_nonces_in_window", |b| {
+        let verifier = Verifier::new(keyring.clone());
+        let mut last = HeaderMap::new();
+        for _ in 0..20_000 {
+            last = signed(&key, &path, &body, now);
+            verifier
+                .verify(&Method::POST, &path, &last, &body, now)
+                .expect("valid");
+        }
+        b.iter(|| {
+            verifier
+                .verify(&Method::POST, &path, black_box(&last), &body, now)
+                .expect_err("a replay")
+        })
+    });
+    group.finish();
+}
+
+fn vote_messages(c: &mut Criterion) {
+    let key = ReceiptKey::new(rand::random::<[u8; 32]>().to_vec()).expect("receipt key");
+    let election = Uuid::new_v4();
+    let token_id: [u8; 32] = rand::random();
+    let message = VoteMessage {
+        v: VERSION,
+        tenant: tenant(),
+        election_id: election,
+        token_hash: TokenHash::of_token_id(&token_id),
+        receipt: key.derive(election, &token_id),
+        choices: vec!["o1".into(), "o3".into(), "o2".into()],
+        accepted_at: Utc::now(),
+    };
+    let correlation = Uuid::new_v4().to_string();
+    let encoded = message.encode(&correlation);
+    assert_eq!(
+        VoteMessage::decode(&encoded.data).expect("decodes"),
+        message
+    );
+
+    let mut group = c.benchmark_group("vote_message");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("encode", |b| {
+        b.iter(|| black_box(&message).encode(black_box(&correlation)))
+    });
+    group.bench_function("decode", |b| {
+        b.iter(|| VoteMessage::decode(black_box(&encoded.data)).expect("decodes"))
+    });
+    group.finish();
+}
+
+fn receipts(c: &mut Criterion) {
+    let key = ReceiptKey::new(rand::random::<[u8; 32]>().to_vec()).expect("receipt key");
+    let election = Uuid::new_v4();
+    let token_id: [u8; 32] = rand::random();
+    let receipt = key.derive(election, &token_id);
+    assert_eq!(
+        key.check(receipt.as_str()).expect("valid receipt").1,
+        election
+    );
+
+    let mut group = c.benchmark_group("receipt");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("derive", |b| {
+        b.iter(|| key.derive(black_box(election), black_box(&token_id)))
+    });
+    group.bench_function("check", |b| {
+        b.iter(|| key.check(black_box(receipt.as_str())).expect("valid"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, tokens, s2s_calls, vote_messages, receipts);
+criterion_main!(benches);

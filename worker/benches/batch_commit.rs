@@ -1,0 +1,619 @@
+//! Rows/s of the worker's batch transaction against the real PostgreSQL, beside a raw-SQL
+//! ceiling measured in the same run, and the single-vote transaction of direct mode beside its
+//! own raw-SQL ceiling.
+//!
+//! `batch_commit/<writer>/<connections>conn/<batch size>`, one iteration = `<connections>`
+//! batches of `<batch size>` fresh votes committed concurrently (one per connection), where
+//! `<writer>` is
+//! - `worker`: `worker::batch::commit`, the code queue mode runs, on the worker's own pool
+//!   (`shared::db::pool`, worker role, at most 3 connections);
+//! - `raw_statements`: the same work in the fewest separate statements: one transaction with
+//!   the tenant setting, one `UPDATE … FROM unnest` claiming the tokens, one
+//!   `INSERT … SELECT unnest` for the ballots and one for the receipts;
+//! - `raw_one_statement`: the same work in one statement (data-modifying CTEs) sent in
+//!   autocommit on connections whose tenant (`app.org_id`) was set when they were opened: one
+//!   round trip per batch, the best this server accepts;
+//! - `worker_proposed_schema`: `worker::batch::commit` again, on a database where the schema
+//!   change docs/microbenchmarks.md proposes was applied (`PROPOSED_SCHEMA` below), to show
+//!   what it is worth in the same run. The other writers use the migrations as they are.
+//!
+//! `single_vote/<writer>/<connections>conn`, one iteration = 20 votes per connection, each in
+//! its own transaction, where `<writer>` is `direct_mode` (`ingest::ballot_box::record`,
+//! the code direct mode runs: lock with `FOR UPDATE NOWAIT`, check the election, insert the
+//! ballot, mark the token used, record the receipt) or `raw_one_statement` (the same effect in
+//! one autocommit statement).
+//!
+//! Every vote uses a token registered (untimed) just before its iteration, so each is a first
+//! vote, never the cheaper duplicate path; every benchmark gets a fresh database (cloned from
+//! the migrated template by `shared::testkit::TestDb`) that is dropped when it ends. Needs the
+//! local stack: `source infra/local/env.sh` after `infra/local/up.sh`.
+//!
+//! `cargo bench -p worker --bench batch_commit -- --warm-up-time 1 --measurement-time 5`;
+//! figures and the machine they were measured on: docs/microbenchmarks.md.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ingest::ballot_box::{DirectOutcome, DirectVote};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use shared::domain::{
+    ElectionDefinition, ElectionKind, ElectionOption, ElectionStatus, TenantId, TokenHash,
+};
+use shared::receipt::ReceiptKey;
+use shared::testkit::{Role, TestDb};
+use shared::vote::{VoteMessage, VERSION};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+use tokio::runtime::Runtime;
+use uuid::Uuid;
+use worker::batch::Outcome;
+
+const TENANT: &str = "party-a";
+const OPTIONS: usize = 5;
+const BATCH_SIZES: [usize; 3] = [100, 500, 2000];
+/// The issue's budget: at most 3 database connections.
+const CONNECTIONS: [usize; 2] = [1, 3];
+const SINGLE_VOTES_PER_CONNECTION: usize = 20;
+
+/// What docs/microbenchmarks.md proposes for the elections schema: no per-row foreign-key
+/// check (and `FOR KEY SHARE` lock on the one election row) for every inserted ballot and
+/// receipt, and room on each token page so that marking a token used is a HOT update (no new
+/// primary-key index entry).
+const PROPOSED_SCHEMA: &str = "\
+    ALTER TABLE elections.ballots DROP CONSTRAINT ballots_election_id_fkey; \
+    ALTER TABLE elections.receipts DROP CONSTRAINT receipts_election_id_fkey; \
+    ALTER TABLE elections.voting_tokens SET (fillfactor = 70);";
+
+/// One database with one open single-choice election.
+struct Fixture {
+    db: TestDb,
+    tenant: TenantId,
+    definition: ElectionDefinition,
+    receipt_key: ReceiptKey,
+    /// The worker's own pool: worker role, `shared::db::pool` limits.
+    worker: PgPool,
+    /// Direct mode's pool: ingest role, `shared::db::pool` limits.
+    ingest: PgPool,
+    /// Worker and ingest role with `app.org_id` set per connection (the raw ceilings).
+    worker_tenant: PgPool,
+    ingest_tenant: PgPool,
+}
+
+impl Fixture {
+    /// `proposed_schema`: the schema changes docs/microbenchmarks.md recommends, applied to
+    /// this database only (see [`PROPOSED_SCHEMA`]).
+    async fn new(proposed_schema: bool) -> Self {
+        let db = TestDb::create().await;
+        if proposed_schema {
+            db.owner
+                .execute(PROPOSED_SCHEMA)
+                .await
+                .expect("proposed schema");
+        }
+        let tenant = TenantId::parse(TENANT).expect("tenant");
+        let options: Vec<ElectionOption> = (0..OPTIONS)
+            .map(|i| ElectionOption {
+                id: format!("o{i}"),
+                label: format!("Option {i}"),
+            })
+            .collect();
+        let definition = ElectionDefinition {
+            tenant: tenant.clone(),
+            id: Uuid::new_v4(),
+            kind: ElectionKind::Single,
+            options,
+            max_choices: 1,
+            status: ElectionStatus::Open,
+            opens_at: None,
+            closes_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO elections.elections (org_id, id, kind, options, max_choices, status) \
+             VALUES ($1, $2, 'single', $3, 1, 'open')",
+        )
+        .bind(TENANT)
+        .bind(definition.id)
+        .bind(sqlx::types::Json(&definition.options))
+        .execute(&db.owner)
+        .await
+        .expect("open election");
+        let worker = shared::db::pool(&db.settings(Role::Worker, 3)).expect("worker pool");
+        let ingest = shared::db::pool(&db.settings(Role::Ingest, 3)).expect("ingest pool");
+        let worker_tenant = tenant_pool(&db, Role::Worker).await;
+        let ingest_tenant = tenant_pool(&db, Role::Ingest).await;
+        for pool in [&worker, &ingest, &worker_tenant, &ingest_tenant] {
+            warm(pool).await;
+        }
+        Self {
+            db,
+            tenant,
+            definition,
+            receipt_key: ReceiptKey::new(rand::random::<[u8; 32]>().to_vec()).expect("key"),
+            worker,
+            ingest,
+            worker_tenant,
+            ingest_tenant,
+        }
+    }
+
+    /// `n` votes with fresh tokens, registered as events-svc would (untimed), in random order.
+    async fn votes(&self, n: usize) -> Vec<VoteMessage> {
+        let mut rng = rand::thread_rng();
+        let now = Utc::now();
+        let mut votes = Vec::with_capacity(n);
+        let mut hashes = Vec::with_capacity(n);
+        for _ in 0..n {
+            let token_id: [u8; 32] = rng.gen();
+            let token_hash = TokenHash::of_token_id(&token_id);
+            hashes.push(token_hash.0.to_vec());
+            votes.push(VoteMessage {
+                v: VERSION,
+                tenant: self.tenant.clone(),
+                election_id: self.definition.id,
+                token_hash,
+                receipt: self.receipt_key.derive(self.definition.id, &token_id),
+                choices: vec![format!("o{}", rng.gen_range(0..OPTIONS))],
+                accepted_at: now,
+            });
+        }
+        sqlx::query(
+            "INSERT INTO elections.voting_tokens (org_id, election_id, token_hash) \
+             SELECT $1, $2, unnest($3::bytea[])",
+        )
+        .bind(TENANT)
+        .bind(self.definition.id)
+        .bind(&hashes)
+        .execute(&self.db.owner)
+        .await
+        .expect("register tokens");
+        votes
+    }
+
+    /// Drops the benchmark's database, so a run leaves nothing behind.
+    async fn drop_database(self) {
+        let Self {
+            db,
+            worker,
+            ingest,
+            worker_tenant,
+            ingest_tenant,
+            ..
+        } = self;
+        let name = db.name.clone();
+        // `close` can return while a connection is still on its way back to the pool (sqlx
+        // pings it on release and then parks it as idle); dropping the pools closes those too.
+        for pool in [
+            worker,
+            ingest,
+            worker_tenant,
+            ingest_tenant,
+            db.owner.clone(),
+        ] {
+            pool.close().await;
+            drop(pool);
+        }
+        drop(db);
+        let admin = std::env::var("EKKLESIA_ADMIN_DATABASE_URL").expect("admin URL");
+        let mut conn = PgConnection::connect(&admin).await.expect("connect admin");
+        // DROP DATABASE itself waits up to 5 s for the last backends to exit.
+        for attempt in 1..=3 {
+            match conn
+                .execute(format!("DROP DATABASE IF EXISTS {name}").as_str())
+                .await
+            {
+                Ok(_) => return,
+                Err(e) if attempt == 3 => {
+                    eprintln!("could not drop {name} ({e}); infra/local/test.sh drops it later")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        }
+    }
+}
+
+/// A pool of at most 3 connections of `role` whose tenant is set for the whole session.
+async fn tenant_pool(db: &TestDb, role: Role) -> PgPool {
+    let options: PgConnectOptions = db.url(role).parse().expect("url");
+    let options = options.options([
+        ("app.org_id", TENANT),
+        ("statement_timeout", "5000"),
+        ("lock_timeout", "1000"),
+    ]);
+    PgPoolOptions::new()
+        .max_connections(3)
+        .connect_with(options)
+        .await
+        .expect("tenant pool")
+}
+
+/// Opens all 3 connections of a pool, so no iteration pays for a connection.
+async fn warm(pool: &PgPool) {
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut conn = pool.acquire().await.expect("connection");
+        conn.execute("SELECT 1").await.expect("ping");
+        held.push(conn);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum BatchWriter {
+    Worker,
+    /// The worker's code on a database with [`PROPOSED_SCHEMA`].
+    WorkerProposedSchema,
+    RawStatements,
+    RawOneStatement,
+}
+
+impl BatchWriter {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Worker => "worker",
+            Self::WorkerProposedSchema => "worker_proposed_schema",
+            Self::RawStatements => "raw_statements",
+            Self::RawOneStatement => "raw_one_statement",
+        }
+    }
+
+    /// Commits `votes`; returns how many were recorded.
+    async fn write(self, worker: PgPool, tenant_pool: PgPool, votes: Vec<VoteMessage>) -> usize {
+        match self {
+            Self::Worker | Self::WorkerProposedSchema => worker::batch::commit(&worker, &votes)
+                .await
+                .expect("worker batch commits")
+                .iter()
+                .filter(|o| **o == Outcome::Recorded)
+                .count(),
+            Self::RawStatements => raw_statements(&worker, &votes).await,
+            Self::RawOneStatement => raw_one_statement(&tenant_pool, &votes).await,
+        }
+    }
+}
+
+/// An array literal for `text[]`, so a ballot of any number of choices travels as one text.
+fn array_literal(choices: &[String]) -> String {
+    let quoted: Vec<String> = choices
+        .iter()
+        .map(|c| format!("\"{}\"", c.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("{{{}}}", quoted.join(","))
+}
+
+struct Columns {
+    election_ids: Vec<Uuid>,
+    hashes: Vec<Vec<u8>>,
+    receipts: Vec<String>,
+    choices: Vec<String>,
+}
+
+fn columns<'a>(votes: impl Iterator<Item = &'a VoteMessage>) -> Columns {
+    let mut c = Columns {
+        election_ids: Vec::new(),
+        hashes: Vec::new(),
+        receipts: Vec::new(),
+        choices: Vec::new(),
+    };
+    for v in votes {
+        c.election_ids.push(v.election_id);
+        c.hashes.push(v.token_hash.0.to_vec());
+        c.receipts.push(v.receipt.to_string());
+        c.choices.push(array_literal(&v.choices));
+    }
+    c
+}
+
+/// The batch's work in the fewest separate statements, in one transaction.
+async fn raw_statements(pool: &PgPool, votes: &[VoteMessage]) -> usize {
+    let tenant = &votes[0].tenant;
+    let all = columns(votes.iter());
+    let mut tx = shared::db::begin_for_tenant(pool, tenant)
+        .await
+        .expect("begin");
+    let claimed: HashSet<Vec<u8>> = sqlx::query_scalar(
+        "UPDATE elections.voting_tokens t SET used = true \
+         FROM unnest($1::uuid[], $2::bytea[]) AS m(election_id, token_hash) \
+         WHERE t.election_id = m.election_id AND t.token_hash = m.token_hash AND NOT t.used \
+         RETURNING t.token_hash",
+    )
+    .bind(&all.election_ids)
+    .bind(&all.hashes)
+    .fetch_all(&mut *tx)
+    .await
+    .expect("claim")
+    .into_iter()
+    .collect();
+    let mut recorded: Vec<&VoteMessage> = votes
+        .iter()
+        .filter(|v| claimed.contains(&v.token_hash.0[..]))
+        .collect();
+    recorded.shuffle(&mut rand::thread_rng());
+    let ballots = columns(recorded.into_iter());
+    sqlx::query(
+        "INSERT INTO elections.ballots (org_id, election_id, choices) \
+         SELECT $1, m.election_id, m.choices::text[] \
+         FROM unnest($2::uuid[], $3::text[]) AS m(election_id, choices)",
+    )
+    .bind(tenant.as_str())
+    .bind(&ballots.election_ids)
+    .bind(&ballots.choices)
+    .execute(&mut *tx)
+    .await
+    .expect("ballots");
+    let statuses: Vec<&str> = votes
+        .iter()
+        .map(|v| {
+            if claimed.contains(&v.token_hash.0[..]) {
+                "recorded"
+            } else {
+                "rejected"
+            }
+        })
+        .collect();
+    let reasons: Vec<Option<&str>> = statuses
+        .iter()
+        .map(|s| (*s == "rejected").then_some("token_already_used"))
+        .collect();
+    sqlx::query(
+        "INSERT INTO elections.receipts (receipt, org_id, election_id, status, reason) \
+         SELECT m.receipt, $1, m.election_id, m.status, m.reason \
+         FROM unnest($2::text[], $3::uuid[], $4::text[], $5::text[]) AS m(receipt, election_id, status, reason) \
+         ON CONFLICT (receipt) DO UPDATE SET status = excluded.status, reason = excluded.reason \
+         WHERE elections.receipts.status <> 'recorded'",
+    )
+    .bind(tenant.as_str())
+    .bind(&all.receipts)
+    .bind(&all.election_ids)
+    .bind(&statuses)
+    .bind(&reasons)
+    .execute(&mut *tx)
+    .await
+    .expect("receipts");
+    tx.commit().await.expect("commit");
+    claimed.len()
+}
+
+/// The batch's work in one statement: one round trip, its own transaction.
+async fn raw_one_statement(tenant_pool: &PgPool, votes: &[VoteMessage]) -> usize {
+    let mut shuffled: Vec<&VoteMessage> = votes.iter().collect();
+    shuffled.shuffle(&mut rand::thread_rng());
+    let c = columns(shuffled.into_iter());
+    let recorded: i64 = sqlx::query_scalar(
+        "WITH m AS ( \
+           SELECT * FROM unnest($2::uuid[], $3::bytea[], $4::text[], $5::text[]) \
+             AS m(election_id, token_hash, receipt, choices) \
+         ), claimed AS ( \
+           UPDATE elections.voting_tokens t SET used = true FROM m \
+           WHERE t.election_id = m.election_id AND t.token_hash = m.token_hash AND NOT t.used \
+           RETURNING t.election_id, t.token_hash \
+         ), ballots AS ( \
+           INSERT INTO elections.ballots (org_id, election_id, choices) \
+           SELECT $1, m.election_id, m.choices::text[] FROM m \
+           JOIN claimed c ON c.election_id = m.election_id AND c.token_hash = m.token_hash \
+         ), receipts AS ( \
+           INSERT INTO elections.receipts (receipt, org_id, election_id, status, reason) \
+           SELECT m.receipt, $1, m.election_id, \
+                  CASE WHEN c.token_hash IS NULL THEN 'rejected' ELSE 'recorded' END, \
+                  CASE WHEN c.token_hash IS NULL THEN 'token_already_used' END \
+           FROM m LEFT JOIN claimed c \
+             ON c.election_id = m.election_id AND c.token_hash = m.token_hash \
+           ON CONFLICT (receipt) DO UPDATE SET status = excluded.status, reason = excluded.reason \
+           WHERE elections.receipts.status <> 'recorded' \
+         ) \
+         SELECT count(*) FROM claimed",
+    )
+    .bind(TENANT)
+    .bind(&c.election_ids)
+    .bind(&c.hashes)
+    .bind(&c.receipts)
+    .bind(&c.choices)
+    .fetch_one(tenant_pool)
+    .await
+    .expect("one-statement batch");
+    usize::try_from(recorded).unwrap_or(0)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum SingleWriter {
+    DirectMode,
+    RawOneStatement,
+}
+
+impl SingleWriter {
+    fn name(self) -> &'static str {
+        match self {
+            Self::DirectMode => "direct_mode",
+            Self::RawOneStatement => "raw_one_statement",
+        }
+    }
+
+    /// Commits each vote in its own transaction, one after the other; returns how many were
+    /// recorded.
+    async fn write(
+        self,
+        definition: ElectionDefinition,
+        ingest: PgPool,
+        tenant_pool: PgPool,
+        votes: Vec<VoteMessage>,
+    ) -> usize {
+        let mut recorded = 0;
+        for vote in &votes {
+            let ok = match self {
+                Self::DirectMode => {
+                    let ballot = definition.ballot(vote.choices.clone()).expect("ballot");
+                    matches!(
+                        ingest::ballot_box::record(
+                            &ingest,
+                            DirectVote {
+                                tenant: &vote.tenant,
+                                election_id: vote.election_id,
+                                token_hash: vote.token_hash,
+                                receipt: &vote.receipt,
+                                ballot: &ballot,
+                                idempotency_key: None,
+                            },
+                        )
+                        .await,
+                        Ok(DirectOutcome::Recorded)
+                    )
+                }
+                Self::RawOneStatement => raw_single(&tenant_pool, vote).await,
+            };
+            recorded += usize::from(ok);
+        }
+        recorded
+    }
+}
+
+/// Direct mode's effect in one autocommit statement: claim the token if the election is open,
+/// insert the ballot, record the receipt.
+async fn raw_single(tenant_pool: &PgPool, vote: &VoteMessage) -> bool {
+    let result = sqlx::query(
+        "WITH claimed AS ( \
+           UPDATE elections.voting_tokens t SET used = true \
+           WHERE t.election_id = $2 AND t.token_hash = $3 AND NOT t.used \
+             AND EXISTS (SELECT 1 FROM elections.elections e WHERE e.id = $2 AND e.status = 'open' \
+                         AND (e.opens_at IS NULL OR e.opens_at <= now()) \
+                         AND (e.closes_at IS NULL OR e.closes_at > now())) \
+           RETURNING t.election_id \
+         ), ballot AS ( \
+           INSERT INTO elections.ballots (org_id, election_id, choices) \
+           SELECT $1, election_id, $4 FROM claimed \
+         ) \
+         INSERT INTO elections.receipts (receipt, org_id, election_id, status, reason) \
+         SELECT $5, $1, election_id, 'recorded', NULL FROM claimed \
+         ON CONFLICT (receipt) DO UPDATE SET status = 'recorded', reason = NULL",
+    )
+    .bind(TENANT)
+    .bind(vote.election_id)
+    .bind(&vote.token_hash.0[..])
+    .bind(&vote.choices)
+    .bind(vote.receipt.as_str())
+    .execute(tenant_pool)
+    .await
+    .expect("one-statement vote");
+    result.rows_affected() == 1
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn batches(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("batch_commit");
+    group.sample_size(10);
+    for conns in CONNECTIONS {
+        for size in BATCH_SIZES {
+            for writer in [
+                BatchWriter::Worker,
+                BatchWriter::RawStatements,
+                BatchWriter::RawOneStatement,
+                BatchWriter::WorkerProposedSchema,
+            ] {
+                group.throughput(Throughput::Elements((conns * size) as u64));
+                let mut fixture: Option<Fixture> = None;
+                group.bench_function(
+                    BenchmarkId::new(format!("{}/{conns}conn", writer.name()), size),
+                    |b| {
+                        let fx = &*fixture.get_or_insert_with(|| {
+                            rt.block_on(Fixture::new(matches!(
+                                writer,
+                                BatchWriter::WorkerProposedSchema
+                            )))
+                        });
+                        b.to_async(&rt).iter_custom(|iters| async move {
+                            let mut elapsed = Duration::ZERO;
+                            for _ in 0..iters {
+                                let mut votes = fx.votes(conns * size).await;
+                                let mut sets = Vec::with_capacity(conns);
+                                for _ in 0..conns {
+                                    sets.push(votes.split_off(votes.len() - size));
+                                }
+                                let start = Instant::now();
+                                let tasks: Vec<_> = sets
+                                    .into_iter()
+                                    .map(|set| {
+                                        tokio::spawn(writer.write(
+                                            fx.worker.clone(),
+                                            fx.worker_tenant.clone(),
+                                            set,
+                                        ))
+                                    })
+                                    .collect();
+                                let mut recorded = 0;
+                                for task in tasks {
+                                    recorded += task.await.expect("writer task");
+                                }
+                                elapsed += start.elapsed();
+                                assert_eq!(recorded, conns * size, "every fresh vote is recorded");
+                            }
+                            elapsed
+                        });
+                    },
+                );
+                if let Some(fx) = fixture.take() {
+                    rt.block_on(fx.drop_database());
+                }
+            }
+        }
+    }
+    group.finish();
+}
+
+fn single_votes(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("single_vote");
+    group.sample_size(10);
+    for conns in CONNECTIONS {
+        for writer in [SingleWriter::DirectMode, SingleWriter::RawOneStatement] {
+            let per_iteration = conns * SINGLE_VOTES_PER_CONNECTION;
+            group.throughput(Throughput::Elements(per_iteration as u64));
+            let mut fixture: Option<Fixture> = None;
+            group.bench_function(format!("{}/{conns}conn", writer.name()), |b| {
+                let fx = &*fixture.get_or_insert_with(|| rt.block_on(Fixture::new(false)));
+                b.to_async(&rt).iter_custom(|iters| async move {
+                    let mut elapsed = Duration::ZERO;
+                    for _ in 0..iters {
+                        let mut votes = fx.votes(per_iteration).await;
+                        let mut sets = Vec::with_capacity(conns);
+                        for _ in 0..conns {
+                            sets.push(votes.split_off(votes.len() - SINGLE_VOTES_PER_CONNECTION));
+                        }
+                        let start = Instant::now();
+                        let tasks: Vec<_> = sets
+                            .into_iter()
+                            .map(|set| {
+                                tokio::spawn(writer.write(
+                                    fx.definition.clone(),
+                                    fx.ingest.clone(),
+                                    fx.ingest_tenant.clone(),
+                                    set,
+                                ))
+                            })
+                            .collect();
+                        let mut recorded = 0;
+                        for task in tasks {
+                            recorded += task.await.expect("writer task");
+                        }
+                        elapsed += start.elapsed();
+                        assert_eq!(recorded, per_iteration, "every fresh vote is recorded");
+                    }
+                    elapsed
+                });
+            });
+            if let Some(fx) = fixture.take() {
+                rt.block_on(fx.drop_database());
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, batches, single_votes);
+criterion_main!(benches);
