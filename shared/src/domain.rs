@@ -151,6 +151,13 @@ impl ElectionDefinition {
                     "option ids must be 1 to {MAX_OPTION_ID_LEN} characters"
                 )));
             }
+            // PostgreSQL text cannot hold NUL, and no voter's client should show a control
+            // character: refused here, not discovered when a batch of ballots fails to commit.
+            if option.id.chars().any(char::is_control) {
+                return Err(DomainError::InvalidDefinition(
+                    "option ids must not contain control characters".into(),
+                ));
+            }
             if !seen.insert(option.id.as_str()) {
                 return Err(DomainError::InvalidDefinition(format!(
                     "duplicate option id `{}`",
@@ -394,6 +401,14 @@ mod tests {
         let mut dup = definition(ElectionKind::Multiple, 2);
         dup.options[1].id = "a".into();
         assert!(dup.check().is_err());
+        for bad in ["a\u{0}b", "tab\there", "line\n"] {
+            let mut control = definition(ElectionKind::Multiple, 2);
+            control.options[0].id = bad.into();
+            assert!(control.check().is_err(), "{bad:?} accepted");
+        }
+        let mut free_text = definition(ElectionKind::Multiple, 2);
+        free_text.options[0].id = r#"say "no", {x} \ ✓"#.into();
+        assert!(free_text.check().is_ok());
         assert!(definition(ElectionKind::Multiple, 3).check().is_ok());
     }
 

@@ -13,9 +13,10 @@
 //! - `raw_one_statement`: the same work in one statement (data-modifying CTEs) sent in
 //!   autocommit on connections whose tenant (`app.org_id`) was set when they were opened: one
 //!   round trip per batch, the best this server accepts;
-//! - `worker_proposed_schema`: `worker::batch::commit` again, on a database where the schema
-//!   change docs/microbenchmarks.md proposes was applied (`PROPOSED_SCHEMA` below), to show
-//!   what it is worth in the same run. The other writers use the migrations as they are.
+//! - `worker_previous_schema`: `worker::batch::commit` again, on a database where migration 6
+//!   was undone (`PREVIOUS_SCHEMA` below: the per-row foreign keys from ballots and receipts to
+//!   their election, full token pages), to show what that migration is worth in the same run.
+//!   The other writers use the migrations as they are.
 //!
 //! `single_vote/<writer>/<connections>conn`, one iteration = 20 votes per connection, each in
 //! its own transaction, where `<writer>` is `direct_mode` (`ingest::ballot_box::record`,
@@ -58,14 +59,15 @@ const BATCH_SIZES: [usize; 3] = [100, 500, 2000];
 const CONNECTIONS: [usize; 2] = [1, 3];
 const SINGLE_VOTES_PER_CONNECTION: usize = 20;
 
-/// What docs/microbenchmarks.md proposes for the elections schema: no per-row foreign-key
-/// check (and `FOR KEY SHARE` lock on the one election row) for every inserted ballot and
-/// receipt, and room on each token page so that marking a token used is a HOT update (no new
-/// primary-key index entry).
-const PROPOSED_SCHEMA: &str = "\
-    ALTER TABLE elections.ballots DROP CONSTRAINT ballots_election_id_fkey; \
-    ALTER TABLE elections.receipts DROP CONSTRAINT receipts_election_id_fkey; \
-    ALTER TABLE elections.voting_tokens SET (fillfactor = 70);";
+/// The elections schema before migration 6 (infra/migrations/20261126000006_batch_writer.sql):
+/// a foreign-key check (and `FOR KEY SHARE` lock on the one election row) for every inserted
+/// ballot and receipt, and full token pages, so that marking a token used moves the row.
+const PREVIOUS_SCHEMA: &str = "\
+    ALTER TABLE elections.ballots ADD CONSTRAINT ballots_election_id_fkey \
+        FOREIGN KEY (election_id) REFERENCES elections.elections (id); \
+    ALTER TABLE elections.receipts ADD CONSTRAINT receipts_election_id_fkey \
+        FOREIGN KEY (election_id) REFERENCES elections.elections (id); \
+    ALTER TABLE elections.voting_tokens SET (fillfactor = 100);";
 
 /// One database with one open single-choice election.
 struct Fixture {
@@ -83,15 +85,14 @@ struct Fixture {
 }
 
 impl Fixture {
-    /// `proposed_schema`: the schema changes docs/microbenchmarks.md recommends, applied to
-    /// this database only (see [`PROPOSED_SCHEMA`]).
-    async fn new(proposed_schema: bool) -> Self {
+    /// `previous_schema`: migration 6 undone on this database only (see [`PREVIOUS_SCHEMA`]).
+    async fn new(previous_schema: bool) -> Self {
         let db = TestDb::create().await;
-        if proposed_schema {
+        if previous_schema {
             db.owner
-                .execute(PROPOSED_SCHEMA)
+                .execute(PREVIOUS_SCHEMA)
                 .await
-                .expect("proposed schema");
+                .expect("previous schema");
         }
         let tenant = TenantId::parse(TENANT).expect("tenant");
         let options: Vec<ElectionOption> = (0..OPTIONS)
@@ -242,8 +243,8 @@ async fn warm(pool: &PgPool) {
 #[derive(Debug, Clone, Copy)]
 enum BatchWriter {
     Worker,
-    /// The worker's code on a database with [`PROPOSED_SCHEMA`].
-    WorkerProposedSchema,
+    /// The worker's code on a database with [`PREVIOUS_SCHEMA`].
+    WorkerPreviousSchema,
     RawStatements,
     RawOneStatement,
 }
@@ -252,7 +253,7 @@ impl BatchWriter {
     fn name(self) -> &'static str {
         match self {
             Self::Worker => "worker",
-            Self::WorkerProposedSchema => "worker_proposed_schema",
+            Self::WorkerPreviousSchema => "worker_previous_schema",
             Self::RawStatements => "raw_statements",
             Self::RawOneStatement => "raw_one_statement",
         }
@@ -261,7 +262,7 @@ impl BatchWriter {
     /// Commits `votes`; returns how many were recorded.
     async fn write(self, worker: PgPool, tenant_pool: PgPool, votes: Vec<VoteMessage>) -> usize {
         match self {
-            Self::Worker | Self::WorkerProposedSchema => worker::batch::commit(&worker, &votes)
+            Self::Worker | Self::WorkerPreviousSchema => worker::batch::commit(&worker, &votes)
                 .await
                 .expect("worker batch commits")
                 .iter()
@@ -271,15 +272,6 @@ impl BatchWriter {
             Self::RawOneStatement => raw_one_statement(&tenant_pool, &votes).await,
         }
     }
-}
-
-/// An array literal for `text[]`, so a ballot of any number of choices travels as one text.
-fn array_literal(choices: &[String]) -> String {
-    let quoted: Vec<String> = choices
-        .iter()
-        .map(|c| format!("\"{}\"", c.replace('\\', "\\\\").replace('"', "\\\"")))
-        .collect();
-    format!("{{{}}}", quoted.join(","))
 }
 
 struct Columns {
@@ -300,7 +292,8 @@ fn columns<'a>(votes: impl Iterator<Item = &'a VoteMessage>) -> Columns {
         c.election_ids.push(v.election_id);
         c.hashes.push(v.token_hash.0.to_vec());
         c.receipts.push(v.receipt.to_string());
-        c.choices.push(array_literal(&v.choices));
+        c.choices
+            .push(worker::batch::text_array_literal(&v.choices));
     }
     c
 }
@@ -514,7 +507,7 @@ fn batches(c: &mut Criterion) {
                 BatchWriter::Worker,
                 BatchWriter::RawStatements,
                 BatchWriter::RawOneStatement,
-                BatchWriter::WorkerProposedSchema,
+                BatchWriter::WorkerPreviousSchema,
             ] {
                 group.throughput(Throughput::Elements((conns * size) as u64));
                 let mut fixture: Option<Fixture> = None;
@@ -524,7 +517,7 @@ fn batches(c: &mut Criterion) {
                         let fx = &*fixture.get_or_insert_with(|| {
                             rt.block_on(Fixture::new(matches!(
                                 writer,
-                                BatchWriter::WorkerProposedSchema
+                                BatchWriter::WorkerPreviousSchema
                             )))
                         });
                         b.to_async(&rt).iter_custom(|iters| async move {

@@ -102,6 +102,79 @@ async fn direct_mode_end_to_end() {
     assert_eq!(results["tally"]["o0"], json!(0));
 }
 
+/// Option ids are free text: the batch writer sends each ballot's choices as an array literal
+/// and direct mode as a bound array, and both must store every id verbatim.
+#[tokio::test]
+async fn option_ids_with_quotes_commas_braces_and_backslashes_are_stored_verbatim_in_both_modes() {
+    let mut stack = Stack::start(StackOptions::default()).await;
+    stack.start_worker(stack.worker_settings()).await;
+    let ids = [
+        "yes",
+        "a,b",
+        "{x}",
+        r#"say "no""#,
+        r"back\slash",
+        "NULL",
+        " ",
+        "ütf-8 ✓ 🗳",
+    ];
+    let election = Uuid::new_v4();
+    let definition = |status: &str| {
+        json!({
+            "kind": "multiple",
+            "options": ids.iter().map(|id| json!({"id": id, "label": id})).collect::<Vec<_>>(),
+            "max_choices": 3,
+            "status": status,
+            "opens_at": null,
+            "closes_at": null,
+        })
+    };
+    stack
+        .put_election(TENANT, election, definition("open"))
+        .await;
+    let tokens = stack.tokens(TENANT, election, 2 * ids.len()).await;
+    let mut expected: HashMap<&str, i64> = ids.iter().map(|id| (*id, 0)).collect();
+    // Vote i chooses ids i, i+1 and i+2 (wrapping): every id is chosen, beside every kind of
+    // neighbour, three times per mode.
+    let choices = |i: usize| -> Vec<&str> { (0..3).map(|k| ids[(i + k) % ids.len()]).collect() };
+    let mut receipts = Vec::new();
+    for (i, token) in tokens[..ids.len()].iter().enumerate() {
+        let chosen = choices(i);
+        chosen
+            .iter()
+            .for_each(|id| *expected.get_mut(id).unwrap() += 1);
+        receipts.push(accepted_receipt(stack.vote(election, token, &chosen).await, 202).await);
+    }
+    let outcomes = stack.wait_decided(&receipts, Duration::from_secs(30)).await;
+    assert!(outcomes.values().all(|s| s == "recorded"), "{outcomes:?}");
+
+    stack.set_queue_mode(false).await;
+    // Ingest re-reads the flag every 200 ms here.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    for (i, token) in tokens[ids.len()..].iter().enumerate() {
+        let chosen = choices(i);
+        chosen
+            .iter()
+            .for_each(|id| *expected.get_mut(id).unwrap() += 1);
+        accepted_receipt(stack.vote(election, token, &chosen).await, 201).await;
+    }
+
+    stack
+        .put_election(TENANT, election, definition("closed"))
+        .await;
+    let results = stack
+        .wait_final(TENANT, election, Duration::from_secs(30))
+        .await;
+    assert_eq!(results["total"], json!(2 * ids.len()), "{results}");
+    for (id, count) in &expected {
+        assert_eq!(
+            results["tally"][id],
+            json!(count),
+            "option {id:?}: {results}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn same_token_fifty_times_concurrently_gives_one_ballot_in_queue_mode() {
     let mut stack = Stack::start(StackOptions::default()).await;
