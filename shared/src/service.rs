@@ -81,3 +81,56 @@ impl Server {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::{oneshot, Notify};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn port_zero_binds_a_free_port_and_stop_lets_requests_in_flight_finish() {
+        let entered = Arc::new(Notify::new());
+        let release = Arc::new(Notify::new());
+        let router = Router::new().route(
+            "/slow",
+            axum::routing::get({
+                let (entered, release) = (entered.clone(), release.clone());
+                move || async move {
+                    entered.notify_one();
+                    release.notified().await;
+                    "done"
+                }
+            }),
+        );
+        let server = Server::bind("test", "127.0.0.1:0".parse().unwrap(), router)
+            .await
+            .unwrap();
+        let addr = server.local_addr();
+        assert_ne!(addr.port(), 0);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = tokio::spawn(server.run_until(async {
+            let _ = stopped.await;
+        }));
+
+        let request = tokio::spawn(reqwest::get(format!("http://{addr}/slow")));
+        entered.notified().await;
+        stop.send(()).unwrap();
+        // Told to stop, it still waits for the request it is serving...
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!running.is_finished(), "stopped with a request in flight");
+        release.notify_one();
+        let response = request.await.unwrap().unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "done");
+        // ...then returns, and takes no new connections.
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .expect("run_until returns once the request is answered")
+            .unwrap()
+            .unwrap();
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+}
