@@ -1,20 +1,25 @@
 //! CPU cost of the per-vote work outside the database: voting-token verification (and signing,
 //! for comparison), S2S request signing and verification, the vote message's encode/decode,
 //! and receipt derive/check. Each benchmark handles one element per iteration, so criterion
-//! prints elements/s.
+//! prints elements/s. `s2s_layer` is the exception that is not pure CPU: the S2S middleware
+//! with its idempotency cache, called over loopback HTTP.
 //!
 //! `cargo bench -p shared --bench micro` (no database or emulator needed). See
 //! docs/microbenchmarks.md for the figures and the machine they were measured on.
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware;
+use axum::routing::post;
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shared::domain::{TenantId, TokenHash};
 use shared::receipt::ReceiptKey;
 use shared::s2s::{self, Keyring, S2sKey, Verifier};
+use shared::service::Server;
 use shared::token::{TokenSigner, TokenVerifier};
 use shared::vote::{VoteMessage, VERSION};
 use uuid::Uuid;
@@ -164,6 +169,68 @@ fn s2s_calls(c: &mut Criterion) {
     group.finish();
 }
 
+/// The S2S layer (`s2s::verify_layer`) in front of a trivial handler, over loopback HTTP, with
+/// an idempotency key as events-svc sends one with every token registration (a fresh random
+/// key each time). The figures include the HTTP round trip; `no_idempotency_key` is the same
+/// request without a key, for comparison in the same run.
+fn s2s_layer(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let key = s2s_key("party-a-s2s");
+    let verifier = Arc::new(Verifier::new(Keyring::new(vec![key.clone()])));
+    let path = format!("/internal/v1/elections/{}/tokens", Uuid::new_v4());
+    let body = serde_json::to_vec(
+        &serde_json::json!({"token_hashes": [TokenHash::of_token_id(b"x").to_hex()]}),
+    )
+    .expect("json");
+    let router = axum::Router::new()
+        .route(&path, post(|| async { StatusCode::CREATED }))
+        .layer(middleware::from_fn_with_state(verifier, s2s::verify_layer));
+    let addr = runtime.block_on(async {
+        let server = Server::bind("bench", "127.0.0.1:0".parse().expect("addr"), router)
+            .await
+            .expect("bind");
+        let addr = server.local_addr();
+        tokio::spawn(server.run_until(std::future::pending()));
+        addr
+    });
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}{path}");
+    let send = |idempotency_key: Option<String>| {
+        let mut request = http
+            .post(&url)
+            .headers(signed(&key, &path, &body, Utc::now().timestamp()))
+            .header("content-type", "application/json")
+            .body(body.clone());
+        if let Some(k) = idempotency_key {
+            request = request.header(s2s::IDEMPOTENCY_KEY, k);
+        }
+        async move {
+            let response = request.send().await.expect("sent");
+            assert_eq!(response.status(), StatusCode::CREATED);
+            response.bytes().await.expect("body")
+        }
+    };
+    // 20,000 answers stored within the window: a busy token-issuing phase.
+    runtime.block_on(async {
+        for i in 0..20_000 {
+            send(Some(format!("token-{i}"))).await;
+        }
+    });
+
+    let mut group = c.benchmark_group("s2s_layer");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("no_idempotency_key", |b| {
+        b.to_async(&runtime).iter(|| send(None))
+    });
+    // A retry of a request already answered: served from the cache, which stays at 20,000
+    // answers however many iterations criterion runs.
+    group.bench_function("idempotent_retry_with_20k_answers", |b| {
+        b.to_async(&runtime)
+            .iter(|| send(Some("token-0".to_owned())))
+    });
+    group.finish();
+}
+
 fn vote_messages(c: &mut Criterion) {
     let key = ReceiptKey::new(rand::random::<[u8; 32]>().to_vec()).expect("receipt key");
     let election = Uuid::new_v4();
@@ -216,5 +283,12 @@ fn receipts(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, tokens, s2s_calls, vote_messages, receipts);
+criterion_group!(
+    benches,
+    tokens,
+    s2s_calls,
+    s2s_layer,
+    vote_messages,
+    receipts
+);
 criterion_main!(benches);
