@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 pub struct Limits {
@@ -29,10 +29,12 @@ impl Limits {
 
     /// `Err(seconds)`: refused; retry after that many seconds (at least 1).
     pub fn check(&self, client: IpAddr) -> Result<(), u64> {
-        let now = DefaultClock::default().now();
+        // The limiters' own clock: building a new one calibrates it (`cpuid` and a timing
+        // loop), which cost ingest 7 % of its CPU when it was done on every vote.
         let wait = match (self.per_client.check_key(&client), self.global.check()) {
             (Ok(()), Ok(())) => return Ok(()),
-            (Err(not_until), _) | (_, Err(not_until)) => not_until.wait_time_from(now),
+            (Err(not_until), _) => not_until.wait_time_from(self.per_client.clock().now()),
+            (_, Err(not_until)) => not_until.wait_time_from(self.global.clock().now()),
         };
         Err(wait.as_secs_f64().ceil().max(1.0) as u64)
     }
