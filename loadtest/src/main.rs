@@ -96,6 +96,11 @@ enum Command {
         max_steps: usize,
         #[arg(long, default_value_t = 100.0)]
         p99_limit_ms: f64,
+        /// Tries per rate: a step that misses the limit is run again at the same rate (up to
+        /// this many times) before the stepping stops, so one pause of a shared machine (a
+        /// garbage collection in the emulator, someone else's build) does not end a mode.
+        #[arg(long, default_value_t = 2)]
+        tries_per_step: u32,
         /// Bound on one mode's stepping, preparation and drains included.
         #[arg(long, default_value_t = 240.0)]
         budget_secs: f64,
@@ -406,6 +411,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             step_secs,
             max_steps,
             p99_limit_ms,
+            tries_per_step,
             budget_secs,
             no_ceiling,
             direct_connections,
@@ -414,9 +420,10 @@ async fn main() -> anyhow::Result<ExitCode> {
             if !(start_rate >= 1.0
                 && factor > 1.0
                 && step_secs >= 0.5
-                && (1..=30).contains(&max_steps))
+                && (1..=30).contains(&max_steps)
+                && (1..=5).contains(&tries_per_step))
             {
-                bail!("stress needs --start-rate ≥ 1, --factor > 1, --step-secs ≥ 0.5 and 1..=30 steps");
+                bail!("stress needs --start-rate ≥ 1, --factor > 1, --step-secs ≥ 0.5, 1..=30 steps and 1..=5 tries per step");
             }
             let settings = StressSettings {
                 start_rate,
@@ -424,6 +431,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 step_seconds: step_secs,
                 max_steps,
                 p99_limit_ms,
+                tries_per_step,
                 budget_seconds: budget_secs.min(1800.0),
             };
             let common = run.common();

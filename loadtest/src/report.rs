@@ -451,8 +451,8 @@ fn stress_md(md: &mut String, s: &StressReport) {
     let st = &s.settings;
     let _ = writeln!(
         md,
-        "## Stepped rate\n\nFrom {}/s, ×{} per step of {} s, until p99 > {} ms or a request fails (at most {} steps, {} s per mode). The queue is drained between steps.\n",
-        st.start_rate, st.factor, st.step_seconds, st.p99_limit_ms, st.max_steps, st.budget_seconds
+        "## Stepped rate\n\nFrom {}/s, ×{} per step of {} s, until p99 > {} ms or a request fails in each of {} tries at one rate (at most {} steps, {} s per mode). The queue is drained between steps.\n",
+        st.start_rate, st.factor, st.step_seconds, st.p99_limit_ms, st.tries_per_step, st.max_steps, st.budget_seconds
     );
     for m in &s.modes {
         let _ = writeln!(

@@ -843,6 +843,9 @@ pub struct StressSettings {
     pub step_seconds: f64,
     pub max_steps: usize,
     pub p99_limit_ms: f64,
+    /// A rate counts as held if one of this many tries at it held; the stepping stops at the
+    /// first rate where every try missed.
+    pub tries_per_step: u32,
     /// Bound on one mode's steps (preparation and drains included).
     pub budget_seconds: f64,
 }
@@ -868,7 +871,8 @@ pub struct StressMode {
     pub mode: Mode,
     pub election: Uuid,
     pub steps: Vec<StressStep>,
-    /// The highest offered rate with p99 within the limit and no errors.
+    /// The highest offered rate at which a try held (p99 within the limit, no errors); every
+    /// lower rate held too.
     pub max_rate_held: Option<f64>,
     /// Why the stepping stopped.
     pub stopped: String,
@@ -914,7 +918,8 @@ pub async fn stress(
             let mut recorded = 0u64;
             let mut stopped = format!("reached the last step ({})", settings.max_steps);
             let mut rate = settings.start_rate;
-            for _ in 0..settings.max_steps {
+            let mut tries_at_rate = 0;
+            for _ in 0..settings.max_steps * settings.tries_per_step as usize {
                 if began.elapsed().as_secs_f64() > settings.budget_seconds {
                     stopped = format!("time budget of {} s spent", settings.budget_seconds);
                     break;
@@ -992,6 +997,16 @@ pub async fn stress(
                     a
                 }));
                 all_tokens.extend(tokens);
+                tries_at_rate += 1;
+                if !held && tries_at_rate < settings.tries_per_step {
+                    ui.say(format!(
+                        "{} at {:>5.0}/s missed; trying the same rate again",
+                        mode.name(),
+                        rate.round()
+                    ));
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
                 if !held {
                     stopped = if failed > 0 {
                         format!("{failed} failed requests at {:.0}/s", rate.round())
@@ -1005,7 +1020,11 @@ pub async fn stress(
                     };
                     break;
                 }
+                if steps.iter().filter(|s| s.held).count() >= settings.max_steps {
+                    break;
+                }
                 rate *= settings.factor;
+                tries_at_rate = 0;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             let mut checks = Vec::new();
@@ -1025,7 +1044,7 @@ pub async fn stress(
                 election,
                 max_rate_held: steps
                     .iter()
-                    .take_while(|s| s.held)
+                    .filter(|s| s.held)
                     .map(|s| s.rate)
                     .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r)))),
                 peak_accepted_per_second: steps
