@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
 
 use crate::config::{DatabaseSettings, PubSubSettings};
-use crate::domain::TenantId;
+use crate::domain::{ElectionDefinition, ElectionKind, ElectionOption, ElectionStatus, TenantId};
 use crate::pubsub::Topology;
 use crate::receipt::ReceiptKey;
 use crate::s2s::{Keyring, S2sKey};
@@ -184,6 +184,40 @@ impl TestDb {
             .connect(&self.url(role))
             .await
             .expect("connect as service role")
+    }
+
+    /// An open single-choice election of `tenant` with options `o0`…, stored as the owner
+    /// (for tests and benchmarks of the elections side that do not run ingest's S2S API).
+    pub async fn open_election(&self, tenant: &TenantId, options: usize) -> ElectionDefinition {
+        let definition = ElectionDefinition {
+            tenant: tenant.clone(),
+            id: Uuid::new_v4(),
+            kind: ElectionKind::Single,
+            options: (0..options)
+                .map(|i| ElectionOption {
+                    id: format!("o{i}"),
+                    label: format!("Option {i}"),
+                })
+                .collect(),
+            max_choices: 1,
+            status: ElectionStatus::Open,
+            opens_at: None,
+            closes_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO elections.elections (org_id, id, kind, options, max_choices, status) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(tenant.as_str())
+        .bind(definition.id)
+        .bind(definition.kind.as_str())
+        .bind(sqlx::types::Json(&definition.options))
+        .bind(definition.max_choices as i32)
+        .bind(definition.status.as_str())
+        .execute(&self.owner)
+        .await
+        .expect("open election");
+        definition
     }
 }
 

@@ -40,9 +40,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ingest::ballot_box::{DirectOutcome, DirectVote};
 use rand::seq::SliceRandom;
 use rand::Rng;
-use shared::domain::{
-    ElectionDefinition, ElectionKind, ElectionOption, ElectionStatus, TenantId, TokenHash,
-};
+use shared::domain::{ElectionDefinition, TenantId, TokenHash};
 use shared::receipt::ReceiptKey;
 use shared::testkit::{Role, TestDb};
 use shared::vote::{VoteMessage, VERSION};
@@ -95,32 +93,7 @@ impl Fixture {
                 .expect("previous schema");
         }
         let tenant = TenantId::parse(TENANT).expect("tenant");
-        let options: Vec<ElectionOption> = (0..OPTIONS)
-            .map(|i| ElectionOption {
-                id: format!("o{i}"),
-                label: format!("Option {i}"),
-            })
-            .collect();
-        let definition = ElectionDefinition {
-            tenant: tenant.clone(),
-            id: Uuid::new_v4(),
-            kind: ElectionKind::Single,
-            options,
-            max_choices: 1,
-            status: ElectionStatus::Open,
-            opens_at: None,
-            closes_at: None,
-        };
-        sqlx::query(
-            "INSERT INTO elections.elections (org_id, id, kind, options, max_choices, status) \
-             VALUES ($1, $2, 'single', $3, 1, 'open')",
-        )
-        .bind(TENANT)
-        .bind(definition.id)
-        .bind(sqlx::types::Json(&definition.options))
-        .execute(&db.owner)
-        .await
-        .expect("open election");
+        let definition = db.open_election(&tenant, OPTIONS).await;
         let worker = shared::db::pool(&db.settings(Role::Worker, 3)).expect("worker pool");
         let ingest = shared::db::pool(&db.settings(Role::Ingest, 3)).expect("ingest pool");
         let worker_tenant = tenant_pool(&db, Role::Worker).await;

@@ -8,14 +8,10 @@ use std::time::{Duration, Instant};
 
 use ingest::ballot_box::{self, DirectOutcome, DirectVote};
 use ingest::error::IngestError;
-use shared::domain::{
-    DomainError, ElectionDefinition, ElectionKind, ElectionOption, ElectionStatus, TenantId,
-    TokenHash,
-};
+use shared::domain::{DomainError, ElectionDefinition, TenantId, TokenHash};
 use shared::receipt::{Receipt, ReceiptKey};
 use shared::testkit::{Role, TestDb};
 use sqlx::PgPool;
-use uuid::Uuid;
 
 const TENANT: &str = "party-a";
 const OTHER_TENANT: &str = "party-b";
@@ -38,31 +34,7 @@ impl Fixture {
     async fn new() -> Self {
         let db = TestDb::create().await;
         let tenant = TenantId::parse(TENANT).expect("tenant");
-        let definition = ElectionDefinition {
-            tenant,
-            id: Uuid::new_v4(),
-            kind: ElectionKind::Single,
-            options: (0..2)
-                .map(|i| ElectionOption {
-                    id: format!("o{i}"),
-                    label: format!("Option {i}"),
-                })
-                .collect(),
-            max_choices: 1,
-            status: ElectionStatus::Open,
-            opens_at: None,
-            closes_at: None,
-        };
-        sqlx::query(
-            "INSERT INTO elections.elections (org_id, id, kind, options, max_choices, status) \
-             VALUES ($1, $2, 'single', $3, 1, 'open')",
-        )
-        .bind(TENANT)
-        .bind(definition.id)
-        .bind(sqlx::types::Json(&definition.options))
-        .execute(&db.owner)
-        .await
-        .expect("open election");
+        let definition = db.open_election(&tenant, 2).await;
         let ingest = shared::db::pool(&db.settings(Role::Ingest, 1)).expect("ingest pool");
         Self {
             db,
