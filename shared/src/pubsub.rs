@@ -27,6 +27,26 @@ fn endpoint(settings: &PubSubSettings) -> Option<String> {
     })
 }
 
+/// Builds the client from `$builder` against the emulator (plaintext, anonymous credentials) when one is
+/// configured, as is otherwise. A macro, not a function: the publisher and subscriber have
+/// builder types of their own, and the admin clients' generic `ClientBuilder::build` is bounded
+/// by a trait the gax crate keeps out of its public API.
+macro_rules! build_for {
+    ($builder:expr, $settings:expr) => {{
+        let builder = $builder;
+        match endpoint($settings) {
+            Some(ep) => {
+                builder
+                    .with_endpoint(ep)
+                    .with_credentials(Anonymous::new().build())
+                    .build()
+                    .await
+            }
+            None => builder.build().await,
+        }
+    }};
+}
+
 /// A publisher whose own retries stop within `budget`: the caller bounds its wait with the
 /// same budget, so an unreachable Pub/Sub becomes a 503, never a hang (the crate's default
 /// keeps retrying for 600 s). `batch_delay` trades a little latency for fewer RPCs.
@@ -43,60 +63,21 @@ pub async fn publisher(
         )
         .set_delay_threshold(batch_delay)
         .set_message_count_threshold(100);
-    match endpoint(settings) {
-        Some(ep) => {
-            builder
-                .with_endpoint(ep)
-                .with_credentials(Anonymous::new().build())
-                .build()
-                .await
-        }
-        None => builder.build().await,
-    }
+    build_for!(builder, settings)
 }
 
 pub async fn subscriber(settings: &PubSubSettings) -> Result<Subscriber, BuildError> {
-    let builder = Subscriber::builder();
-    match endpoint(settings) {
-        Some(ep) => {
-            builder
-                .with_endpoint(ep)
-                .with_credentials(Anonymous::new().build())
-                .build()
-                .await
-        }
-        None => builder.build().await,
-    }
+    build_for!(Subscriber::builder(), settings)
 }
 
 pub async fn topic_admin(settings: &PubSubSettings) -> Result<TopicAdmin, BuildError> {
-    let builder = TopicAdmin::builder();
-    match endpoint(settings) {
-        Some(ep) => {
-            builder
-                .with_endpoint(ep)
-                .with_credentials(Anonymous::new().build())
-                .build()
-                .await
-        }
-        None => builder.build().await,
-    }
+    build_for!(TopicAdmin::builder(), settings)
 }
 
 pub async fn subscription_admin(
     settings: &PubSubSettings,
 ) -> Result<SubscriptionAdmin, BuildError> {
-    let builder = SubscriptionAdmin::builder();
-    match endpoint(settings) {
-        Some(ep) => {
-            builder
-                .with_endpoint(ep)
-                .with_credentials(Anonymous::new().build())
-                .build()
-                .await
-        }
-        None => builder.build().await,
-    }
+    build_for!(SubscriptionAdmin::builder(), settings)
 }
 
 pub fn is_code(error: &google_cloud_pubsub::Error, code: Code) -> bool {
