@@ -12,6 +12,21 @@ use crate::scenario::{Mode, StressReport, TokensReport, VotesReport};
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
+/// The series' legend, framed on a translucent white box.
+fn legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+) -> anyhow::Result<()> {
+    plot(
+        chart
+            .configure_series_labels()
+            .position(position)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw(),
+    )
+}
+
 fn plot<T, E: std::fmt::Display>(r: Result<T, E>) -> anyhow::Result<T> {
     r.map_err(|e| anyhow::anyhow!("chart: {e}"))
 }
@@ -116,14 +131,7 @@ fn spectrum(area: &Area, caption: &str, series: &[Spectrum]) -> anyhow::Result<(
         .label(name.clone())
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
     }
-    plot(
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw(),
-    )?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     Ok(())
 }
 
@@ -187,14 +195,7 @@ fn windows(
         .label(format!("{name} p50"))
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.mix(0.5)));
     }
-    plot(
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw(),
-    )?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     Ok(())
 }
 
@@ -252,14 +253,7 @@ fn cumulative(
                 PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(width))
             });
     }
-    plot(
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw(),
-    )?;
+    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     Ok(())
 }
 
@@ -404,14 +398,7 @@ fn stress(root: &Area, s: &StressReport) -> anyhow::Result<()> {
             ),
         )?;
     }
-    plot(
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw(),
-    )?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
 
     let (a_lo, a_hi) = log_bounds(
         s.modes
@@ -453,14 +440,7 @@ fn stress(root: &Area, s: &StressReport) -> anyhow::Result<()> {
         .label(format!("{} mode", m.mode.name()))
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
     }
-    plot(
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw(),
-    )?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     Ok(())
 }
 

@@ -34,19 +34,9 @@ impl Api {
         bearer: Option<&str>,
         body: Option<Value>,
     ) -> anyhow::Result<(u16, Value)> {
-        let mut request = self.http.request(method, url);
-        if let Some(token) = bearer {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("{url} does not answer"))?;
-        let status = response.status().as_u16();
-        Ok((status, response.json().await.unwrap_or(Value::Null)))
+        let (status, _, body) =
+            crate::target::call_json(&self.http, method, url, bearer, body).await?;
+        Ok((status, body))
     }
 
     async fn expect(

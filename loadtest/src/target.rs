@@ -122,29 +122,7 @@ impl Target {
         bearer: Option<&str>,
         body: Option<Value>,
     ) -> anyhow::Result<(u16, Option<Duration>, Value)> {
-        let mut request = self.http.request(method.clone(), url);
-        if let Some(token) = bearer {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("{method} {url}: no answer (is the service running?)"))?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_secs);
-        Ok((
-            status,
-            retry_after,
-            response.json().await.unwrap_or(Value::Null),
-        ))
+        call_json(&self.http, method, url, bearer, body).await
     }
 
     /// Dev login at members-fn (honours 429 + Retry-After a few times). Returns the session.
@@ -613,6 +591,40 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
 /// A national id shown in a message: its last digits only.
 fn redact_national_id(id: &str) -> String {
     format!("…{}", &id[id.len().saturating_sub(4)..])
+}
+
+/// One JSON request to a service: its status, its `Retry-After` (seconds) if any, and its body
+/// (`null` when it is not JSON).
+pub(crate) async fn call_json(
+    http: &reqwest::Client,
+    method: Method,
+    url: &str,
+    bearer: Option<&str>,
+    body: Option<Value>,
+) -> anyhow::Result<(u16, Option<Duration>, Value)> {
+    let mut request = http.request(method.clone(), url);
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("{method} {url}: no answer (is the service running?)"))?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    Ok((
+        status,
+        retry_after,
+        response.json().await.unwrap_or(Value::Null),
+    ))
 }
 
 #[cfg(test)]
