@@ -496,27 +496,12 @@ fn batches(c: &mut Criterion) {
                         b.to_async(&rt).iter_custom(|iters| async move {
                             let mut elapsed = Duration::ZERO;
                             for _ in 0..iters {
-                                let mut votes = fx.votes(conns * size).await;
-                                let mut sets = Vec::with_capacity(conns);
-                                for _ in 0..conns {
-                                    sets.push(votes.split_off(votes.len() - size));
-                                }
-                                let start = Instant::now();
-                                let tasks: Vec<_> = sets
-                                    .into_iter()
-                                    .map(|set| {
-                                        tokio::spawn(writer.write(
-                                            fx.worker.clone(),
-                                            fx.worker_tenant.clone(),
-                                            set,
-                                        ))
-                                    })
-                                    .collect();
-                                let mut recorded = 0;
-                                for task in tasks {
-                                    recorded += task.await.expect("writer task");
-                                }
-                                elapsed += start.elapsed();
+                                let votes = fx.votes(conns * size).await;
+                                let (took, recorded) = concurrently(votes, conns, size, |set| {
+                                    writer.write(fx.worker.clone(), fx.worker_tenant.clone(), set)
+                                })
+                                .await;
+                                elapsed += took;
                                 assert_eq!(recorded, conns * size, "every fresh vote is recorded");
                             }
                             elapsed
@@ -530,6 +515,34 @@ fn batches(c: &mut Criterion) {
         }
     }
     group.finish();
+}
+
+/// Splits `votes` into `conns` sets of `per_conn` and writes them concurrently, one task per
+/// set (so one connection each); returns the time from the first start to the last end (the
+/// split is not timed) and how many votes were recorded.
+async fn concurrently<W, F>(
+    mut votes: Vec<VoteMessage>,
+    conns: usize,
+    per_conn: usize,
+    write: W,
+) -> (Duration, usize)
+where
+    W: Fn(Vec<VoteMessage>) -> F,
+    F: std::future::Future<Output = usize> + Send + 'static,
+{
+    let sets: Vec<Vec<VoteMessage>> = (0..conns)
+        .map(|_| votes.split_off(votes.len() - per_conn))
+        .collect();
+    let start = Instant::now();
+    let tasks: Vec<_> = sets
+        .into_iter()
+        .map(|set| tokio::spawn(write(set)))
+        .collect();
+    let mut recorded = 0;
+    for task in tasks {
+        recorded += task.await.expect("writer task");
+    }
+    (start.elapsed(), recorded)
 }
 
 fn single_votes(c: &mut Criterion) {
@@ -546,28 +559,18 @@ fn single_votes(c: &mut Criterion) {
                 b.to_async(&rt).iter_custom(|iters| async move {
                     let mut elapsed = Duration::ZERO;
                     for _ in 0..iters {
-                        let mut votes = fx.votes(per_iteration).await;
-                        let mut sets = Vec::with_capacity(conns);
-                        for _ in 0..conns {
-                            sets.push(votes.split_off(votes.len() - SINGLE_VOTES_PER_CONNECTION));
-                        }
-                        let start = Instant::now();
-                        let tasks: Vec<_> = sets
-                            .into_iter()
-                            .map(|set| {
-                                tokio::spawn(writer.write(
+                        let votes = fx.votes(per_iteration).await;
+                        let (took, recorded) =
+                            concurrently(votes, conns, SINGLE_VOTES_PER_CONNECTION, |set| {
+                                writer.write(
                                     fx.definition.clone(),
                                     fx.ingest.clone(),
                                     fx.ingest_tenant.clone(),
                                     set,
-                                ))
+                                )
                             })
-                            .collect();
-                        let mut recorded = 0;
-                        for task in tasks {
-                            recorded += task.await.expect("writer task");
-                        }
-                        elapsed += start.elapsed();
+                            .await;
+                        elapsed += took;
                         assert_eq!(recorded, per_iteration, "every fresh vote is recorded");
                     }
                     elapsed
