@@ -447,6 +447,20 @@ fn votes_md(md: &mut String, v: &VotesReport) {
     }
 }
 
+/// One table row per single-vote ceiling measurement.
+fn single_vote_rows(md: &mut String, runs: &[crate::ceiling::SingleRun]) {
+    for r in runs {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.0} |",
+            r.variant.name(),
+            r.connections,
+            r.votes,
+            r.per_second
+        );
+    }
+}
+
 fn stress_md(md: &mut String, s: &StressReport) {
     let st = &s.settings;
     let _ = writeln!(
@@ -491,16 +505,7 @@ fn stress_md(md: &mut String, s: &StressReport) {
     }
     if let Some(c) = &s.single_vote_ceiling {
         let _ = writeln!(md, "### Raw-SQL single-vote ceiling (same run, fresh database)\n\n| variant | connections | votes | per second |\n|---|---|---|---|");
-        for r in &c.runs {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {:.0} |",
-                r.variant.name(),
-                r.connections,
-                r.votes,
-                r.per_second
-            );
-        }
+        single_vote_rows(md, &c.runs);
         let _ = writeln!(
             md,
             "\nBest with ≤ {} connections: {:.0}/s ({}).\n",
@@ -572,16 +577,7 @@ fn drain_md(md: &mut String, d: &DrainReport) {
         );
     }
     let _ = writeln!(md, "\n| single-vote transactions (raw SQL) | connections | votes | per second |\n|---|---|---|---|");
-    for r in &d.ceiling_single.runs {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {:.0} |",
-            r.variant.name(),
-            r.connections,
-            r.votes,
-            r.per_second
-        );
-    }
+    single_vote_rows(md, &d.ceiling_single.runs);
     let _ = writeln!(
         md,
         "\nEnd to end / ack-only: {}. Batch writer / batched ceiling: {}.\n",
