@@ -37,8 +37,9 @@ export PUBSUB_SUBSCRIPTION="${PUBSUB_SUBSCRIPTION:-votes-worker}"
 export PUBSUB_DEAD_LETTER_TOPIC="${PUBSUB_DEAD_LETTER_TOPIC:-votes-dead-letter}"
 export PUBSUB_DEAD_LETTER_SUBSCRIPTION="${PUBSUB_DEAD_LETTER_SUBSCRIPTION:-votes-dead-letter-sub}"
 # Pub/Sub accepts 5..100; after this many failed deliveries a message goes to
-# the dead-letter topic.
-export MAX_DELIVERY_ATTEMPTS="${MAX_DELIVERY_ATTEMPTS:-5}"
+# the dead-letter topic, whose subscription the worker consumes too. Production uses 100 with a
+# 10-600 s backoff (shared::pubsub::Topology); the local stack retries faster and sooner.
+export MAX_DELIVERY_ATTEMPTS="${MAX_DELIVERY_ATTEMPTS:-10}"
 # The emulator's launcher script (it `exec`s java, so its pid is the JVM's).
 export PUBSUB_EMULATOR_BIN="${PUBSUB_EMULATOR_BIN:-/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator}"
 

@@ -175,9 +175,11 @@ topic_path() { echo "projects/$project/topics/$1"; }
 
 ensure topics "$PUBSUB_TOPIC" '{}'
 ensure topics "$PUBSUB_DEAD_LETTER_TOPIC" '{}'
+# The worker consumes the dead-letter subscription too (a dead-lettered vote is committed like
+# any other), so it retries with the same backoff and has no dead-letter policy of its own.
 ensure subscriptions "$PUBSUB_DEAD_LETTER_SUBSCRIPTION" "$(jq -nc \
   --arg t "$(topic_path "$PUBSUB_DEAD_LETTER_TOPIC")" --argjson ack "$ack_deadline" \
-  '{topic: $t, ackDeadlineSeconds: $ack}')"
+  '{topic: $t, ackDeadlineSeconds: $ack, retryPolicy: {minimumBackoff: "1s", maximumBackoff: "10s"}}')"
 
 # The worker subscription's wanted settings (the updatable part).
 want=$(jq -nc --arg dlt "$(topic_path "$PUBSUB_DEAD_LETTER_TOPIC")" \

@@ -31,7 +31,7 @@ bin="${CARGO_TARGET_DIR:-$root/target}/debug"
 
 # Development keys, made once per machine and kept outside the repository.
 keys="$EKKLESIA_STATE_DIR/dev-keys.env"
-if [ ! -s "$keys" ] || ! grep -q '^SESSION_SIGNING_KEYS=' "$keys"; then
+if [ ! -s "$keys" ] || ! grep -q '^VOTE_KEYS=' "$keys"; then
   (umask 077 && "$bin/loadtest" keys --tenant demo-party >"$keys")
 fi
 set -a

@@ -1,12 +1,14 @@
 //! ingest's settings, read from the environment.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use shared::config::{ConfigError, DatabaseSettings, Env, PubSubSettings};
 use shared::receipt::ReceiptKey;
 use shared::s2s::Keyring;
 use shared::token::TokenVerifier;
+use shared::vote_keys::VoteKeys;
 
 #[derive(Clone)]
 pub struct Settings {
@@ -20,17 +22,21 @@ pub struct Settings {
     pub receipt_key: ReceiptKey,
     /// `S2S_KEYS`: keys events-svc signs internal calls with.
     pub s2s_keys: Keyring,
+    /// `VOTE_KEYS`: `kid:base64url-secret,...`, shared with the worker only: vote messages and
+    /// direct-mode ballots are encrypted with the first.
+    pub vote_keys: Arc<VoteKeys>,
+    /// `INSTANCE_ID`: names this instance in `ops.ingest_ledger` (default: host, pid, random).
+    pub instance_id: String,
+    /// `LEDGER_FLUSH_MS`: how often accepted receipts are written to the ledger (default 250).
+    pub ledger_flush: Duration,
     /// `QUEUE_MODE_DEFAULT`: the mode until ops set one (`ops.queue_mode`).
     pub queue_mode_default: bool,
     /// `QUEUE_MODE_POLL_MS`: how often the live flag is re-read (default 1000).
     pub queue_mode_poll: Duration,
     /// `PUBLISH_TIMEOUT_MS`: longest wait for Pub/Sub to acknowledge a publish (default 2000).
     pub publish_timeout: Duration,
-    /// `PUBLISH_BATCH_DELAY_MS`: how long the publisher may hold a message to batch it
-    /// (default 5). Measured on the emulator (BENCHMARKS.md): 5 ms instead of 1 ms costs about
-    /// 4 ms at quiet times and let queue mode hold 2,563 instead of 759 votes/s, because the
-    /// Publish RPCs, not the votes, were what the emulator spent its CPU on. Against real
-    /// Pub/Sub fewer, larger requests also cost less (each request is billed at least 1 kB).
+    /// `PUBLISH_BATCH_DELAY_MS`: how long the publisher may hold a message to share a Publish
+    /// request (default 5; see BENCHMARKS.md).
     pub publish_batch_delay: Duration,
     /// `DEFINITION_REFRESH_MS`: how often cached election definitions are re-read (default 2000).
     pub definition_refresh: Duration,
@@ -74,8 +80,18 @@ impl Settings {
                 Keyring::default()
             }
         };
+        let vote_keys = shared::vote_keys::from_env(&mut env);
+        let default_instance = format!(
+            "ingest-{}-{}-{:08x}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into()),
+            std::process::id(),
+            rand_suffix()
+        );
         let settings = Self {
             addr,
+            vote_keys,
+            instance_id: env.string_or("INSTANCE_ID", &default_instance),
+            ledger_flush: env.millis_or("LEDGER_FLUSH_MS", 250),
             database,
             pubsub,
             token_verifier,
@@ -95,4 +111,10 @@ impl Settings {
         }
         env.finish(settings)
     }
+}
+
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    // Two instances on one host (tests) must not share an id; no cryptographic need here.
+    RandomState::new().hash_one(std::time::SystemTime::now()) as u32
 }

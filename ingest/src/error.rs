@@ -19,11 +19,11 @@ pub enum IngestError {
     #[error("the token is not registered for this election")]
     UnregisteredToken,
     #[error("a ballot was already recorded with this token")]
-    TokenUsed { receipt: String },
+    TokenUsed,
     #[error("rate limited")]
     RateLimited { retry_after: u64 },
-    #[error("publish failed: {0}")]
-    PublishFailed(String),
+    #[error("publish failed: {reason}")]
+    PublishFailed { reason: String, receipt: String },
     #[error("database: {}", shared::db::redact(.0))]
     Database(#[from] sqlx::Error),
     #[error("{0}")]
@@ -83,13 +83,13 @@ impl IngestError {
                 "Forbidden",
                 "this voting token is not registered for the election",
             ),
-            Self::TokenUsed { receipt } => Problem::new(
+            Self::TokenUsed => Problem::new(
                 StatusCode::CONFLICT,
                 "token-already-used",
                 "Conflict",
-                "a ballot was already recorded with this voting token",
-            )
-            .with_receipt(receipt.clone()),
+                "a ballot was already recorded with this voting token (by another submission: \
+                 other choices, or another Idempotency-Key); this one was not counted",
+            ),
             Self::RateLimited { retry_after } => Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate-limited",
@@ -97,11 +97,15 @@ impl IngestError {
                 "too many votes from this client or in total; retry after the indicated delay",
             )
             .retry_after(*retry_after),
-            Self::PublishFailed(_) => Problem::unavailable(
+            Self::PublishFailed { receipt, .. } => Problem::unavailable(
                 "queue-unavailable",
-                "the vote could not be queued; it was not accepted, retry shortly",
+                "the queue did not confirm this vote in time: it may or may not have been \
+                 queued. Send the same request again (same token, choices and Idempotency-Key): \
+                 it gets the same receipt and counts at most once. The receipt's status shows \
+                 whether it arrived",
                 2,
-            ),
+            )
+            .with_receipt(receipt.clone()),
             Self::Database(e) => shared::db::problem_for(e),
             Self::Problem(p) => p.clone(),
         }

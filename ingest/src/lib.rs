@@ -6,6 +6,7 @@ pub mod ballot_box;
 pub mod configuration;
 pub mod definitions;
 pub mod error;
+pub mod ledger;
 pub mod queue_mode;
 pub mod routes;
 pub mod startup;

@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 
 use crate::configuration::Settings;
 use crate::definitions::Definitions;
+use crate::ledger::Ledger;
 use crate::queue_mode::QueueMode;
 use crate::routes::{ballots, internal, receipts};
 
@@ -41,6 +42,8 @@ pub struct Inner {
     pub publisher: Publisher,
     pub definitions: Definitions,
     pub queue_mode: QueueMode,
+    /// Receipts answered 202, on their way to `elections.accepted_votes`.
+    pub ledger: Arc<Ledger>,
     /// Global and per-client vote rate limits.
     pub limits: shared::ratelimit::Limits,
     pub metrics: VoteMetrics,
@@ -103,6 +106,7 @@ impl Application {
                 settings.rate_limit_global,
             ),
             definitions: Definitions::default(),
+            ledger: Arc::new(Ledger::new(settings.instance_id.clone())),
             queue_mode,
             pool,
             publisher,
@@ -122,6 +126,10 @@ impl Application {
             state
                 .definitions
                 .spawn_refresher(state.pool.clone(), state.settings.definition_refresh),
+            state
+                .ledger
+                .clone()
+                .spawn_flusher(state.pool.clone(), state.settings.ledger_flush),
             {
                 let state = state.clone();
                 tokio::spawn(async move {
@@ -170,6 +178,12 @@ impl Application {
         let _ = tokio::time::timeout(
             std::time::Duration::from_secs(5),
             self.state.publisher.flush(),
+        )
+        .await;
+        // Last: every vote answered 202 is now known to the elections side.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            self.state.ledger.close(&self.state.pool),
         )
         .await;
         Ok(())

@@ -64,11 +64,11 @@ pub async fn reset(
     hashes: &[Vec<u8>],
 ) -> anyhow::Result<()> {
     db.owner
-        .execute("TRUNCATE elections.ballots, elections.receipts, elections.voting_tokens")
+        .execute("TRUNCATE elections.ballots, elections.ballot_box, elections.receipts, elections.voting_tokens")
         .await?;
     register(db, tenant, election, hashes).await?;
     db.owner
-        .execute("ANALYZE elections.ballots, elections.receipts")
+        .execute("ANALYZE elections.ballot_box, elections.receipts")
         .await?;
     Ok(())
 }
@@ -91,9 +91,17 @@ pub async fn count(db: &TestDb, sql: &str, election: Uuid) -> anyhow::Result<i64
         .await?)
 }
 
-pub const COUNT_BALLOTS: &str = "SELECT count(*) FROM elections.ballots WHERE election_id = $1";
+/// Ballots recorded (they stay encrypted in the ballot box until the election is sealed).
+pub const COUNT_BALLOTS: &str = "SELECT count(*) FROM elections.ballot_box WHERE election_id = $1";
 
-use worker::batch::text_array_literal as pg_text_array;
+/// Each vote's choices encrypted for the ballot box, as the worker and direct mode store them.
+fn sealed_ballots(tenant: &TenantId, votes: &[VoteMessage]) -> Vec<Vec<u8>> {
+    let keys = &run_vote_keys().1;
+    votes
+        .iter()
+        .map(|v| keys.encrypt_ballot(tenant, v.election_id, &v.choices))
+        .collect()
+}
 
 /// A batched raw-SQL method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -126,7 +134,7 @@ async fn batch_transaction(
 ) -> anyhow::Result<()> {
     let elections: Vec<Uuid> = votes.iter().map(|v| v.election_id).collect();
     let hashes: Vec<Vec<u8>> = votes.iter().map(|v| v.token_hash.0.to_vec()).collect();
-    let choices: Vec<String> = votes.iter().map(|v| pg_text_array(&v.choices)).collect();
+    let sealed = sealed_ballots(tenant, votes);
     let receipts: Vec<String> = votes.iter().map(|v| v.receipt.to_string()).collect();
     let mut tx = shared::db::begin_for_tenant(pool, tenant).await?;
     match method {
@@ -141,13 +149,13 @@ async fn batch_transaction(
             .execute(&mut *tx)
             .await?;
             sqlx::query(
-                "INSERT INTO elections.ballots (org_id, election_id, choices) \
-                 SELECT $1, m.election_id, m.choices::text[] \
-                 FROM unnest($2::uuid[], $3::text[]) AS m(election_id, choices)",
+                "INSERT INTO elections.ballot_box (org_id, election_id, sealed) \
+                 SELECT $1, m.election_id, m.sealed \
+                 FROM unnest($2::uuid[], $3::bytea[]) AS m(election_id, sealed)",
             )
             .bind(tenant.as_str())
             .bind(&elections)
-            .bind(&choices)
+            .bind(&sealed)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
@@ -163,13 +171,13 @@ async fn batch_transaction(
         }
         Batched::Cte => {
             sqlx::query(
-                "WITH m AS (SELECT * FROM unnest($2::uuid[], $3::bytea[], $4::text[], $5::text[]) \
-                            AS m(election_id, token_hash, choices, receipt)), \
+                "WITH m AS (SELECT * FROM unnest($2::uuid[], $3::bytea[], $4::bytea[], $5::text[]) \
+                            AS m(election_id, token_hash, sealed, receipt)), \
                  claimed AS (UPDATE elections.voting_tokens t SET used = true FROM m \
                             WHERE t.election_id = m.election_id AND t.token_hash = m.token_hash \
                               AND NOT t.used RETURNING t.election_id, t.token_hash), \
-                 b AS (INSERT INTO elections.ballots (org_id, election_id, choices) \
-                       SELECT $1, m.election_id, m.choices::text[] FROM m JOIN claimed USING (election_id, token_hash)), \
+                 b AS (INSERT INTO elections.ballot_box (org_id, election_id, sealed) \
+                       SELECT $1, m.election_id, m.sealed FROM m JOIN claimed USING (election_id, token_hash)), \
                  r AS (INSERT INTO elections.receipts (receipt, org_id, election_id, status) \
                        SELECT m.receipt, $1, m.election_id, 'recorded' FROM m JOIN claimed USING (election_id, token_hash)) \
                  SELECT count(*) FROM claimed",
@@ -177,7 +185,7 @@ async fn batch_transaction(
             .bind(tenant.as_str())
             .bind(&elections)
             .bind(&hashes)
-            .bind(&choices)
+            .bind(&sealed)
             .bind(&receipts)
             .execute(&mut *tx)
             .await?;
@@ -236,10 +244,11 @@ pub async fn worker_batches(
         futures::stream::iter(votes.chunks(batch.max(1)).map(|chunk| {
             let done = done.clone();
             async move {
-                let outcomes = worker::batch::commit(pool, chunk)
+                let committed = worker::batch::commit(pool, &run_vote_keys().1, chunk)
                     .await
                     .map_err(|e| anyhow::anyhow!("batch commit: {}", shared::db::redact(&e)))?;
-                let recorded = outcomes
+                let recorded = committed
+                    .outcomes
                     .iter()
                     .filter(|o| **o == worker::batch::Outcome::Recorded)
                     .count();
@@ -267,11 +276,12 @@ pub async fn worker_batches(
 #[serde(rename_all = "kebab-case")]
 pub enum Single {
     /// Exactly direct mode's statement (`ingest/src/ballot_box.rs`): the
-    /// `elections.record_direct_vote` function in autocommit — tenant, token `FOR UPDATE NOWAIT`,
-    /// election open?, ballot insert, token update, receipt upsert, in one round trip.
+    /// `elections.record_direct_vote` function in autocommit — token `FOR UPDATE NOWAIT`,
+    /// election open?, encrypted ballot insert, token update, receipt upsert, in one round trip.
     DirectFunction,
     /// The same transaction in one round trip: `BEGIN; …; COMMIT` sent as one simple query,
-    /// the claim, ballot and receipt as one statement of data-modifying CTEs.
+    /// the claim, ballot and receipt as one statement of data-modifying CTEs (on the worker's
+    /// login: ingest's has no write privilege of its own on the vote tables).
     OneRoundTrip,
 }
 
@@ -296,16 +306,19 @@ async fn single_vote(
     tenant: &TenantId,
     vote: &VoteMessage,
 ) -> anyhow::Result<()> {
+    let sealed = run_vote_keys()
+        .1
+        .encrypt_ballot(tenant, vote.election_id, &vote.choices);
     match variant {
         Single::DirectFunction => {
             let outcome: String = sqlx::query_scalar(
-                "SELECT outcome FROM elections.record_direct_vote($1, $2, $3, $4, $5, NULL)",
+                "SELECT elections.record_direct_vote($1, $2, $3, $4, $5, false)",
             )
             .bind(tenant.as_str())
             .bind(vote.election_id)
             .bind(&vote.token_hash.0[..])
             .bind(vote.receipt.as_str())
-            .bind(&vote.choices)
+            .bind(&sealed)
             .fetch_one(pool)
             .await?;
             anyhow::ensure!(outcome == "recorded", "vote not recorded: {outcome}");
@@ -322,12 +335,12 @@ async fn single_vote(
                             WHERE election_id = {election} AND token_hash = {hash} AND NOT used FOR UPDATE NOWAIT), \
                  u AS (UPDATE elections.voting_tokens v SET used = true FROM t \
                        WHERE v.election_id = t.election_id AND v.token_hash = {hash} RETURNING v.election_id), \
-                 b AS (INSERT INTO elections.ballots (org_id, election_id, choices) \
-                       SELECT {tenant_lit}, election_id, {choices}::text[] FROM u), \
+                 b AS (INSERT INTO elections.ballot_box (org_id, election_id, sealed) \
+                       SELECT {tenant_lit}, election_id, {sealed}::bytea FROM u), \
                  r AS (INSERT INTO elections.receipts (receipt, org_id, election_id, status) \
                        SELECT {receipt}, {tenant_lit}, election_id, 'recorded' FROM u) \
                  SELECT count(*) FROM u; COMMIT;",
-                choices = literal(&pg_text_array(&vote.choices)),
+                sealed = literal(&format!("\\x{}", hex::encode(&sealed))),
                 receipt = literal(vote.receipt.as_str()),
             );
             let mut conn = pool.acquire().await?;
@@ -409,7 +422,11 @@ pub async fn single_ceiling(
     for &connections in connection_counts {
         for variant in Single::ALL {
             reset(db, tenant, election, &hashes).await?;
-            let pool = warm_pool(db, Role::Ingest, connections).await?;
+            let role = match variant {
+                Single::DirectFunction => Role::Ingest,
+                Single::OneRoundTrip => Role::Worker,
+            };
+            let pool = warm_pool(db, role, connections).await?;
             let (done, elapsed) = single(&pool, variant, tenant, votes, connections, limit).await?;
             pool.close().await;
             let stored = count(db, COUNT_BALLOTS, election).await?;
@@ -440,6 +457,19 @@ pub async fn single_ceiling(
     })
 }
 
+/// The vote keys of this run (`VOTE_KEYS` of the in-process worker): generated once, so what the
+/// harness publishes and what the worker decodes match, and nothing outlives the process.
+pub fn run_vote_keys() -> &'static (String, shared::vote_keys::VoteKeys) {
+    static KEYS: std::sync::OnceLock<(String, shared::vote_keys::VoteKeys)> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let config = shared::vote_keys::VoteKeys::generate_config("loadtest");
+        let keys =
+            shared::vote_keys::VoteKeys::from_config(&config).expect("a generated vote key parses");
+        (config, keys)
+    })
+}
+
 /// Synthetic votes for one election: random 256-bit token ids, their hashes, receipts derived
 /// with a throw-away key, choices in the harness's fixed mix — what ingest would publish.
 pub fn synthetic_votes(tenant: &TenantId, election: Uuid, n: usize) -> Vec<VoteMessage> {
@@ -449,13 +479,14 @@ pub fn synthetic_votes(tenant: &TenantId, election: Uuid, n: usize) -> Vec<VoteM
     (0..n)
         .map(|i| {
             let token_id: [u8; 32] = rand::random();
+            let choices = vec![crate::OPTIONS[crate::choice_of(i)].to_owned()];
+            let submission = shared::receipt::submission_digest(&choices, None);
             VoteMessage {
-                v: shared::vote::VERSION,
                 tenant: tenant.clone(),
                 election_id: election,
                 token_hash: shared::domain::TokenHash::of_token_id(&token_id),
-                receipt: key.derive(election, &token_id),
-                choices: vec![crate::OPTIONS[crate::choice_of(i)].to_owned()],
+                receipt: key.derive(election, &token_id, &submission),
+                choices,
                 accepted_at: now,
             }
         })

@@ -168,7 +168,7 @@ async fn publish_all(
     let done = AtomicUsize::new(0);
     let progress = Mutex::new(Vec::new());
     let failures: Vec<String> = futures::stream::iter(votes.iter().map(|v| {
-        let publishing = publisher.publish(v.encode(&correlation.0));
+        let publishing = publisher.publish(v.encode(&ceiling::run_vote_keys().1, &correlation.0));
         let (done, progress, bar) = (&done, &progress, &bar);
         async move {
             let outcome = publishing.await;
@@ -231,7 +231,7 @@ async fn ack_only(
         let (state, finished, bar) = (state.clone(), finished.clone(), bar.clone());
         tasks.push(tokio::spawn(async move {
             while let Some(Ok((message, handler))) = stream.next().await {
-                let decoded = VoteMessage::decode(&message.data);
+                let decoded = VoteMessage::decode(&ceiling::run_vote_keys().1, &message.data);
                 handler.ack();
                 let Ok(vote) = decoded else { continue };
                 let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
@@ -305,6 +305,7 @@ async fn worker_end_to_end(
             format!("loadtest-drain-{}", Uuid::new_v4().simple()),
         ),
         ("SEAL_DELAY_MS", "600000".into()),
+        ("VOTE_KEYS", ceiling::run_vote_keys().0.clone()),
     ]);
     let bar = ui.bar(n as u64, "worker, end to end");
     let before = cpu.sample();

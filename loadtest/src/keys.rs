@@ -6,8 +6,8 @@ use base64::Engine;
 use shared::domain::TenantId;
 use shared::token::{encode_public_key, TokenSigner};
 
-/// Fresh keys for `tenant`: voting-token keys (public and signing), S2S, receipt and session
-/// keys. Secrets: write them to a file only the owner can read (run.sh does, `umask 077`).
+/// Fresh keys for `tenant`: voting-token keys (public and signing), S2S, receipt, vote and
+/// session keys. Secrets: write them to a file only the owner can read (run.sh does, `umask 077`).
 pub fn dev_keys(tenant: &str) -> anyhow::Result<String> {
     let tenant = TenantId::parse(tenant)?;
     let signer = TokenSigner::generate(format!("{tenant}-dev-1"), tenant.clone());
@@ -25,12 +25,14 @@ pub fn dev_keys(tenant: &str) -> anyhow::Result<String> {
          VOTING_TOKEN_SIGNING_KEYS={kid}:{tenant}:{}\n\
          S2S_KEYS={tenant}-s2s-1:{tenant}:{}\n\
          RECEIPT_KEY={}\n\
+         VOTE_KEYS={}\n\
          SESSION_SIGNING_KEYS={}\n\
          DEMO_TENANT={tenant}\n",
         encode_public_key(&signer.verifying_key()),
         signer.seed(),
         b64.encode(s2s),
         b64.encode(receipt),
+        shared::vote_keys::VoteKeys::generate_config("dev-1"),
         session.config_entry(),
     ))
 }

@@ -74,6 +74,7 @@ async fn start(voters: u32) -> Stack {
         ("INGEST_ADDR", "127.0.0.1:0".to_owned()),
         ("VOTING_TOKEN_PUBLIC_KEYS", keys.public_keys_config()),
         ("RECEIPT_KEY", keys.receipt_key_b64.clone()),
+        ("VOTE_KEYS", keys.vote_keys_config.clone()),
         ("S2S_KEYS", keys.s2s_config.clone()),
         ("QUEUE_MODE_POLL_MS", "100".into()),
         ("DEFINITION_REFRESH_MS", "200".into()),
@@ -90,6 +91,7 @@ async fn start(voters: u32) -> Stack {
     env.extend([
         ("WORKER_ADDR", "127.0.0.1:0".to_owned()),
         ("WORKER_ID", format!("w-{}", Uuid::new_v4().simple())),
+        ("VOTE_KEYS", keys.vote_keys_config.clone()),
         ("IDLE_AFTER_MS", "200".into()),
         ("SEAL_DELAY_MS", "1000".into()),
     ]);

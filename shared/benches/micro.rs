@@ -17,11 +17,13 @@ use axum::routing::post;
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shared::domain::{TenantId, TokenHash};
+use shared::receipt::submission_digest;
 use shared::receipt::ReceiptKey;
 use shared::s2s::{self, Keyring, S2sKey, Verifier};
 use shared::service::Server;
 use shared::token::{TokenSigner, TokenVerifier};
-use shared::vote::{VoteMessage, VERSION};
+use shared::vote::VoteMessage;
+use shared::vote_keys::VoteKeys;
 use uuid::Uuid;
 
 fn tenant() -> TenantId {
@@ -235,29 +237,31 @@ fn vote_messages(c: &mut Criterion) {
     let key = ReceiptKey::new(rand::random::<[u8; 32]>().to_vec()).expect("receipt key");
     let election = Uuid::new_v4();
     let token_id: [u8; 32] = rand::random();
+    let choices: Vec<String> = vec!["o1".into(), "o3".into(), "o2".into()];
+    let submission = submission_digest(&choices, None);
     let message = VoteMessage {
-        v: VERSION,
         tenant: tenant(),
         election_id: election,
         token_hash: TokenHash::of_token_id(&token_id),
-        receipt: key.derive(election, &token_id),
-        choices: vec!["o1".into(), "o3".into(), "o2".into()],
+        receipt: key.derive(election, &token_id, &submission),
+        choices,
         accepted_at: Utc::now(),
     };
+    let keys = VoteKeys::from_config(&VoteKeys::generate_config("bench")).expect("vote keys");
     let correlation = Uuid::new_v4().to_string();
-    let encoded = message.encode(&correlation);
+    let encoded = message.encode(&keys, &correlation);
     assert_eq!(
-        VoteMessage::decode(&encoded.data).expect("decodes"),
+        VoteMessage::decode(&keys, &encoded.data).expect("decodes"),
         message
     );
 
     let mut group = c.benchmark_group("vote_message");
     group.throughput(Throughput::Elements(1));
     group.bench_function("encode", |b| {
-        b.iter(|| black_box(&message).encode(black_box(&correlation)))
+        b.iter(|| black_box(&message).encode(&keys, black_box(&correlation)))
     });
     group.bench_function("decode", |b| {
-        b.iter(|| VoteMessage::decode(black_box(&encoded.data)).expect("decodes"))
+        b.iter(|| VoteMessage::decode(&keys, black_box(&encoded.data)).expect("decodes"))
     });
     group.finish();
 }
@@ -266,7 +270,8 @@ fn receipts(c: &mut Criterion) {
     let key = ReceiptKey::new(rand::random::<[u8; 32]>().to_vec()).expect("receipt key");
     let election = Uuid::new_v4();
     let token_id: [u8; 32] = rand::random();
-    let receipt = key.derive(election, &token_id);
+    let submission = submission_digest(&["o1".to_string()], None);
+    let receipt = key.derive(election, &token_id, &submission);
     assert_eq!(
         key.check(receipt.as_str()).expect("valid receipt").1,
         election
@@ -275,7 +280,7 @@ fn receipts(c: &mut Criterion) {
     let mut group = c.benchmark_group("receipt");
     group.throughput(Throughput::Elements(1));
     group.bench_function("derive", |b| {
-        b.iter(|| key.derive(black_box(election), black_box(&token_id)))
+        b.iter(|| key.derive(black_box(election), black_box(&token_id), &submission))
     });
     group.bench_function("check", |b| {
         b.iter(|| key.check(black_box(receipt.as_str())).expect("valid"))

@@ -292,13 +292,25 @@ mod hex_bytes {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Results {
     pub election_id: Uuid,
+    /// Ballots recorded so far (the turnout); the only figure shown before the seal.
     pub total: i64,
-    /// Ballots naming each option (first preferences for ranked elections).
+    /// Ballots naming each option (first preferences for ranked elections). Empty until the
+    /// election is sealed: nobody sees a tally of an election that is still open or draining.
     pub tally: std::collections::BTreeMap<String, i64>,
-    /// True once the election is closed, every vote accepted before the close is recorded
-    /// (the queue has drained) and the ballots are sealed.
+    /// True once the election is closed, every vote accepted before the close is decided (the
+    /// queue has drained), the ballots are sealed, and their number equals the tokens used.
     #[serde(rename = "final")]
     pub is_final: bool,
+    /// The ballots were sealed (decrypted and rewritten in random order) and are tallied.
+    #[serde(default)]
+    pub sealed: bool,
+    /// Voting tokens used: every recorded vote used one, so after the seal this equals `total`.
+    #[serde(default)]
+    pub used_tokens: i64,
+    /// Why sealed results are not final (the ballot count differs from the used tokens: a
+    /// ballot was added or removed outside the vote path). Investigate before publishing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity_problem: Option<String>,
 }
 
 /// Why a vote was refused (HTTP answer) or rejected (receipt).

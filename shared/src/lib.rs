@@ -18,5 +18,6 @@ pub mod telemetry;
 pub mod testkit;
 pub mod token;
 pub mod vote;
+pub mod vote_keys;
 
 pub use problem::Problem;

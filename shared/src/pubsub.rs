@@ -86,26 +86,59 @@ pub fn is_code(error: &google_cloud_pubsub::Error, code: Code) -> bool {
 
 /// The vote topic, the worker subscription (dead-letter policy, redelivery backoff) and the
 /// dead-letter topic with a subscription of its own, created if missing. Production creates
-/// them with Terraform; the local stack and the tests create them here.
+/// them with Terraform with the same settings; the local stack and the tests create them here.
+///
+/// The dead-letter topic is part of the vote path: the worker consumes its subscription too and
+/// commits what arrives there like any vote (commit is idempotent). Dead-lettering is therefore
+/// not where a vote ends, only where it waits out a long outage with a slower retry.
 #[derive(Debug, Clone)]
 pub struct Topology {
     pub dead_letter_topic: String,
     pub dead_letter_subscription: String,
+    /// Deliveries before a message moves to the dead-letter topic (Pub/Sub allows 5 to 100).
+    /// Every crash of a worker holding a message counts as one, so production uses the most.
     pub max_delivery_attempts: i32,
     pub ack_deadline_seconds: i32,
+    /// Redelivery backoff after a nack or an expired lease, on both subscriptions.
+    pub minimum_backoff: Duration,
+    pub maximum_backoff: Duration,
+    /// How long Pub/Sub keeps an unacked message (the longest outage a vote survives in the
+    /// queue; 7 days is the most Pub/Sub allows).
+    pub retention: Duration,
     /// Keep acked messages so the subscription can be replayed with seek (tests, recovery).
     pub retain_acked_messages: bool,
 }
 
 impl Topology {
+    /// What production uses (and `infra/terraform` sets): 100 delivery attempts with a
+    /// 10 s to 600 s backoff keep a vote on the main subscription through roughly 15 hours of a
+    /// failing database before it moves to the dead-letter subscription, where it keeps being
+    /// retried for the rest of the 7 days' retention.
     pub fn for_settings(settings: &PubSubSettings) -> Self {
         Self {
             dead_letter_topic: format!("{}-dead-letter", settings.topic),
             dead_letter_subscription: format!("{}-dead-letter-sub", settings.topic),
-            max_delivery_attempts: 5,
-            ack_deadline_seconds: 30,
+            max_delivery_attempts: 100,
+            ack_deadline_seconds: 60,
+            minimum_backoff: Duration::from_secs(10),
+            maximum_backoff: Duration::from_secs(600),
+            retention: Duration::from_secs(7 * 24 * 3600),
             retain_acked_messages: false,
         }
+    }
+
+    pub fn dead_letter_subscription_path(&self, settings: &PubSubSettings) -> String {
+        format!(
+            "projects/{}/subscriptions/{}",
+            settings.project, self.dead_letter_subscription
+        )
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        let seconds = |d: Duration| google_cloud_wkt::Duration::clamp(d.as_secs() as i64, 0);
+        RetryPolicy::new()
+            .set_minimum_backoff(seconds(self.minimum_backoff))
+            .set_maximum_backoff(seconds(self.maximum_backoff))
     }
 
     pub async fn ensure(&self, settings: &PubSubSettings) -> anyhow::Result<()> {
@@ -120,22 +153,20 @@ impl Topology {
                 Err(e) => return Err(e.into()),
             }
         }
+        let retention = google_cloud_wkt::Duration::clamp(self.retention.as_secs() as i64, 0);
         let worker = subscriptions
             .create_subscription()
             .set_name(settings.subscription_path())
             .set_topic(settings.topic_path())
             .set_ack_deadline_seconds(self.ack_deadline_seconds)
             .set_retain_acked_messages(self.retain_acked_messages)
+            .set_message_retention_duration(retention.clone())
             .set_dead_letter_policy(
                 DeadLetterPolicy::new()
                     .set_dead_letter_topic(&dead_letter_topic)
                     .set_max_delivery_attempts(self.max_delivery_attempts),
             )
-            .set_retry_policy(
-                RetryPolicy::new()
-                    .set_minimum_backoff(google_cloud_wkt::Duration::clamp(1, 0))
-                    .set_maximum_backoff(google_cloud_wkt::Duration::clamp(10, 0)),
-            )
+            .set_retry_policy(self.retry_policy())
             .send()
             .await;
         match worker {
@@ -143,13 +174,15 @@ impl Topology {
             Err(e) if is_code(&e, Code::AlreadyExists) => {}
             Err(e) => return Err(e.into()),
         }
+        // No dead-letter policy here: a vote that reached this subscription is retried (with
+        // the same backoff) until the worker commits it or retention ends.
         let dead = subscriptions
             .create_subscription()
-            .set_name(format!(
-                "projects/{project}/subscriptions/{}",
-                self.dead_letter_subscription
-            ))
+            .set_name(self.dead_letter_subscription_path(settings))
             .set_topic(&dead_letter_topic)
+            .set_ack_deadline_seconds(self.ack_deadline_seconds)
+            .set_message_retention_duration(retention)
+            .set_retry_policy(self.retry_policy())
             .send()
             .await;
         match dead {

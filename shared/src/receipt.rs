@@ -1,17 +1,20 @@
-//! Receipts: derived from the voting token, so a client's retry gets the same receipt, and
+//! Receipts: one per submission, derived from the voting token and what was submitted, so a
+//! client's retry gets the same receipt while a different ballot sent with the same token gets a
+//! receipt of its own (and its own outcome: one is recorded, the other rejected). Receipts are
 //! self-authenticating, so `GET /v1/receipts/{receipt}` can tell a queued vote (valid receipt,
 //! no outcome row yet) from a receipt this system never issued (404) without storing anything
 //! at accept time.
 //!
 //! `receipt = "r1." + base64url(election id ‖ n ‖ m)` where
-//! `n = HMAC(key, "n" ‖ token id)[..16]` and `m = HMAC(key, "m" ‖ election id ‖ n)[..16]`.
-//! The receipt reveals nothing about the token id, and the token hash stored beside ballots
-//! cannot be turned into a receipt without the key.
+//! `n = HMAC(key, "n" ‖ token id ‖ submission)[..16]` and `m = HMAC(key, "m" ‖ election id ‖ n)[..16]`,
+//! `submission` being [`submission_digest`] of the choices and the client's `Idempotency-Key`.
+//! The receipt reveals nothing about the token id or the choices, and the token hash stored
+//! beside ballots cannot be turned into a receipt without the key.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -55,8 +58,11 @@ impl ReceiptKey {
         out
     }
 
-    pub fn derive(&self, election_id: Uuid, token_id: &[u8]) -> Receipt {
-        let n = self.mac(&[b"n", token_id]);
+    /// The receipt of one submission (`submission` from [`submission_digest`]).
+    pub fn derive(&self, election_id: Uuid, token_id: &[u8], submission: &[u8; 32]) -> Receipt {
+        // Length-prefixed, so no token id and digest can be re-cut into another pair.
+        let len = (token_id.len() as u32).to_be_bytes();
+        let n = self.mac(&[b"n", &len, token_id, submission]);
         let m = self.mac(&[b"m", election_id.as_bytes(), &n]);
         let mut raw = Vec::with_capacity(48);
         raw.extend_from_slice(election_id.as_bytes());
@@ -86,6 +92,27 @@ impl ReceiptKey {
     }
 }
 
+/// What makes two submissions of one token the same vote: the same choices (in order) under the
+/// same `Idempotency-Key` (or both without one). A retry gets the same receipt; another ballot,
+/// or the same ballot deliberately sent as a new request (another key), is another submission.
+pub fn submission_digest(choices: &[String], idempotency_key: Option<&str>) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(b"ekklesia/submission/v1");
+    for choice in choices {
+        hasher.update((choice.len() as u32).to_be_bytes());
+        hasher.update(choice.as_bytes());
+    }
+    match idempotency_key {
+        // 0xFFFFFFFF cannot be a choice's length prefix (choices are short): no ambiguity.
+        Some(key) => {
+            hasher.update(u32::MAX.to_be_bytes());
+            hasher.update(key.as_bytes());
+        }
+        None => hasher.update(b"-"),
+    }
+    hasher.finalize().into()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct Receipt(String);
@@ -111,20 +138,47 @@ impl std::fmt::Display for Receipt {
 mod tests {
     use super::*;
 
+    fn choices(c: &[&str]) -> Vec<String> {
+        c.iter().map(|c| c.to_string()).collect()
+    }
+
     #[test]
-    fn same_token_same_receipt_and_forgeries_fail() {
+    fn one_receipt_per_submission_and_forgeries_fail() {
         let key = ReceiptKey::new(vec![9; 32]).unwrap();
         let election = Uuid::new_v4();
-        let r1 = key.derive(election, b"token-one");
-        assert_eq!(r1, key.derive(election, b"token-one"));
-        assert_ne!(r1, key.derive(election, b"token-two"));
+        let yes = submission_digest(&choices(&["yes"]), None);
+        let r1 = key.derive(election, b"token-one", &yes);
+        assert_eq!(r1, key.derive(election, b"token-one", &yes), "a retry");
+        assert_ne!(r1, key.derive(election, b"token-two", &yes));
+        let no = submission_digest(&choices(&["no"]), None);
+        assert_ne!(
+            r1,
+            key.derive(election, b"token-one", &no),
+            "another ballot"
+        );
+        let keyed = submission_digest(&choices(&["yes"]), Some("k-1"));
+        assert_ne!(
+            r1,
+            key.derive(election, b"token-one", &keyed),
+            "another request"
+        );
+        assert_ne!(
+            submission_digest(&choices(&["a", "b"]), None),
+            submission_digest(&choices(&["ab"]), None)
+        );
+        assert_ne!(
+            submission_digest(&choices(&["a", "b"]), None),
+            submission_digest(&choices(&["b", "a"]), None),
+            "order is the ranking"
+        );
         assert_eq!(key.check(r1.as_str()).unwrap().1, election);
         let other = ReceiptKey::new(vec![8; 32]).unwrap();
         assert!(other.check(r1.as_str()).is_none());
+        // Change the last character to one it certainly is not.
         let mut forged = r1.as_str().to_owned();
-        forged.pop();
-        forged.push('A');
-        assert!(key.check(&forged).is_none() || forged == r1.as_str());
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(key.check(&forged).is_none());
         assert!(key.check("r1.short").is_none());
         assert!(key.check("nonsense").is_none());
     }

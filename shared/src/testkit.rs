@@ -20,6 +20,7 @@ use crate::pubsub::Topology;
 use crate::receipt::ReceiptKey;
 use crate::s2s::{Keyring, S2sKey};
 use crate::token::{encode_public_key, TokenSigner};
+use crate::vote_keys::VoteKeys;
 
 const DEV_LOGINS: &str = include_str!("../../infra/local/dev-logins.sql");
 
@@ -221,19 +222,29 @@ impl TestDb {
     }
 }
 
-/// A fresh topic, subscription (dead letter after 5 attempts) and dead-letter topic.
+/// A fresh topic, subscription and dead-letter topic, with test-sized redelivery settings.
 pub struct TestPubSub {
     pub settings: PubSubSettings,
     pub topology: Topology,
 }
 
 impl TestPubSub {
+    /// Dead letter after 5 attempts, redelivery backoff 1 to 2 s: a test outage of ten seconds
+    /// outlasts every delivery attempt, as an outage of hours does in production.
     pub async fn create() -> Self {
         Self::create_with(5).await
     }
 
     /// With `max_delivery_attempts` before dead-lettering.
     pub async fn create_with(max_delivery_attempts: i32) -> Self {
+        Self::create_with_topology(|topology| {
+            topology.max_delivery_attempts = max_delivery_attempts;
+        })
+        .await
+    }
+
+    /// With the topology adjusted by `adjust` (from the test defaults above).
+    pub async fn create_with_topology(adjust: impl FnOnce(&mut Topology)) -> Self {
         let host = std::env::var("PUBSUB_EMULATOR_HOST").unwrap_or_else(|_| {
             panic!("PUBSUB_EMULATOR_HOST is not set: run the tests with infra/local/test.sh")
         });
@@ -245,7 +256,11 @@ impl TestPubSub {
             subscription: format!("votes-{id}-worker"),
         };
         let mut topology = Topology::for_settings(&settings);
-        topology.max_delivery_attempts = max_delivery_attempts;
+        topology.max_delivery_attempts = 5;
+        topology.ack_deadline_seconds = 30;
+        topology.minimum_backoff = Duration::from_secs(1);
+        topology.maximum_backoff = Duration::from_secs(2);
+        adjust(&mut topology);
         topology
             .ensure(&settings)
             .await
@@ -254,10 +269,7 @@ impl TestPubSub {
     }
 
     pub fn dead_letter_subscription_path(&self) -> String {
-        format!(
-            "projects/{}/subscriptions/{}",
-            self.settings.project, self.topology.dead_letter_subscription
-        )
+        self.topology.dead_letter_subscription_path(&self.settings)
     }
 }
 
@@ -266,6 +278,8 @@ impl TestPubSub {
 pub struct TestKeys {
     pub signers: Vec<TokenSigner>,
     pub receipt_key_b64: String,
+    /// `VOTE_KEYS` for ingest and the worker.
+    pub vote_keys_config: String,
     pub s2s: Keyring,
     pub s2s_config: String,
 }
@@ -296,6 +310,7 @@ impl TestKeys {
         Self {
             signers,
             receipt_key_b64: b64.encode(receipt),
+            vote_keys_config: VoteKeys::generate_config("test-v1"),
             s2s: Keyring::new(s2s_keys),
             s2s_config: s2s_entries.join(","),
         }
@@ -314,6 +329,10 @@ impl TestKeys {
             })
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    pub fn vote_keys(&self) -> VoteKeys {
+        VoteKeys::from_config(&self.vote_keys_config).expect("vote keys")
     }
 
     pub fn receipt_key(&self) -> ReceiptKey {

@@ -13,16 +13,17 @@
 //! - `raw_one_statement`: the same work in one statement (data-modifying CTEs) sent in
 //!   autocommit on connections whose tenant (`app.org_id`) was set when they were opened: one
 //!   round trip per batch, the best this server accepts;
-//! - `worker_previous_schema`: `worker::batch::commit` again, on a database where migration 6
-//!   was undone (`PREVIOUS_SCHEMA` below: the per-row foreign keys from ballots and receipts to
-//!   their election, full token pages), to show what that migration is worth in the same run.
-//!   The other writers use the migrations as they are.
+//!
+//! Every writer stores what the vote path stores: each ballot encrypted into the ballot box
+//! (`elections.ballot_box`, sealed later), the raw ceilings with ciphertexts made outside the
+//! timed statement.
 //!
 //! `single_vote/<writer>/<connections>conn`, one iteration = 20 votes per connection, each in
 //! its own transaction, where `<writer>` is `direct_mode` (`ingest::ballot_box::record`,
 //! the code direct mode runs: lock with `FOR UPDATE NOWAIT`, check the election, insert the
-//! ballot, mark the token used, record the receipt) or `raw_one_statement` (the same effect in
-//! one autocommit statement).
+//! encrypted ballot, mark the token used, record the receipt) or `raw_one_statement` (the same
+//! effect in one autocommit statement, on the worker's login: ingest's may write only through
+//! direct mode's function).
 //!
 //! Every vote uses a token registered (untimed) just before its iteration, so each is a first
 //! vote, never the cheaper duplicate path; every benchmark gets a fresh database (cloned from
@@ -43,7 +44,8 @@ use rand::Rng;
 use shared::domain::{ElectionDefinition, TenantId, TokenHash};
 use shared::receipt::ReceiptKey;
 use shared::testkit::{Role, TestDb};
-use shared::vote::{VoteMessage, VERSION};
+use shared::vote::VoteMessage;
+use shared::vote_keys::VoteKeys;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use tokio::runtime::Runtime;
@@ -57,22 +59,13 @@ const BATCH_SIZES: [usize; 3] = [100, 500, 2000];
 const CONNECTIONS: [usize; 2] = [1, 3];
 const SINGLE_VOTES_PER_CONNECTION: usize = 20;
 
-/// The elections schema before migration 6 (infra/migrations/20261126000006_batch_writer.sql):
-/// a foreign-key check (and `FOR KEY SHARE` lock on the one election row) for every inserted
-/// ballot and receipt, and full token pages, so that marking a token used moves the row.
-const PREVIOUS_SCHEMA: &str = "\
-    ALTER TABLE elections.ballots ADD CONSTRAINT ballots_election_id_fkey \
-        FOREIGN KEY (election_id) REFERENCES elections.elections (id); \
-    ALTER TABLE elections.receipts ADD CONSTRAINT receipts_election_id_fkey \
-        FOREIGN KEY (election_id) REFERENCES elections.elections (id); \
-    ALTER TABLE elections.voting_tokens SET (fillfactor = 100);";
-
 /// One database with one open single-choice election.
 struct Fixture {
     db: TestDb,
     tenant: TenantId,
     definition: ElectionDefinition,
     receipt_key: ReceiptKey,
+    keys: std::sync::Arc<VoteKeys>,
     /// The worker's own pool: worker role, `shared::db::pool` limits.
     worker: PgPool,
     /// Direct mode's pool: ingest role, `shared::db::pool` limits.
@@ -83,15 +76,8 @@ struct Fixture {
 }
 
 impl Fixture {
-    /// `previous_schema`: migration 6 undone on this database only (see [`PREVIOUS_SCHEMA`]).
-    async fn new(previous_schema: bool) -> Self {
+    async fn new() -> Self {
         let db = TestDb::create().await;
-        if previous_schema {
-            db.owner
-                .execute(PREVIOUS_SCHEMA)
-                .await
-                .expect("previous schema");
-        }
         let tenant = TenantId::parse(TENANT).expect("tenant");
         let definition = db.open_election(&tenant, OPTIONS).await;
         let worker = shared::db::pool(&db.settings(Role::Worker, 3)).expect("worker pool");
@@ -106,6 +92,9 @@ impl Fixture {
             tenant,
             definition,
             receipt_key: ReceiptKey::new(rand::random::<[u8; 32]>().to_vec()).expect("key"),
+            keys: std::sync::Arc::new(
+                VoteKeys::from_config(&VoteKeys::generate_config("bench")).expect("vote keys"),
+            ),
             worker,
             ingest,
             worker_tenant,
@@ -123,13 +112,16 @@ impl Fixture {
             let token_id: [u8; 32] = rng.gen();
             let token_hash = TokenHash::of_token_id(&token_id);
             hashes.push(token_hash.0.to_vec());
+            let choices = vec![format!("o{}", rng.gen_range(0..OPTIONS))];
+            let submission = shared::receipt::submission_digest(&choices, None);
             votes.push(VoteMessage {
-                v: VERSION,
                 tenant: self.tenant.clone(),
                 election_id: self.definition.id,
                 token_hash,
-                receipt: self.receipt_key.derive(self.definition.id, &token_id),
-                choices: vec![format!("o{}", rng.gen_range(0..OPTIONS))],
+                receipt: self
+                    .receipt_key
+                    .derive(self.definition.id, &token_id, &submission),
+                choices,
                 accepted_at: now,
             });
         }
@@ -216,8 +208,6 @@ async fn warm(pool: &PgPool) {
 #[derive(Debug, Clone, Copy)]
 enum BatchWriter {
     Worker,
-    /// The worker's code on a database with [`PREVIOUS_SCHEMA`].
-    WorkerPreviousSchema,
     RawStatements,
     RawOneStatement,
 }
@@ -226,23 +216,35 @@ impl BatchWriter {
     fn name(self) -> &'static str {
         match self {
             Self::Worker => "worker",
-            Self::WorkerPreviousSchema => "worker_previous_schema",
             Self::RawStatements => "raw_statements",
             Self::RawOneStatement => "raw_one_statement",
         }
     }
 
     /// Commits `votes`; returns how many were recorded.
-    async fn write(self, worker: PgPool, tenant_pool: PgPool, votes: Vec<VoteMessage>) -> usize {
+    async fn write(
+        self,
+        keys: &VoteKeys,
+        worker: PgPool,
+        tenant_pool: PgPool,
+        votes: Vec<VoteMessage>,
+    ) -> usize {
         match self {
-            Self::Worker | Self::WorkerPreviousSchema => worker::batch::commit(&worker, &votes)
+            Self::Worker => worker::batch::commit(&worker, keys, &votes)
                 .await
                 .expect("worker batch commits")
+                .outcomes
                 .iter()
                 .filter(|o| **o == Outcome::Recorded)
                 .count(),
-            Self::RawStatements => raw_statements(&worker, &votes).await,
-            Self::RawOneStatement => raw_one_statement(&tenant_pool, &votes).await,
+            Self::RawStatements => {
+                raw_statements(&worker, &columns(keys, votes.iter()), &votes).await
+            }
+            Self::RawOneStatement => {
+                let mut shuffled: Vec<&VoteMessage> = votes.iter().collect();
+                shuffled.shuffle(&mut rand::thread_rng());
+                raw_one_statement(&tenant_pool, &columns(keys, shuffled.into_iter())).await
+            }
         }
     }
 }
@@ -251,30 +253,31 @@ struct Columns {
     election_ids: Vec<Uuid>,
     hashes: Vec<Vec<u8>>,
     receipts: Vec<String>,
-    choices: Vec<String>,
+    sealed: Vec<Vec<u8>>,
 }
 
-fn columns<'a>(votes: impl Iterator<Item = &'a VoteMessage>) -> Columns {
+/// The votes' columns, ballots encrypted (outside the raw ceilings' timed statements: the
+/// database's share is what they measure).
+fn columns<'a>(keys: &VoteKeys, votes: impl Iterator<Item = &'a VoteMessage>) -> Columns {
     let mut c = Columns {
         election_ids: Vec::new(),
         hashes: Vec::new(),
         receipts: Vec::new(),
-        choices: Vec::new(),
+        sealed: Vec::new(),
     };
     for v in votes {
         c.election_ids.push(v.election_id);
         c.hashes.push(v.token_hash.0.to_vec());
         c.receipts.push(v.receipt.to_string());
-        c.choices
-            .push(worker::batch::text_array_literal(&v.choices));
+        c.sealed
+            .push(keys.encrypt_ballot(&v.tenant, v.election_id, &v.choices));
     }
     c
 }
 
 /// The batch's work in the fewest separate statements, in one transaction.
-async fn raw_statements(pool: &PgPool, votes: &[VoteMessage]) -> usize {
+async fn raw_statements(pool: &PgPool, all: &Columns, votes: &[VoteMessage]) -> usize {
     let tenant = &votes[0].tenant;
-    let all = columns(votes.iter());
     let mut tx = shared::db::begin_for_tenant(pool, tenant)
         .await
         .expect("begin");
@@ -291,20 +294,20 @@ async fn raw_statements(pool: &PgPool, votes: &[VoteMessage]) -> usize {
     .expect("claim")
     .into_iter()
     .collect();
-    let mut recorded: Vec<&VoteMessage> = votes
-        .iter()
-        .filter(|v| claimed.contains(&v.token_hash.0[..]))
+    let mut recorded: Vec<usize> = (0..votes.len())
+        .filter(|&i| claimed.contains(&votes[i].token_hash.0[..]))
         .collect();
     recorded.shuffle(&mut rand::thread_rng());
-    let ballots = columns(recorded.into_iter());
+    let election_ids: Vec<Uuid> = recorded.iter().map(|&i| all.election_ids[i]).collect();
+    let sealed: Vec<&[u8]> = recorded.iter().map(|&i| &all.sealed[i][..]).collect();
     sqlx::query(
-        "INSERT INTO elections.ballots (org_id, election_id, choices) \
-         SELECT $1, m.election_id, m.choices::text[] \
-         FROM unnest($2::uuid[], $3::text[]) AS m(election_id, choices)",
+        "INSERT INTO elections.ballot_box (org_id, election_id, sealed) \
+         SELECT $1, m.election_id, m.sealed \
+         FROM unnest($2::uuid[], $3::bytea[]) AS m(election_id, sealed)",
     )
     .bind(tenant.as_str())
-    .bind(&ballots.election_ids)
-    .bind(&ballots.choices)
+    .bind(&election_ids)
+    .bind(&sealed)
     .execute(&mut *tx)
     .await
     .expect("ballots");
@@ -342,21 +345,18 @@ async fn raw_statements(pool: &PgPool, votes: &[VoteMessage]) -> usize {
 }
 
 /// The batch's work in one statement: one round trip, its own transaction.
-async fn raw_one_statement(tenant_pool: &PgPool, votes: &[VoteMessage]) -> usize {
-    let mut shuffled: Vec<&VoteMessage> = votes.iter().collect();
-    shuffled.shuffle(&mut rand::thread_rng());
-    let c = columns(shuffled.into_iter());
+async fn raw_one_statement(tenant_pool: &PgPool, c: &Columns) -> usize {
     let recorded: i64 = sqlx::query_scalar(
         "WITH m AS ( \
-           SELECT * FROM unnest($2::uuid[], $3::bytea[], $4::text[], $5::text[]) \
-             AS m(election_id, token_hash, receipt, choices) \
+           SELECT * FROM unnest($2::uuid[], $3::bytea[], $4::text[], $5::bytea[]) \
+             AS m(election_id, token_hash, receipt, sealed) \
          ), claimed AS ( \
            UPDATE elections.voting_tokens t SET used = true FROM m \
            WHERE t.election_id = m.election_id AND t.token_hash = m.token_hash AND NOT t.used \
            RETURNING t.election_id, t.token_hash \
          ), ballots AS ( \
-           INSERT INTO elections.ballots (org_id, election_id, choices) \
-           SELECT $1, m.election_id, m.choices::text[] FROM m \
+           INSERT INTO elections.ballot_box (org_id, election_id, sealed) \
+           SELECT $1, m.election_id, m.sealed FROM m \
            JOIN claimed c ON c.election_id = m.election_id AND c.token_hash = m.token_hash \
          ), receipts AS ( \
            INSERT INTO elections.receipts (receipt, org_id, election_id, status, reason) \
@@ -374,7 +374,7 @@ async fn raw_one_statement(tenant_pool: &PgPool, votes: &[VoteMessage]) -> usize
     .bind(&c.election_ids)
     .bind(&c.hashes)
     .bind(&c.receipts)
-    .bind(&c.choices)
+    .bind(&c.sealed)
     .fetch_one(tenant_pool)
     .await
     .expect("one-statement batch");
@@ -399,33 +399,32 @@ impl SingleWriter {
     /// recorded.
     async fn write(
         self,
-        definition: ElectionDefinition,
+        keys: std::sync::Arc<VoteKeys>,
         ingest: PgPool,
         tenant_pool: PgPool,
         votes: Vec<VoteMessage>,
     ) -> usize {
         let mut recorded = 0;
         for vote in &votes {
+            // Encrypting the ballot is part of direct mode's work, so it is timed.
+            let sealed = keys.encrypt_ballot(&vote.tenant, vote.election_id, &vote.choices);
             let ok = match self {
-                Self::DirectMode => {
-                    let ballot = definition.ballot(vote.choices.clone()).expect("ballot");
-                    matches!(
-                        ingest::ballot_box::record(
-                            &ingest,
-                            DirectVote {
-                                tenant: &vote.tenant,
-                                election_id: vote.election_id,
-                                token_hash: vote.token_hash,
-                                receipt: &vote.receipt,
-                                ballot: &ballot,
-                                idempotency_key: None,
-                            },
-                        )
-                        .await,
-                        Ok(DirectOutcome::Recorded)
+                Self::DirectMode => matches!(
+                    ingest::ballot_box::record(
+                        &ingest,
+                        DirectVote {
+                            tenant: &vote.tenant,
+                            election_id: vote.election_id,
+                            token_hash: vote.token_hash,
+                            receipt: &vote.receipt,
+                            sealed_ballot: &sealed,
+                            replayable: false,
+                        },
                     )
-                }
-                Self::RawOneStatement => raw_single(&tenant_pool, vote).await,
+                    .await,
+                    Ok(DirectOutcome::Recorded)
+                ),
+                Self::RawOneStatement => raw_single(&tenant_pool, vote, &sealed).await,
             };
             recorded += usize::from(ok);
         }
@@ -435,7 +434,7 @@ impl SingleWriter {
 
 /// Direct mode's effect in one autocommit statement: claim the token if the election is open,
 /// insert the ballot, record the receipt.
-async fn raw_single(tenant_pool: &PgPool, vote: &VoteMessage) -> bool {
+async fn raw_single(tenant_pool: &PgPool, vote: &VoteMessage, sealed: &[u8]) -> bool {
     let result = sqlx::query(
         "WITH claimed AS ( \
            UPDATE elections.voting_tokens t SET used = true \
@@ -445,7 +444,7 @@ async fn raw_single(tenant_pool: &PgPool, vote: &VoteMessage) -> bool {
                          AND (e.closes_at IS NULL OR e.closes_at > now())) \
            RETURNING t.election_id \
          ), ballot AS ( \
-           INSERT INTO elections.ballots (org_id, election_id, choices) \
+           INSERT INTO elections.ballot_box (org_id, election_id, sealed) \
            SELECT $1, election_id, $4 FROM claimed \
          ) \
          INSERT INTO elections.receipts (receipt, org_id, election_id, status, reason) \
@@ -455,7 +454,7 @@ async fn raw_single(tenant_pool: &PgPool, vote: &VoteMessage) -> bool {
     .bind(TENANT)
     .bind(vote.election_id)
     .bind(&vote.token_hash.0[..])
-    .bind(&vote.choices)
+    .bind(sealed)
     .bind(vote.receipt.as_str())
     .execute(tenant_pool)
     .await
@@ -480,27 +479,29 @@ fn batches(c: &mut Criterion) {
                 BatchWriter::Worker,
                 BatchWriter::RawStatements,
                 BatchWriter::RawOneStatement,
-                BatchWriter::WorkerPreviousSchema,
             ] {
                 group.throughput(Throughput::Elements((conns * size) as u64));
                 let mut fixture: Option<Fixture> = None;
                 group.bench_function(
                     BenchmarkId::new(format!("{}/{conns}conn", writer.name()), size),
                     |b| {
-                        let fx = &*fixture.get_or_insert_with(|| {
-                            rt.block_on(Fixture::new(matches!(
-                                writer,
-                                BatchWriter::WorkerPreviousSchema
-                            )))
-                        });
+                        let fx = &*fixture.get_or_insert_with(|| rt.block_on(Fixture::new()));
                         b.to_async(&rt).iter_custom(|iters| async move {
                             let mut elapsed = Duration::ZERO;
                             for _ in 0..iters {
                                 let votes = fx.votes(conns * size).await;
-                                let (took, recorded) = concurrently(votes, conns, size, |set| {
-                                    writer.write(fx.worker.clone(), fx.worker_tenant.clone(), set)
-                                })
-                                .await;
+                                let (took, recorded) =
+                                    concurrently(votes, conns, size, |set| {
+                                        let (keys, worker, tenant_pool) = (
+                                            fx.keys.clone(),
+                                            fx.worker.clone(),
+                                            fx.worker_tenant.clone(),
+                                        );
+                                        async move {
+                                            writer.write(&keys, worker, tenant_pool, set).await
+                                        }
+                                    })
+                                    .await;
                                 elapsed += took;
                                 assert_eq!(recorded, conns * size, "every fresh vote is recorded");
                             }
@@ -555,17 +556,19 @@ fn single_votes(c: &mut Criterion) {
             group.throughput(Throughput::Elements(per_iteration as u64));
             let mut fixture: Option<Fixture> = None;
             group.bench_function(format!("{}/{conns}conn", writer.name()), |b| {
-                let fx = &*fixture.get_or_insert_with(|| rt.block_on(Fixture::new(false)));
+                let fx = &*fixture.get_or_insert_with(|| rt.block_on(Fixture::new()));
                 b.to_async(&rt).iter_custom(|iters| async move {
                     let mut elapsed = Duration::ZERO;
                     for _ in 0..iters {
                         let votes = fx.votes(per_iteration).await;
                         let (took, recorded) =
                             concurrently(votes, conns, SINGLE_VOTES_PER_CONNECTION, |set| {
+                                // The raw ceiling on the worker's login: ingest's may write
+                                // only through direct mode's function.
                                 writer.write(
-                                    fx.definition.clone(),
+                                    fx.keys.clone(),
                                     fx.ingest.clone(),
-                                    fx.ingest_tenant.clone(),
+                                    fx.worker_tenant.clone(),
                                     set,
                                 )
                             })

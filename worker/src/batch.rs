@@ -1,39 +1,58 @@
 //! Where votes are committed in queue mode: one short transaction per batch.
 //!
-//! The transaction claims each vote's token (registered and unused), inserts the ballots of the
-//! claimed ones in shuffled order, and records every receipt's outcome. A message redelivered
-//! after its batch committed (a lost ack, a crash between commit and ack) finds its token used
-//! and its receipt recorded, and changes nothing: deduplication lives in the same transaction
-//! as the effect, so no vote counts twice whatever Pub/Sub redelivers.
+//! The transaction reads the batch's elections, decides what it can without tokens
+//! (`crate::triage`), claims each chosen vote's token (registered and unused), puts the claimed
+//! votes' ballots, encrypted, into the ballot box in shuffled order, and records every
+//! submission's outcome on its receipt. A message redelivered after its batch committed (a lost
+//! ack, a crash between commit and ack) finds its token used and its receipt recorded, and
+//! changes nothing: deduplication lives in the same transaction as the effect, so no vote counts
+//! twice whatever Pub/Sub redelivers.
+//!
+//! Row locks are always taken in one order (tokens by election and hash, receipts by receipt),
+//! so two writers holding overlapping batches wait for each other instead of deadlocking.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
 use rand::seq::SliceRandom;
 use shared::db::ElectionRow;
-use shared::domain::{ElectionDefinition, ElectionStatus, RejectionReason, TenantId};
+use shared::domain::{RejectionReason, TenantId};
 use shared::vote::VoteMessage;
+use shared::vote_keys::VoteKeys;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
+
+use crate::triage::{triage, Election, Triage};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Recorded,
     Rejected(RejectionReason),
-    /// Already recorded by an earlier delivery or retry of the same token: nothing to do.
+    /// Already recorded by an earlier delivery or retry of the same submission: nothing to do.
     Duplicate,
 }
 
-struct Election {
-    definition: ElectionDefinition,
-    closed_at: Option<DateTime<Utc>>,
-    sealed: bool,
+/// What one batch transaction did.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// Index-aligned with the batch.
+    pub outcomes: Vec<Outcome>,
+    /// Sealed elections that received a vote accepted before their close: they are sealed again.
+    pub reopened_seals: Vec<Uuid>,
 }
 
-/// Commits `votes` (index-aligned outcomes are returned) in one transaction.
-pub async fn commit(pool: &PgPool, votes: &[VoteMessage]) -> Result<Vec<Outcome>, sqlx::Error> {
-    let mut outcomes = vec![Outcome::Duplicate; votes.len()];
-    // Row-level security is per tenant, so the batch is written tenant by tenant.
+type Tx<'a> = Transaction<'a, Postgres>;
+type TokenKey = (Uuid, [u8; 32]);
+
+/// Commits `votes` in one transaction, tenant by tenant (row-level security is per tenant).
+pub async fn commit(
+    pool: &PgPool,
+    keys: &VoteKeys,
+    votes: &[VoteMessage],
+) -> Result<Committed, sqlx::Error> {
+    let mut committed = Committed {
+        outcomes: vec![Outcome::Duplicate; votes.len()],
+        reopened_seals: Vec::new(),
+    };
     let mut by_tenant: BTreeMap<&TenantId, Vec<usize>> = BTreeMap::new();
     for (i, vote) in votes.iter().enumerate() {
         by_tenant.entry(&vote.tenant).or_default().push(i);
@@ -41,215 +60,317 @@ pub async fn commit(pool: &PgPool, votes: &[VoteMessage]) -> Result<Vec<Outcome>
     let mut tx = pool.begin().await?;
     for (tenant, indices) in by_tenant {
         shared::db::set_tenant(&mut tx, tenant).await?;
-        commit_tenant(&mut tx, tenant, votes, &indices, &mut outcomes).await?;
+        commit_tenant(&mut tx, keys, tenant, votes, &indices, &mut committed).await?;
     }
     tx.commit().await?;
-    Ok(outcomes)
+    Ok(committed)
 }
 
 async fn commit_tenant(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut Tx<'_>,
+    keys: &VoteKeys,
     tenant: &TenantId,
     votes: &[VoteMessage],
     indices: &[usize],
-    outcomes: &mut [Outcome],
+    committed: &mut Committed,
 ) -> Result<(), sqlx::Error> {
-    let election_ids: Vec<Uuid> = indices
-        .iter()
-        .map(|&i| votes[i].election_id)
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    // `FOR KEY SHARE` keeps each election row from disappearing until the ballots below are
-    // committed: one lock per election per batch, where foreign keys took two per ballot
-    // (migration 6). It does not block the close, which updates no key.
-    let rows: Vec<ElectionRow> =
-        sqlx::query_as(&format!("{} FOR KEY SHARE", ElectionRow::SELECT_BY_IDS))
-            .bind(&election_ids)
-            .fetch_all(&mut **tx)
-            .await?;
-    let elections: HashMap<Uuid, Election> = rows
-        .iter()
-        .filter_map(|r| {
-            Some((
-                r.id,
-                Election {
-                    definition: r.definition()?,
-                    closed_at: r.closed_at,
-                    sealed: r.sealed_at.is_some(),
-                },
-            ))
-        })
-        .collect();
-
-    // Decide what can be decided without touching tokens; keep the first vote per token.
-    let mut seen_tokens = HashSet::new();
-    let mut candidates = Vec::new();
-    for &i in indices {
-        let vote = &votes[i];
-        if !seen_tokens.insert((vote.election_id, vote.token_hash)) {
-            outcomes[i] = Outcome::Duplicate;
-            continue;
-        }
-        let Some(election) = elections.get(&vote.election_id) else {
-            outcomes[i] = Outcome::Rejected(RejectionReason::ElectionClosed);
-            continue;
-        };
-        let too_late = election.sealed
-            || election.definition.status == ElectionStatus::Draft
-            || election
-                .closed_at
-                .is_some_and(|closed| vote.accepted_at > closed);
-        if too_late {
-            outcomes[i] = Outcome::Rejected(RejectionReason::ElectionClosed);
-            continue;
-        }
-        if election.definition.ballot(vote.choices.clone()).is_err() {
-            outcomes[i] = Outcome::Rejected(RejectionReason::InvalidBallot);
-            continue;
-        }
-        candidates.push(i);
+    let elections = lock_elections(tx, tenant, votes, indices).await?;
+    let Triage {
+        decided,
+        chosen,
+        siblings,
+    } = triage(votes, indices, &elections);
+    let outcomes = &mut committed.outcomes;
+    for (i, outcome) in decided {
+        outcomes[i] = outcome;
     }
-
-    // Claim the tokens: only registered, unused ones flip. Concurrent batches holding the same
-    // token serialise on its row; the later one sees it used.
-    let claim_elections: Vec<Uuid> = candidates.iter().map(|&i| votes[i].election_id).collect();
-    let claim_hashes: Vec<Vec<u8>> = candidates
-        .iter()
-        .map(|&i| votes[i].token_hash.0.to_vec())
-        .collect();
-    let claimed: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
-        "UPDATE elections.voting_tokens t SET used = true \
-         FROM unnest($1::uuid[], $2::bytea[]) AS m(election_id, token_hash) \
-         WHERE t.election_id = m.election_id AND t.token_hash = m.token_hash AND NOT t.used \
-         RETURNING t.election_id, t.token_hash",
-    )
-    .bind(&claim_elections)
-    .bind(&claim_hashes)
-    .fetch_all(&mut **tx)
-    .await?;
-    let claimed: HashSet<(Uuid, Vec<u8>)> = claimed.into_iter().collect();
-
+    let claimed = claim_tokens(tx, votes, &chosen).await?;
     let mut unclaimed = Vec::new();
-    let mut recorded = Vec::new();
-    for &i in &candidates {
-        if claimed.contains(&(votes[i].election_id, votes[i].token_hash.0.to_vec())) {
+    for &i in &chosen {
+        if claimed.contains(&(votes[i].election_id, votes[i].token_hash.0)) {
             outcomes[i] = Outcome::Recorded;
-            recorded.push(i);
         } else {
             unclaimed.push(i);
         }
     }
-
-    if !unclaimed.is_empty() {
-        // Unknown token, or used: by this very vote earlier (its receipt says recorded) or not.
-        let receipts: Vec<String> = unclaimed
-            .iter()
-            .map(|&i| votes[i].receipt.to_string())
-            .collect();
-        let already: HashSet<String> = sqlx::query_scalar(
-            "SELECT receipt FROM elections.receipts WHERE receipt = ANY($1) AND status = 'recorded'",
-        )
-        .bind(&receipts)
-        .fetch_all(&mut **tx)
-        .await?
-        .into_iter()
-        .collect();
-        let known_elections: Vec<Uuid> = unclaimed.iter().map(|&i| votes[i].election_id).collect();
-        let known_hashes: Vec<Vec<u8>> = unclaimed
-            .iter()
-            .map(|&i| votes[i].token_hash.0.to_vec())
-            .collect();
-        let known: HashSet<(Uuid, Vec<u8>)> = sqlx::query_as(
-            "SELECT t.election_id, t.token_hash FROM elections.voting_tokens t \
-             JOIN unnest($1::uuid[], $2::bytea[]) AS m(election_id, token_hash) \
-             ON t.election_id = m.election_id AND t.token_hash = m.token_hash",
-        )
-        .bind(&known_elections)
-        .bind(&known_hashes)
-        .fetch_all(&mut **tx)
-        .await?
-        .into_iter()
-        .collect();
-        for &i in &unclaimed {
-            let vote = &votes[i];
-            outcomes[i] = if already.contains(vote.receipt.as_str()) {
-                Outcome::Duplicate
-            } else if known.contains(&(vote.election_id, vote.token_hash.0.to_vec())) {
-                Outcome::Rejected(RejectionReason::TokenAlreadyUsed)
-            } else {
-                Outcome::Rejected(RejectionReason::UnknownToken)
-            };
-        }
-    }
-
-    if !recorded.is_empty() {
-        // Shuffled, so storage order says nothing about arrival order within the batch.
-        let mut order = recorded.clone();
-        order.shuffle(&mut rand::thread_rng());
-        let election_ids: Vec<Uuid> = order.iter().map(|&i| votes[i].election_id).collect();
-        // One array literal per ballot: unnest cannot take an array of arrays of different
-        // lengths, and a literal cast costs the server a fifth of a per-row jsonb conversion.
-        let choices: Vec<String> = order
-            .iter()
-            .map(|&i| text_array_literal(&votes[i].choices))
-            .collect();
-        sqlx::query(
-            "INSERT INTO elections.ballots (org_id, election_id, choices) \
-             SELECT $1, m.election_id, m.choices::text[] \
-             FROM unnest($2::uuid[], $3::text[]) AS m(election_id, choices)",
-        )
-        .bind(tenant.as_str())
-        .bind(&election_ids)
-        .bind(&choices)
-        .execute(&mut **tx)
-        .await?;
-    }
-
-    // Every decided vote's receipt; a recorded receipt is never downgraded.
-    let decided: Vec<usize> = indices
+    let undecided: Vec<usize> = unclaimed
         .iter()
         .copied()
-        .filter(|&i| !matches!(outcomes[i], Outcome::Duplicate))
+        .chain(siblings.iter().map(|&(i, _)| i))
         .collect();
-    if !decided.is_empty() {
-        let receipts: Vec<String> = decided
-            .iter()
-            .map(|&i| votes[i].receipt.to_string())
-            .collect();
-        let election_ids: Vec<Uuid> = decided.iter().map(|&i| votes[i].election_id).collect();
-        let statuses: Vec<&str> = decided
-            .iter()
-            .map(|&i| {
-                if outcomes[i] == Outcome::Recorded {
-                    "recorded"
-                } else {
-                    "rejected"
-                }
-            })
-            .collect();
-        let reasons: Vec<Option<&str>> = decided
-            .iter()
-            .map(|&i| match outcomes[i] {
-                Outcome::Rejected(reason) => Some(reason.as_str()),
-                _ => None,
-            })
-            .collect();
-        sqlx::query(
-            "INSERT INTO elections.receipts (receipt, org_id, election_id, status, reason) \
-             SELECT m.receipt, $1, m.election_id, m.status, m.reason \
-             FROM unnest($2::text[], $3::uuid[], $4::text[], $5::text[]) AS m(receipt, election_id, status, reason) \
-             ON CONFLICT (receipt) DO UPDATE SET status = excluded.status, reason = excluded.reason \
-             WHERE elections.receipts.status <> 'recorded'",
-        )
-        .bind(tenant.as_str())
-        .bind(&receipts)
-        .bind(&election_ids)
-        .bind(&statuses)
-        .bind(&reasons)
-        .execute(&mut **tx)
-        .await?;
+    let recorded_before = recorded_receipts(tx, votes, &undecided).await?;
+    let known = registered_tokens(tx, votes, &unclaimed).await?;
+    for &i in &unclaimed {
+        let vote = &votes[i];
+        outcomes[i] = if recorded_before.contains(vote.receipt.as_str()) {
+            // A redelivery of a submission recorded before.
+            Outcome::Duplicate
+        } else if known.contains(&(vote.election_id, vote.token_hash.0)) {
+            // Another submission used the token.
+            Outcome::Rejected(RejectionReason::TokenAlreadyUsed)
+        } else {
+            Outcome::Rejected(RejectionReason::UnknownToken)
+        };
     }
+    for (i, chosen) in siblings {
+        // A sibling shares its chosen vote's token, so it cannot be recorded too; unless it
+        // is itself a redelivery of an earlier recorded submission.
+        outcomes[i] = if recorded_before.contains(votes[i].receipt.as_str()) {
+            Outcome::Duplicate
+        } else if outcomes[chosen] == Outcome::Rejected(RejectionReason::UnknownToken) {
+            Outcome::Rejected(RejectionReason::UnknownToken)
+        } else {
+            Outcome::Rejected(RejectionReason::TokenAlreadyUsed)
+        };
+    }
+    let recorded: Vec<usize> = chosen
+        .iter()
+        .copied()
+        .filter(|&i| outcomes[i] == Outcome::Recorded)
+        .collect();
+    insert_ballots(tx, keys, tenant, votes, &recorded).await?;
+    for election in elections_to_reseal(votes, &recorded, &elections) {
+        sqlx::query("SELECT elections.reopen_seal($1, $2)")
+            .bind(tenant.as_str())
+            .bind(election)
+            .execute(&mut **tx)
+            .await?;
+        committed.reopened_seals.push(election);
+    }
+    upsert_receipts(tx, tenant, votes, indices, outcomes).await
+}
+
+/// The batch's elections, read `FOR KEY SHARE` (`elections.lock_for_votes`): each stays as it
+/// is (not deleted, not sealed, since the seal takes it `FOR UPDATE`) until the ballots below are
+/// committed. One lock per election per batch; the close, an update of other columns, is not
+/// blocked.
+async fn lock_elections(
+    tx: &mut Tx<'_>,
+    tenant: &TenantId,
+    votes: &[VoteMessage],
+    indices: &[usize],
+) -> Result<HashMap<Uuid, Election>, sqlx::Error> {
+    let mut ids: Vec<Uuid> = indices.iter().map(|&i| votes[i].election_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let rows: Vec<ElectionRow> = sqlx::query_as("SELECT * FROM elections.lock_for_votes($1, $2)")
+        .bind(tenant.as_str())
+        .bind(&ids)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut elections = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let Some(definition) = row.definition() else {
+            // Every vote for it is then rejected as for an unknown election: say why, loudly.
+            tracing::error!(election_id = %row.id, tenant = %row.org_id,
+                "stored election does not parse; its votes are rejected");
+            continue;
+        };
+        elections.insert(
+            row.id,
+            Election {
+                definition,
+                closed_at: row.closed_at,
+                sealed: row.sealed_at.is_some(),
+            },
+        );
+    }
+    Ok(elections)
+}
+
+/// Claims the chosen votes' tokens: only registered, unused ones flip. The rows are locked in
+/// (election, hash) order first, so concurrent batches never lock them in opposite orders.
+async fn claim_tokens(
+    tx: &mut Tx<'_>,
+    votes: &[VoteMessage],
+    chosen: &[usize],
+) -> Result<HashSet<TokenKey>, sqlx::Error> {
+    if chosen.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let (elections, hashes) = token_columns(votes, chosen);
+    let claimed: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
+        "WITH wanted AS ( \
+             SELECT t.election_id, t.token_hash FROM elections.voting_tokens t \
+             JOIN unnest($1::uuid[], $2::bytea[]) AS m(election_id, token_hash) \
+               ON t.election_id = m.election_id AND t.token_hash = m.token_hash \
+             WHERE NOT t.used \
+             ORDER BY t.election_id, t.token_hash FOR UPDATE OF t) \
+         UPDATE elections.voting_tokens t SET used = true FROM wanted w \
+         WHERE t.election_id = w.election_id AND t.token_hash = w.token_hash AND NOT t.used \
+         RETURNING t.election_id, t.token_hash",
+    )
+    .bind(&elections)
+    .bind(&hashes)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(claimed
+        .into_iter()
+        .filter_map(|(e, h)| Some((e, <[u8; 32]>::try_from(h).ok()?)))
+        .collect())
+}
+
+/// Sorted (election, hash) columns of the given votes, for one `unnest`.
+fn token_columns(votes: &[VoteMessage], indices: &[usize]) -> (Vec<Uuid>, Vec<Vec<u8>>) {
+    let mut keys: Vec<TokenKey> = indices
+        .iter()
+        .map(|&i| (votes[i].election_id, votes[i].token_hash.0))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter().map(|(e, h)| (e, h.to_vec())).unzip()
+}
+
+/// Which of these votes' receipts are already recorded (their submission committed before).
+async fn recorded_receipts(
+    tx: &mut Tx<'_>,
+    votes: &[VoteMessage],
+    indices: &[usize],
+) -> Result<HashSet<String>, sqlx::Error> {
+    if indices.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let receipts: Vec<&str> = indices.iter().map(|&i| votes[i].receipt.as_str()).collect();
+    let recorded: Vec<String> = sqlx::query_scalar(
+        "SELECT receipt FROM elections.receipts WHERE receipt = ANY($1) AND status = 'recorded'",
+    )
+    .bind(&receipts)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(recorded.into_iter().collect())
+}
+
+/// Which of these votes' tokens are registered at all (used or not).
+async fn registered_tokens(
+    tx: &mut Tx<'_>,
+    votes: &[VoteMessage],
+    indices: &[usize],
+) -> Result<HashSet<TokenKey>, sqlx::Error> {
+    if indices.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let (elections, hashes) = token_columns(votes, indices);
+    let known: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
+        "SELECT t.election_id, t.token_hash FROM elections.voting_tokens t \
+         JOIN unnest($1::uuid[], $2::bytea[]) AS m(election_id, token_hash) \
+         ON t.election_id = m.election_id AND t.token_hash = m.token_hash",
+    )
+    .bind(&elections)
+    .bind(&hashes)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(known
+        .into_iter()
+        .filter_map(|(e, h)| Some((e, <[u8; 32]>::try_from(h).ok()?)))
+        .collect())
+}
+
+/// The recorded votes' ballots, encrypted for the ballot box, in shuffled order so storage
+/// order says nothing about arrival order within the batch.
+async fn insert_ballots(
+    tx: &mut Tx<'_>,
+    keys: &VoteKeys,
+    tenant: &TenantId,
+    votes: &[VoteMessage],
+    recorded: &[usize],
+) -> Result<(), sqlx::Error> {
+    if recorded.is_empty() {
+        return Ok(());
+    }
+    let mut order = recorded.to_vec();
+    order.shuffle(&mut rand::thread_rng());
+    let elections: Vec<Uuid> = order.iter().map(|&i| votes[i].election_id).collect();
+    let sealed: Vec<Vec<u8>> = order
+        .iter()
+        .map(|&i| keys.encrypt_ballot(tenant, votes[i].election_id, &votes[i].choices))
+        .collect();
+    sqlx::query(
+        "INSERT INTO elections.ballot_box (org_id, election_id, sealed) \
+         SELECT $1, m.election_id, m.sealed FROM unnest($2::uuid[], $3::bytea[]) AS m(election_id, sealed)",
+    )
+    .bind(tenant.as_str())
+    .bind(&elections)
+    .bind(&sealed)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Sealed elections that just recorded a vote (accepted before their close, or triage would
+/// have refused it): the seal is reopened so the worker seals them again with it.
+fn elections_to_reseal(
+    votes: &[VoteMessage],
+    recorded: &[usize],
+    elections: &HashMap<Uuid, Election>,
+) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = recorded
+        .iter()
+        .map(|&i| votes[i].election_id)
+        .filter(|id| elections.get(id).is_some_and(|e| e.sealed))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Every decided submission's outcome on its receipt, in receipt order (one lock order for
+/// every writer); a recorded receipt is never downgraded.
+async fn upsert_receipts(
+    tx: &mut Tx<'_>,
+    tenant: &TenantId,
+    votes: &[VoteMessage],
+    indices: &[usize],
+    outcomes: &[Outcome],
+) -> Result<(), sqlx::Error> {
+    let mut decided: BTreeMap<&str, (Uuid, Outcome)> = BTreeMap::new();
+    for &i in indices {
+        if outcomes[i] == Outcome::Duplicate {
+            continue;
+        }
+        let entry = decided
+            .entry(votes[i].receipt.as_str())
+            .or_insert((votes[i].election_id, outcomes[i]));
+        // One receipt twice in a batch (a redelivered copy): recorded wins.
+        if outcomes[i] == Outcome::Recorded {
+            entry.1 = Outcome::Recorded;
+        }
+    }
+    if decided.is_empty() {
+        return Ok(());
+    }
+    let receipts: Vec<&str> = decided.keys().copied().collect();
+    let elections: Vec<Uuid> = decided.values().map(|(e, _)| *e).collect();
+    let statuses: Vec<&str> = decided
+        .values()
+        .map(|(_, o)| {
+            if *o == Outcome::Recorded {
+                "recorded"
+            } else {
+                "rejected"
+            }
+        })
+        .collect();
+    let reasons: Vec<Option<&str>> = decided
+        .values()
+        .map(|(_, o)| match o {
+            Outcome::Rejected(reason) => Some(reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO elections.receipts (receipt, org_id, election_id, status, reason) \
+         SELECT m.receipt, $1, m.election_id, m.status, m.reason \
+         FROM unnest($2::text[], $3::uuid[], $4::text[], $5::text[]) AS m(receipt, election_id, status, reason) \
+         ON CONFLICT (receipt) DO UPDATE SET status = excluded.status, reason = excluded.reason \
+         WHERE elections.receipts.status <> 'recorded'",
+    )
+    .bind(tenant.as_str())
+    .bind(&receipts)
+    .bind(&elections)
+    .bind(&statuses)
+    .bind(&reasons)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

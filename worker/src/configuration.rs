@@ -3,7 +3,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use shared::config::{ConfigError, DatabaseSettings, Env, PubSubSettings};
+use shared::vote_keys::VoteKeys;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -11,6 +14,18 @@ pub struct Settings {
     pub addr: SocketAddr,
     pub database: DatabaseSettings,
     pub pubsub: PubSubSettings,
+    /// `VOTE_KEYS`: the keys ingest encrypts vote messages with; ballots stay encrypted with
+    /// them until the seal.
+    pub vote_keys: Arc<VoteKeys>,
+    /// `PUBSUB_DEAD_LETTER_SUBSCRIPTION`: the dead-letter topic's subscription, consumed like
+    /// the vote subscription (default `{PUBSUB_TOPIC}-dead-letter-sub`).
+    pub dead_letter_subscription: String,
+    /// `DEAD_LETTER_STREAMS`: StreamingPull streams on it (default 1).
+    pub dead_letter_streams: usize,
+    /// `PUBLISH_GRACE_MS`: how long before Pub/Sub's publish time a vote may have been accepted
+    /// (default 10000; must exceed ingest's `PUBLISH_TIMEOUT_MS`): an earlier `accepted_at` counts
+    /// as that bound.
+    pub publish_grace: Duration,
     /// `WORKER_ID`: names this instance in `ops.worker_progress` (default: host and pid).
     pub worker_id: String,
     /// `BATCH_SIZE`: most votes per transaction (default 500).
@@ -30,7 +45,9 @@ pub struct Settings {
     /// `IDLE_AFTER_MS`: quiet time after which this worker counts as caught up (default 1000).
     pub idle_after: Duration,
     /// `SEAL_DELAY_MS`: how long after a close the election may be sealed, at the earliest
-    /// (default 10000; must exceed ingest's publish timeout plus its definition refresh).
+    /// (default 10000; must exceed ingest's publish timeout plus its definition refresh and its
+    /// ledger flush interval): also how far past the close every live ingest must have written
+    /// its accepted votes before the seal.
     pub seal_delay: Duration,
     /// `SHUTDOWN_GRACE_MS`: bound on the drain at SIGTERM (default 10000).
     pub shutdown_grace: Duration,
@@ -48,10 +65,18 @@ impl Settings {
             std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
             std::process::id()
         );
+        let pubsub = PubSubSettings::from_env(&mut env);
+        let default_dead_letter =
+            shared::pubsub::Topology::for_settings(&pubsub).dead_letter_subscription;
         let settings = Self {
             addr,
             database: DatabaseSettings::from_env(&mut env),
-            pubsub: PubSubSettings::from_env(&mut env),
+            vote_keys: shared::vote_keys::from_env(&mut env),
+            dead_letter_subscription: env
+                .string_or("PUBSUB_DEAD_LETTER_SUBSCRIPTION", &default_dead_letter),
+            dead_letter_streams: env.parse_or("DEAD_LETTER_STREAMS", 1usize),
+            publish_grace: env.millis_or("PUBLISH_GRACE_MS", 10_000),
+            pubsub,
             worker_id: env.string_or("WORKER_ID", &default_id),
             batch_size: env.parse_or("BATCH_SIZE", 500usize),
             batch_wait: env.millis_or("BATCH_WAIT_MS", 20),
@@ -69,5 +94,14 @@ impl Settings {
             env.problem("BATCH_SIZE, STREAMS and WRITERS must be at least 1");
         }
         env.finish(settings)
+    }
+}
+
+impl Settings {
+    pub fn dead_letter_subscription_path(&self) -> String {
+        format!(
+            "projects/{}/subscriptions/{}",
+            self.pubsub.project, self.dead_letter_subscription
+        )
     }
 }

@@ -1,24 +1,33 @@
 //! Streaming pull → batches → commit → ack.
 //!
-//! `STREAMS` pull tasks feed one batcher; the batcher cuts a batch at `BATCH_SIZE` votes or
-//! `BATCH_WAIT_MS` after its first vote; up to `WRITERS` batches commit concurrently. A message
-//! is acked only after the transaction holding its effect committed (invariant 1); when the
-//! transaction fails every message of the batch is nacked and Pub/Sub redelivers it with the
-//! subscription's backoff, while this worker also backs off before its next batch.
+//! `STREAMS` pull tasks on the vote subscription and `DEAD_LETTER_STREAMS` on the dead-letter
+//! subscription feed one batcher: a vote that Pub/Sub dead-lettered (after every delivery attempt
+//! failed, e.g. through a long database outage) is committed like any other, because commit is
+//! idempotent; it is counted and logged so an alert sees it. The batcher cuts a batch at
+//! `BATCH_SIZE` votes or `BATCH_WAIT_MS` after its first vote; up to `WRITERS` batches commit
+//! concurrently. A message is acked only after the transaction holding its effect committed
+//! (invariant 1). A batch that fails because the database is unavailable is nacked whole and
+//! Pub/Sub redelivers it with the subscription's backoff, while this worker also backs off. A
+//! batch that fails for any other reason is split in halves until the message that fails alone
+//! is found: its batch-mates commit and are acked, and only it is nacked, so one bad message
+//! never spends the delivery attempts of the others.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use google_cloud_pubsub::client::Subscriber;
 use google_cloud_pubsub::model::Message;
 use google_cloud_pubsub::subscriber::handler::Handler;
 use google_cloud_pubsub::subscriber::ShutdownToken;
 use shared::vote::VoteMessage;
+use shared::vote_keys::VoteKeys;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::batch::{self, Outcome};
+use crate::batch::{self, Committed, Outcome};
 use crate::configuration::Settings;
 use crate::startup::WorkerMetrics;
 
@@ -44,6 +53,22 @@ impl Activity {
     }
 }
 
+/// Which subscription a message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Votes,
+    DeadLetter,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Votes => "votes",
+            Self::DeadLetter => "dead_letter",
+        }
+    }
+}
+
 struct Pending {
     vote: VoteMessage,
     handler: Handler,
@@ -55,6 +80,15 @@ pub struct Consumer {
     pub done: tokio::task::JoinHandle<()>,
 }
 
+/// What the pull tasks share.
+#[derive(Clone)]
+struct Intake {
+    keys: Arc<VoteKeys>,
+    metrics: Arc<WorkerMetrics>,
+    activity: Arc<Activity>,
+    publish_grace: chrono::Duration,
+}
+
 pub fn start(
     settings: &Settings,
     subscriber: &Subscriber,
@@ -63,34 +97,52 @@ pub fn start(
     activity: Arc<Activity>,
 ) -> Consumer {
     let (tx, rx) = mpsc::channel::<Pending>(settings.batch_size * 2);
+    let intake = Intake {
+        keys: settings.vote_keys.clone(),
+        metrics: metrics.clone(),
+        activity: activity.clone(),
+        publish_grace: chrono::Duration::from_std(settings.publish_grace)
+            .unwrap_or(chrono::Duration::MAX),
+    };
+    let subscriptions = std::iter::repeat_n(
+        (Source::Votes, settings.pubsub.subscription_path()),
+        settings.streams,
+    )
+    .chain(std::iter::repeat_n(
+        (Source::DeadLetter, settings.dead_letter_subscription_path()),
+        settings.dead_letter_streams,
+    ));
     let mut shutdown_tokens = Vec::new();
-    for stream_no in 0..settings.streams {
+    for (stream_no, (source, path)) in subscriptions.enumerate() {
         let mut stream = subscriber
-            .subscribe(settings.pubsub.subscription_path())
+            .subscribe(path)
             .set_max_outstanding_messages(settings.max_outstanding)
             .set_max_lease_extension(settings.lease_extension)
             .build();
         shutdown_tokens.push(stream.shutdown_token());
         let tx = tx.clone();
-        let metrics = metrics.clone();
-        let activity = activity.clone();
+        let intake = intake.clone();
         tokio::spawn(async move {
             while let Some(item) = stream.next().await {
                 let (message, handler) = match item {
                     Ok(pair) => pair,
                     Err(e) => {
-                        tracing::error!(stream = stream_no, error = %e, "streaming pull failed");
+                        tracing::error!(stream = stream_no, source = source.as_str(), error = %e, "streaming pull failed");
                         break;
                     }
                 };
-                activity.touch();
-                if let Some(pending) = decode(message, handler, &metrics) {
+                intake.activity.touch();
+                if let Some(pending) = intake.decode(message, handler, source) {
                     if tx.send(pending).await.is_err() {
                         break;
                     }
                 }
             }
-            tracing::info!(stream = stream_no, "stream closed");
+            tracing::info!(
+                stream = stream_no,
+                source = source.as_str(),
+                "stream closed"
+            );
         });
     }
     drop(tx);
@@ -101,29 +153,81 @@ pub fn start(
     }
 }
 
-/// An undecodable message is nacked: after the subscription's max delivery attempts Pub/Sub
-/// moves it to the dead-letter topic. Its content is never logged.
-fn decode(message: Message, handler: Handler, metrics: &WorkerMetrics) -> Option<Pending> {
-    let correlation_id = shared::vote::correlation_of(&message.attributes).to_owned();
-    match VoteMessage::decode(&message.data) {
-        Ok(vote) => Some(Pending {
-            vote,
-            handler,
-            correlation_id,
-        }),
-        Err(e) => {
-            metrics.undecodable.inc();
-            tracing::warn!(
-                message_id = %message.message_id,
-                correlation_id = %correlation_id,
-                delivery_attempt = ?handler.delivery_attempt(),
-                error = %e,
-                "undecodable message; nacked (dead-lettered after max delivery attempts)"
-            );
-            handler.nack();
-            None
+impl Intake {
+    /// A message that is not a vote is counted and logged without its content. One that no
+    /// worker will ever decode (malformed, forged, altered) is acked: it was never an accepted
+    /// vote, and the count is what an alert watches. One this worker cannot read but a newer one
+    /// may (another version, a key not rolled out here yet) is nacked for that worker.
+    fn decode(&self, message: Message, handler: Handler, source: Source) -> Option<Pending> {
+        let correlation_id = shared::vote::correlation_of(&message.attributes).to_owned();
+        if source == Source::DeadLetter {
+            self.metrics.dead_letter_received.inc();
+            tracing::warn!(message_id = %message.message_id, correlation_id = %correlation_id,
+                "a dead-lettered vote arrived; committing it like any other");
+        }
+        match VoteMessage::decode(&self.keys, &message.data) {
+            Ok(mut vote) => {
+                if let Some(published) = original_publish_time(&message) {
+                    vote.accepted_at =
+                        bounded_accepted_at(vote.accepted_at, published, self.publish_grace);
+                }
+                Some(Pending {
+                    vote,
+                    handler,
+                    correlation_id,
+                })
+            }
+            Err(e) => {
+                self.metrics
+                    .undecodable
+                    .with_label_values(&[e.kind()])
+                    .inc();
+                let permanent = e.is_permanent();
+                tracing::error!(
+                    message_id = %message.message_id,
+                    correlation_id = %correlation_id,
+                    source = source.as_str(),
+                    delivery_attempt = ?handler.delivery_attempt(),
+                    error = %e,
+                    action = if permanent { "acked" } else { "nacked" },
+                    "a message that is not a vote this worker can read"
+                );
+                if permanent {
+                    handler.ack();
+                } else {
+                    handler.nack();
+                }
+                None
+            }
         }
     }
+}
+
+/// When the vote was first published: Pub/Sub's own stamp, or for a dead-lettered message the
+/// stamp of the original (which Pub/Sub copies into an attribute).
+fn original_publish_time(message: &Message) -> Option<DateTime<Utc>> {
+    if let Some(raw) = message
+        .attributes
+        .get(shared::vote::ATTR_DEAD_LETTER_PUBLISH_TIME)
+    {
+        return DateTime::parse_from_rfc3339(raw)
+            .ok()
+            .map(|t| t.with_timezone(&Utc));
+    }
+    let stamp = message.publish_time.as_ref()?;
+    DateTime::from_timestamp(stamp.seconds(), stamp.nanos().max(0) as u32)
+}
+
+/// A vote cannot have been accepted long before Pub/Sub received it: ingest publishes within its
+/// publish budget or answers 503. So `accepted_at` counts as no earlier than the publish time
+/// minus `grace` (configured above that budget): whoever holds a vote key cannot publish after a
+/// close a vote dated before it.
+pub fn bounded_accepted_at(
+    accepted_at: DateTime<Utc>,
+    published: DateTime<Utc>,
+    grace: chrono::Duration,
+) -> DateTime<Utc> {
+    accepted_at.max(published.checked_sub_signed(grace).unwrap_or(accepted_at))
 }
 
 async fn batcher(
@@ -161,11 +265,12 @@ async fn batcher(
         };
         activity.in_flight.fetch_add(1, Ordering::SeqCst);
         let pool = pool.clone();
+        let keys = settings.vote_keys.clone();
         let metrics = metrics.clone();
         let activity = activity.clone();
         let backoff = backoff.clone();
         tokio::spawn(async move {
-            let ok = write(&pool, batch, &metrics).await;
+            let ok = write(&pool, &keys, batch, &metrics).await;
             {
                 let mut b = backoff.lock().unwrap_or_else(|p| p.into_inner());
                 *b = if ok {
@@ -183,54 +288,215 @@ async fn batcher(
     let _ = writers.acquire_many(settings.writers as u32).await;
 }
 
-/// Commits one batch and acks it; on failure nacks it. Returns whether it committed.
-async fn write(pool: &PgPool, batch: Vec<Pending>, metrics: &WorkerMetrics) -> bool {
+/// How one slice of a batch ended.
+#[derive(Debug)]
+pub enum PartEnd {
+    Committed(Committed),
+    /// It failed on its own (one message): nothing else in the batch is held back by it.
+    Poison(sqlx::Error),
+    /// The database is unavailable: not attempted further, retried later.
+    Unavailable(sqlx::Error),
+}
+
+/// Commits `0..len` through `attempt`, splitting a slice that fails for a reason other than an
+/// unavailable database in halves until the failing messages stand alone. Stops at the first
+/// unavailability and reports every slice not committed by then as unavailable.
+pub async fn commit_isolating<F, Fut>(len: usize, mut attempt: F) -> Vec<(Range<usize>, PartEnd)>
+where
+    F: FnMut(Range<usize>) -> Fut,
+    Fut: std::future::Future<Output = Result<Committed, sqlx::Error>>,
+{
+    let mut ends = Vec::new();
+    let mut todo = vec![0..len];
+    while let Some(part) = todo.pop() {
+        match attempt(part.clone()).await {
+            Ok(committed) => ends.push((part, PartEnd::Committed(committed))),
+            Err(e) if shared::db::is_transient(&e) => {
+                ends.push((part, PartEnd::Unavailable(e)));
+                // Everything left waits for the database as well (one error stands for all).
+                ends.extend(
+                    todo.drain(..)
+                        .map(|rest| (rest, PartEnd::Unavailable(sqlx::Error::PoolTimedOut))),
+                );
+            }
+            Err(e) if part.len() == 1 => ends.push((part, PartEnd::Poison(e))),
+            Err(_) => {
+                let middle = part.start + part.len() / 2;
+                todo.push(middle..part.end);
+                todo.push(part.start..middle);
+            }
+        }
+    }
+    ends
+}
+
+/// Commits one batch and acks it; what could not be committed is nacked. Returns false when the
+/// database was unavailable (the caller backs off).
+async fn write(
+    pool: &PgPool,
+    keys: &VoteKeys,
+    batch: Vec<Pending>,
+    metrics: &WorkerMetrics,
+) -> bool {
     let votes: Vec<VoteMessage> = batch.iter().map(|p| p.vote.clone()).collect();
-    let started = Instant::now();
-    match batch::commit(pool, &votes).await {
-        Ok(outcomes) => {
-            let committed_at = chrono::Utc::now();
-            metrics.batch_size.observe(batch.len() as f64);
-            metrics
-                .commit_latency
-                .observe(started.elapsed().as_secs_f64());
-            for (pending, outcome) in batch.into_iter().zip(outcomes) {
-                let lag = (committed_at - pending.vote.accepted_at)
-                    .num_milliseconds()
-                    .max(0) as f64
-                    / 1000.0;
-                metrics.queue_lag.observe(lag);
-                match outcome {
-                    Outcome::Recorded => metrics.outcomes.with_label_values(&["recorded"]).inc(),
-                    Outcome::Duplicate => {
-                        metrics.outcomes.with_label_values(&["duplicate"]).inc();
-                        tracing::info!(correlation_id = %pending.correlation_id, election_id = %pending.vote.election_id,
-                            tenant = %pending.vote.tenant, "duplicate delivery ignored");
-                    }
-                    Outcome::Rejected(reason) => {
-                        metrics.outcomes.with_label_values(&[reason.as_str()]).inc();
-                        tracing::info!(correlation_id = %pending.correlation_id, election_id = %pending.vote.election_id,
-                            tenant = %pending.vote.tenant, reason = reason.as_str(), "vote rejected");
-                    }
+    let ends = commit_isolating(batch.len(), |range| {
+        let started = Instant::now();
+        let votes = &votes[range];
+        async move {
+            let result = batch::commit(pool, keys, votes).await;
+            if result.is_ok() {
+                metrics.batch_size.observe(votes.len() as f64);
+                metrics
+                    .commit_latency
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            result
+        }
+    })
+    .await;
+    let mut handlers: Vec<Option<Pending>> = batch.into_iter().map(Some).collect();
+    let mut available = true;
+    for (range, end) in ends {
+        let part: Vec<Pending> = handlers[range]
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
+        match end {
+            PartEnd::Committed(committed) => acknowledge(part, committed, metrics),
+            PartEnd::Poison(e) => {
+                metrics.poison.inc();
+                for pending in part {
+                    tracing::error!(error = %shared::db::redact(&e), correlation_id = %pending.correlation_id,
+                        election_id = %pending.vote.election_id, tenant = %pending.vote.tenant,
+                        "a vote fails to commit on its own; nacked for redelivery, its batch-mates committed");
+                    pending.handler.nack();
                 }
-                // Ack only now: the transaction holding this vote's effect has committed.
-                pending.handler.ack();
             }
-            true
-        }
-        Err(e) => {
-            metrics.failed_batches.inc();
-            let correlation_ids: Vec<&str> = batch
-                .iter()
-                .take(5)
-                .map(|p| p.correlation_id.as_str())
-                .collect();
-            tracing::warn!(error = %shared::db::redact(&e), size = batch.len(), ?correlation_ids,
-                "batch transaction failed; nacking for redelivery");
-            for pending in batch {
-                pending.handler.nack();
+            PartEnd::Unavailable(e) => {
+                if available {
+                    metrics.failed_batches.inc();
+                    tracing::warn!(error = %shared::db::redact(&e), size = part.len(),
+                        "database unavailable; nacking for redelivery");
+                }
+                available = false;
+                for pending in part {
+                    pending.handler.nack();
+                }
             }
-            false
         }
+    }
+    available
+}
+
+/// Acks a committed part of a batch, counting each outcome.
+fn acknowledge(part: Vec<Pending>, committed: Committed, metrics: &WorkerMetrics) {
+    let committed_at = Utc::now();
+    for election in &committed.reopened_seals {
+        metrics.votes_after_seal.inc();
+        tracing::error!(election_id = %election,
+            "a vote accepted before the close arrived after the seal: recorded, the election is sealed again");
+    }
+    for (pending, outcome) in part.into_iter().zip(committed.outcomes) {
+        let lag = (committed_at - pending.vote.accepted_at)
+            .num_milliseconds()
+            .max(0) as f64
+            / 1000.0;
+        metrics.queue_lag.observe(lag);
+        match outcome {
+            Outcome::Recorded => metrics.outcomes.with_label_values(&["recorded"]).inc(),
+            Outcome::Duplicate => {
+                metrics.outcomes.with_label_values(&["duplicate"]).inc();
+                tracing::info!(correlation_id = %pending.correlation_id, election_id = %pending.vote.election_id,
+                    tenant = %pending.vote.tenant, "duplicate delivery ignored");
+            }
+            Outcome::Rejected(reason) => {
+                metrics.outcomes.with_label_values(&[reason.as_str()]).inc();
+                tracing::info!(correlation_id = %pending.correlation_id, election_id = %pending.vote.election_id,
+                    tenant = %pending.vote.tenant, reason = reason.as_str(), "vote rejected");
+            }
+        }
+        // Ack only now: the transaction holding this vote's effect has committed.
+        pending.handler.ack();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    fn poison_at(
+        bad: &'static [usize],
+    ) -> (RefCell<Vec<Range<usize>>>, impl Fn(Range<usize>) -> bool) {
+        (RefCell::new(Vec::new()), move |r: Range<usize>| {
+            bad.iter().all(|b| !r.contains(b))
+        })
+    }
+
+    #[tokio::test]
+    async fn bad_messages_are_isolated_and_their_batch_mates_commit() {
+        let (attempts, ok) = poison_at(&[13, 77]);
+        let ends = commit_isolating(100, |r| {
+            attempts.borrow_mut().push(r.clone());
+            let ok = ok(r);
+            async move {
+                if ok {
+                    Ok(Committed::default())
+                } else {
+                    Err(sqlx::Error::RowNotFound)
+                }
+            }
+        })
+        .await;
+        let mut poison: Vec<usize> = ends
+            .iter()
+            .filter(|(_, e)| matches!(e, PartEnd::Poison(_)))
+            .map(|(r, _)| r.start)
+            .collect();
+        poison.sort();
+        assert_eq!(poison, vec![13, 77]);
+        let committed: usize = ends
+            .iter()
+            .filter(|(_, e)| matches!(e, PartEnd::Committed(_)))
+            .map(|(r, _)| r.len())
+            .sum();
+        assert_eq!(committed, 98, "every other message committed");
+        // Each bad message costs about two attempts per halving, not one per message.
+        assert!(
+            attempts.borrow().len() <= 4 * 7 + 1,
+            "{} attempts",
+            attempts.borrow().len()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_database_stops_the_split_and_nacks_everything_left() {
+        let ends = commit_isolating(10, |r| async move {
+            if r.len() == 10 {
+                Err(sqlx::Error::RowNotFound)
+            } else {
+                Err(sqlx::Error::PoolTimedOut)
+            }
+        })
+        .await;
+        let unavailable: usize = ends
+            .iter()
+            .filter(|(_, e)| matches!(e, PartEnd::Unavailable(_)))
+            .map(|(r, _)| r.len())
+            .sum();
+        assert_eq!(unavailable, 10);
+    }
+
+    #[test]
+    fn accepted_at_is_no_earlier_than_the_publish_time_minus_the_grace() {
+        let published = DateTime::from_timestamp(1_800_000_100, 0).unwrap();
+        let grace = chrono::Duration::seconds(10);
+        let honest = published - chrono::Duration::seconds(2);
+        assert_eq!(bounded_accepted_at(honest, published, grace), honest);
+        let backdated = published - chrono::Duration::seconds(60);
+        assert_eq!(
+            bounded_accepted_at(backdated, published, grace),
+            published - grace
+        );
     }
 }

@@ -6,3 +6,4 @@ pub mod configuration;
 pub mod consumer;
 pub mod seal;
 pub mod startup;
+pub mod triage;

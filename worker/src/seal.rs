@@ -1,20 +1,22 @@
-//! Progress reporting and sealing.
+//! Closing on time, sealing, and progress reports.
 //!
-//! Each worker reports a heartbeat and whether it is idle (caught up). Once an election has
-//! been closed for `seal_delay` and every live worker is idle, nothing accepted before the close
-//! can still be on its way, so the election is sealed: its ballots are deleted and re-inserted
-//! in random order in one transaction, so no ballot keeps the transaction id (`xmin`) it shares
-//! with its token update or its batch, and physical order says nothing about arrival. Results
-//! are final only for sealed elections.
+//! An election is sealed once it is closed, `SEAL_DELAY_MS` has passed since the close, and the
+//! queue has drained for it: every vote ingest accepted for it has a decided receipt and every
+//! live ingest has written its accepted votes up to past the close (`elections.drained`, fed by
+//! ingest's ledger). Whatever is still in the queue, redelivering after a failure, leased by a
+//! worker that died, or dead-lettered, keeps it open. Sealing decrypts the ballot box and writes
+//! every ballot of the election in random order in one transaction, so no ballot keeps the
+//! transaction id (`xmin`) it shared with its token update or its batch, and physical order says
+//! nothing about arrival. Results are final only for sealed elections. An election whose
+//! `closes_at` has passed is closed here first, so it seals without anyone pressing close.
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use shared::domain::TenantId;
+use shared::vote_keys::VoteKeys;
 use sqlx::PgPool;
 use uuid::Uuid;
-
-/// How recent a heartbeat must be for a worker to count as alive.
-const ALIVE: &str = "15 seconds";
 
 pub async fn report(pool: &PgPool, worker_id: &str, idle: bool) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -38,67 +40,92 @@ pub async fn forget(pool: &PgPool, worker_id: &str) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Seals every closed election whose close is older than `delay`, if all live workers are idle.
-/// Returns the sealed elections.
-pub async fn seal_ready(pool: &PgPool, delay: Duration) -> Result<Vec<Uuid>, sqlx::Error> {
-    let all_idle: Option<bool> = sqlx::query_scalar(&format!(
-        "SELECT bool_and(idle_since IS NOT NULL AND idle_since < now() - interval '1 second') \
-         FROM ops.worker_progress WHERE heartbeat_at > now() - interval '{ALIVE}'"
-    ))
-    .fetch_one(pool)
-    .await?;
-    if all_idle != Some(true) {
-        return Ok(Vec::new());
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// A ballot in the box does not decrypt with the keys this worker holds: it stays unsealed
+    /// (and its results not final) until a worker with the right key seals it.
+    #[error("a ballot of election {0} does not decrypt: {1}")]
+    Undecryptable(Uuid, shared::vote_keys::OpenError),
+}
+
+/// Closes the elections whose `closes_at` has passed, then seals every closed election that is
+/// ready. Returns the sealed elections.
+pub async fn seal_ready(
+    pool: &PgPool,
+    keys: &VoteKeys,
+    delay: Duration,
+) -> Result<Vec<Uuid>, SealError> {
+    let closed: Vec<(String, Uuid)> =
+        sqlx::query_as("SELECT org_id, id FROM elections.close_due()")
+            .fetch_all(pool)
+            .await?;
+    for (org, id) in closed {
+        tracing::info!(election_id = %id, tenant = %org, "election reached closes_at: closed");
     }
-    let waiting: Vec<(String, Uuid, bool)> = sqlx::query_as(
-        "SELECT org_id, id, closed_at IS NULL OR closed_at < now() - make_interval(secs => $1) \
-         FROM elections.awaiting_seal()",
-    )
-    .bind(delay.as_secs_f64())
-    .fetch_all(pool)
-    .await?;
+    let waiting: Vec<(String, Uuid, Option<DateTime<Utc>>)> =
+        sqlx::query_as("SELECT org_id, id, closed_at FROM elections.awaiting_seal()")
+            .fetch_all(pool)
+            .await?;
+    let delay_chrono = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
     let mut sealed = Vec::new();
-    for (org, id, due) in waiting {
+    for (org, id, closed_at) in waiting {
+        // Cheap check first: begin_seal locks the election row, which waits for batches.
+        if closed_at.is_some_and(|c| Utc::now() < c + delay_chrono) {
+            continue;
+        }
         let Ok(tenant) = TenantId::parse(&org) else {
             continue;
         };
-        if due && seal(pool, &tenant, id).await? {
+        if seal(pool, keys, &tenant, id, delay).await? {
             sealed.push(id);
         }
     }
     Ok(sealed)
 }
 
-/// Rewrites the election's ballots in random order and marks it sealed. Idempotent.
+/// Seals one election if it is ready; `Ok(false)` if it is not (yet). Idempotent.
 pub async fn seal(
     pool: &PgPool,
+    keys: &VoteKeys,
     tenant: &TenantId,
     election_id: Uuid,
-) -> Result<bool, sqlx::Error> {
+    delay: Duration,
+) -> Result<bool, SealError> {
     let mut tx = shared::db::begin_for_tenant(pool, tenant).await?;
-    let state: Option<(String, bool)> = sqlx::query_as(
-        "SELECT status, sealed_at IS NOT NULL FROM elections.elections WHERE id = $1 FOR UPDATE",
-    )
-    .bind(election_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if !matches!(state, Some((ref status, false)) if status == "closed") {
+    // Locks the election row FOR UPDATE: no batch can add a ballot until this commits.
+    let state: String =
+        sqlx::query_scalar("SELECT elections.begin_seal($1, $2, make_interval(secs => $3))")
+            .bind(tenant.as_str())
+            .bind(election_id)
+            .bind(delay.as_secs_f64())
+            .fetch_one(&mut *tx)
+            .await?;
+    if state != "ready" {
+        tracing::debug!(election_id = %election_id, state, "not sealed yet");
         return Ok(false);
     }
-    let moved = sqlx::query(
-        "WITH gone AS (DELETE FROM elections.ballots WHERE election_id = $1 RETURNING org_id, election_id, choices) \
-         INSERT INTO elections.ballots (org_id, election_id, choices) \
-         SELECT org_id, election_id, choices FROM gone ORDER BY random()",
-    )
-    .bind(election_id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    sqlx::query("UPDATE elections.elections SET sealed_at = now() WHERE id = $1")
+    let boxed: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT sealed FROM elections.ballot_box WHERE election_id = $1")
+            .bind(election_id)
+            .fetch_all(&mut *tx)
+            .await?;
+    let ballots = boxed
+        .iter()
+        .map(|sealed| {
+            keys.decrypt_ballot(tenant, election_id, sealed)
+                .map(|choices| crate::batch::text_array_literal(&choices))
+        })
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(|e| SealError::Undecryptable(election_id, e))?;
+    let total: i64 = sqlx::query_scalar("SELECT elections.finish_seal($1, $2, $3)")
+        .bind(tenant.as_str())
         .bind(election_id)
-        .execute(&mut *tx)
+        .bind(&ballots)
+        .fetch_one(&mut *tx)
         .await?;
     tx.commit().await?;
-    tracing::info!(election_id = %election_id, tenant = %tenant, ballots = moved, "election sealed");
+    tracing::info!(election_id = %election_id, tenant = %tenant, ballots = total, "election sealed");
     Ok(true)
 }

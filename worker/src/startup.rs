@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{
+    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+};
 use shared::metrics::HttpMetrics;
 use sqlx::PgPool;
 
@@ -19,9 +21,20 @@ pub struct WorkerMetrics {
     pub queue_lag: Histogram,
     /// recorded, duplicate, or the rejection reason.
     pub outcomes: IntCounterVec,
-    pub undecodable: IntCounter,
+    /// Messages that are not votes this worker can read, by kind (forged, malformed, ...).
+    pub undecodable: IntCounterVec,
+    /// Votes that reached the dead-letter subscription (each one is worth an alert).
+    pub dead_letter_received: IntCounter,
+    /// Votes that failed to commit on their own (nacked; their batch-mates committed).
+    pub poison: IntCounter,
+    /// Votes accepted before a close that arrived after the election was sealed.
+    pub votes_after_seal: IntCounter,
+    /// Batches that met an unavailable database.
     pub failed_batches: IntCounter,
     pub pool_in_use: IntGauge,
+    /// Votes ingest accepted with no outcome yet, and the age of the oldest, per tenant.
+    pub undecided: IntGaugeVec,
+    pub undecided_oldest: GaugeVec,
 }
 
 impl WorkerMetrics {
@@ -55,9 +68,51 @@ impl WorkerMetrics {
                 "Votes by outcome (recorded, duplicate, or rejection reason)",
                 &["outcome"],
             )),
-            undecodable: http.register(
-                &IntCounter::new("worker_undecodable_total", "Messages that are not votes")
-                    .expect("static"),
+            undecodable: http.register(&shared::metrics::counter_vec(
+                "worker_undecodable_total",
+                "Messages that are not votes this worker can read, by kind",
+                &["kind"],
+            )),
+            dead_letter_received: http.register(
+                &IntCounter::new(
+                    "worker_dead_letter_votes_total",
+                    "Votes received from the dead-letter subscription",
+                )
+                .expect("static"),
+            ),
+            poison: http.register(
+                &IntCounter::new(
+                    "worker_poison_votes_total",
+                    "Votes that failed to commit on their own and were nacked",
+                )
+                .expect("static"),
+            ),
+            votes_after_seal: http.register(
+                &IntCounter::new(
+                    "worker_votes_after_seal_total",
+                    "Votes accepted before a close that arrived after its seal (resealed)",
+                )
+                .expect("static"),
+            ),
+            undecided: http.register(
+                &IntGaugeVec::new(
+                    Opts::new(
+                        "votes_undecided",
+                        "Votes accepted by ingest whose receipt has no outcome yet",
+                    ),
+                    &["tenant"],
+                )
+                .expect("static"),
+            ),
+            undecided_oldest: http.register(
+                &GaugeVec::new(
+                    Opts::new(
+                        "votes_undecided_oldest_seconds",
+                        "Age of the oldest accepted vote without an outcome",
+                    ),
+                    &["tenant"],
+                )
+                .expect("static"),
             ),
             failed_batches: http.register(
                 &IntCounter::new(
@@ -152,7 +207,7 @@ impl Application {
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(500));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
+                for n in 0u64.. {
                     tick.tick().await;
                     metrics
                         .pool_in_use
@@ -162,9 +217,16 @@ impl Application {
                         tracing::warn!(error = %shared::db::redact(&e), "progress report failed");
                         continue;
                     }
-                    if idle {
-                        if let Err(e) = seal::seal_ready(&pool, settings.seal_delay).await {
-                            tracing::warn!(error = %shared::db::redact(&e), "sealing failed");
+                    match seal::seal_ready(&pool, &settings.vote_keys, settings.seal_delay).await {
+                        Ok(_) => {}
+                        Err(seal::SealError::Database(e)) => {
+                            tracing::warn!(error = %shared::db::redact(&e), "sealing failed")
+                        }
+                        Err(e) => tracing::error!(error = %e, "sealing failed"),
+                    }
+                    if n % 4 == 0 {
+                        if let Err(e) = report_undecided(&pool, &metrics).await {
+                            tracing::warn!(error = %shared::db::redact(&e), "counting undecided votes failed");
                         }
                     }
                 }
@@ -212,4 +274,27 @@ impl Application {
         tracing::info!("worker stopped");
         Ok(())
     }
+}
+
+/// Sets the undecided-vote gauges from `elections.undecided_votes()`.
+async fn report_undecided(pool: &PgPool, metrics: &WorkerMetrics) -> Result<(), sqlx::Error> {
+    let rows: Vec<(String, i64, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT org_id, undecided, oldest FROM elections.undecided_votes()")
+            .fetch_all(pool)
+            .await?;
+    metrics.undecided.reset();
+    metrics.undecided_oldest.reset();
+    let now = chrono::Utc::now();
+    for (tenant, undecided, oldest) in rows {
+        metrics
+            .undecided
+            .with_label_values(&[&tenant])
+            .set(undecided);
+        let age = (now - oldest).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics
+            .undecided_oldest
+            .with_label_values(&[&tenant])
+            .set(age);
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! Direct mode's database side (`ingest::ballot_box::record`, one call of
-//! `elections.record_direct_vote` in autocommit) against the real PostgreSQL: every answer,
+//! `elections.record_direct_vote` in autocommit) against the real PostgreSQL: every answer
+//! (each submission its own: a replay of the same one, or another one with the used token),
 //! the `NOWAIT` lock on a token another request holds, the lock on the election row, tenant
 //! isolation through the function, and who may call it. The HTTP answers built on these are
 //! covered end to end in vote_path.rs and bad_input.rs.
@@ -9,8 +10,9 @@ use std::time::{Duration, Instant};
 use ingest::ballot_box::{self, DirectOutcome, DirectVote};
 use ingest::error::IngestError;
 use shared::domain::{DomainError, ElectionDefinition, TenantId, TokenHash};
-use shared::receipt::{Receipt, ReceiptKey};
+use shared::receipt::{submission_digest, Receipt, ReceiptKey};
 use shared::testkit::{Role, TestDb};
+use shared::vote_keys::VoteKeys;
 use sqlx::PgPool;
 
 const TENANT: &str = "party-a";
@@ -22,12 +24,13 @@ struct Fixture {
     ingest: PgPool,
     definition: ElectionDefinition,
     receipt_key: ReceiptKey,
+    keys: VoteKeys,
 }
 
-/// A registered token: its id (what the voter's token carries) and the receipt it yields.
+/// A registered token: its id (what the voter's token carries) and its hash.
 struct Token {
+    id: Vec<u8>,
     hash: TokenHash,
-    receipt: Receipt,
 }
 
 impl Fixture {
@@ -41,7 +44,15 @@ impl Fixture {
             ingest,
             definition,
             receipt_key: ReceiptKey::new(rand::random::<[u8; 32]>().to_vec()).expect("key"),
+            keys: VoteKeys::from_config(&VoteKeys::generate_config("t1")).expect("keys"),
         }
+    }
+
+    /// The receipt of one submission, as ingest derives it.
+    fn receipt(&self, token: &Token, choice: &str, key: Option<&str>) -> Receipt {
+        let submission = submission_digest(&[choice.to_owned()], key);
+        self.receipt_key
+            .derive(self.definition.id, &token.id, &submission)
     }
 
     async fn token(&self) -> Token {
@@ -57,38 +68,58 @@ impl Fixture {
         .await
         .expect("register token");
         Token {
+            id: id.to_vec(),
             hash,
-            receipt: self.receipt_key.derive(self.definition.id, &id),
         }
     }
 
+    /// Votes `o1` with `token` (as ingest's direct mode does: receipt per submission, the
+    /// ballot encrypted for the box).
     async fn vote(
         &self,
         tenant: &str,
         token: &Token,
         key: Option<&str>,
     ) -> Result<DirectOutcome, IngestError> {
+        self.vote_for(tenant, token, "o1", key).await
+    }
+
+    async fn vote_for(
+        &self,
+        tenant: &str,
+        token: &Token,
+        choice: &str,
+        key: Option<&str>,
+    ) -> Result<DirectOutcome, IngestError> {
         let tenant = TenantId::parse(tenant).expect("tenant");
         let ballot = self
             .definition
-            .ballot(vec!["o1".to_owned()])
+            .ballot(vec![choice.to_owned()])
             .expect("ballot");
+        let sealed = self
+            .keys
+            .encrypt_ballot(&tenant, self.definition.id, ballot.choices());
         ballot_box::record(
             &self.ingest,
             DirectVote {
                 tenant: &tenant,
                 election_id: self.definition.id,
                 token_hash: token.hash,
-                receipt: &token.receipt,
-                ballot: &ballot,
-                idempotency_key: key,
+                receipt: &self.receipt(token, choice, key),
+                sealed_ballot: &sealed,
+                replayable: key.is_some(),
             },
         )
         .await
     }
 
-    /// (token used, ballots, receipt status), read as the owner (no row-level security).
+    /// (token used, ballots in the box, status of the `o1` submission's receipt without a key),
+    /// read as the owner (no row-level security).
     async fn state(&self, token: &Token) -> (bool, i64, Option<String>) {
+        self.state_of(token, &self.receipt(token, "o1", None)).await
+    }
+
+    async fn state_of(&self, token: &Token, receipt: &Receipt) -> (bool, i64, Option<String>) {
         let used: bool = sqlx::query_scalar(
             "SELECT used FROM elections.voting_tokens WHERE election_id = $1 AND token_hash = $2",
         )
@@ -98,14 +129,14 @@ impl Fixture {
         .await
         .expect("token");
         let ballots: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM elections.ballots WHERE election_id = $1")
+            sqlx::query_scalar("SELECT count(*) FROM elections.ballot_box WHERE election_id = $1")
                 .bind(self.definition.id)
                 .fetch_one(&self.db.owner)
                 .await
                 .expect("ballots");
         let receipt: Option<String> =
             sqlx::query_scalar("SELECT status FROM elections.receipts WHERE receipt = $1")
-                .bind(token.receipt.as_str())
+                .bind(receipt.as_str())
                 .fetch_optional(&self.db.owner)
                 .await
                 .expect("receipt");
@@ -125,13 +156,13 @@ fn slug(error: &IngestError) -> (u16, String) {
 }
 
 #[tokio::test]
-async fn every_outcome_gets_the_same_answer_as_before() {
+async fn every_submission_gets_its_own_answer() {
     let fx = Fixture::new().await;
 
     // Never registered.
     let stranger = Token {
+        id: b"never registered".to_vec(),
         hash: TokenHash::of_token_id(b"never registered"),
-        receipt: fx.receipt_key.derive(fx.definition.id, b"never registered"),
     };
     let error = fx
         .vote(TENANT, &stranger, None)
@@ -147,20 +178,29 @@ async fn every_outcome_gets_the_same_answer_as_before() {
         fx.vote(TENANT, &token, Some("k-1")).await,
         Ok(DirectOutcome::Recorded)
     ));
-    assert_eq!(fx.state(&token).await, (true, 1, Some("recorded".into())));
+    let first = fx.receipt(&token, "o1", Some("k-1"));
+    assert_eq!(
+        fx.state_of(&token, &first).await,
+        (true, 1, Some("recorded".into()))
+    );
     assert!(
         matches!(
             fx.vote(TENANT, &token, Some("k-1")).await,
             Ok(DirectOutcome::Replayed)
         ),
-        "the same Idempotency-Key gets the first answer"
+        "the same request with the same Idempotency-Key gets the first answer"
     );
+    // The same key with other choices is another submission, not a replay: refused.
+    let error = fx
+        .vote_for(TENANT, &token, "o0", Some("k-1"))
+        .await
+        .err()
+        .expect("conflict");
+    assert!(matches!(error, IngestError::TokenUsed), "{error:?}");
+    assert_eq!(slug(&error), (409, "token-already-used".into()));
     for key in [Some("k-2"), None] {
         let error = fx.vote(TENANT, &token, key).await.err().expect("conflict");
-        match &error {
-            IngestError::TokenUsed { receipt } => assert_eq!(receipt, token.receipt.as_str()),
-            other => panic!("{other:?}"),
-        }
+        assert!(matches!(error, IngestError::TokenUsed), "{error:?}");
         assert_eq!(slug(&error), (409, "token-already-used".into()));
     }
     // A vote recorded without a key is never a replay.
@@ -169,10 +209,12 @@ async fn every_outcome_gets_the_same_answer_as_before() {
         fx.vote(TENANT, &keyless, None).await,
         Ok(DirectOutcome::Recorded)
     ));
-    assert!(matches!(
-        fx.vote(TENANT, &keyless, Some("k-1")).await,
-        Err(IngestError::TokenUsed { .. })
-    ));
+    for key in [None, Some("k-1")] {
+        assert!(matches!(
+            fx.vote(TENANT, &keyless, key).await,
+            Err(IngestError::TokenUsed)
+        ));
+    }
     assert_eq!(fx.state(&token).await.1, 2, "one ballot per token");
 
     // Not open: closed, or not yet open. Nothing is written.
@@ -288,21 +330,20 @@ async fn another_tenant_cannot_touch_a_token_through_the_function() {
         .expect("refused");
     assert!(matches!(error, IngestError::UnregisteredToken), "{error:?}");
     // Through the function directly, as the ingest role.
-    let (outcome,): (String,) = sqlx::query_as(
-        "SELECT outcome FROM elections.record_direct_vote($1, $2, $3, $4, $5, NULL)",
-    )
-    .bind(OTHER_TENANT)
-    .bind(fx.definition.id)
-    .bind(&token.hash.0[..])
-    .bind(token.receipt.as_str())
-    .bind(vec!["o0".to_owned()])
-    .fetch_one(&fx.ingest)
-    .await
-    .expect("call");
+    let (outcome,): (String,) =
+        sqlx::query_as("SELECT elections.record_direct_vote($1, $2, $3, $4, $5, false)")
+            .bind(OTHER_TENANT)
+            .bind(fx.definition.id)
+            .bind(&token.hash.0[..])
+            .bind(fx.receipt(&token, "o0", None).as_str())
+            .bind(b"a ballot box entry of thirty bytes or more".to_vec())
+            .fetch_one(&fx.ingest)
+            .await
+            .expect("call");
     assert_eq!(outcome, "unregistered");
     assert_eq!(fx.state(&token).await, (false, 0, None));
 
-    // The tenant setting ended with the statement: the same (only) connection sees no row.
+    // The function sets no tenant for its caller: the same (only) connection sees no row.
     assert!(matches!(
         fx.vote(TENANT, &token, None).await,
         Ok(DirectOutcome::Recorded)
@@ -324,16 +365,15 @@ async fn only_ingest_may_call_it() {
     let token = fx.token().await;
     for role in [Role::Worker, Role::Events, Role::Members] {
         let pool = fx.db.pool(role).await;
-        let error =
-            sqlx::query("SELECT * FROM elections.record_direct_vote($1, $2, $3, $4, $5, NULL)")
-                .bind(TENANT)
-                .bind(fx.definition.id)
-                .bind(&token.hash.0[..])
-                .bind(token.receipt.as_str())
-                .bind(vec!["o0".to_owned()])
-                .execute(&pool)
-                .await
-                .expect_err("refused");
+        let error = sqlx::query("SELECT elections.record_direct_vote($1, $2, $3, $4, $5, false)")
+            .bind(TENANT)
+            .bind(fx.definition.id)
+            .bind(&token.hash.0[..])
+            .bind(fx.receipt(&token, "o0", None).as_str())
+            .bind(b"a ballot box entry of thirty bytes or more".to_vec())
+            .execute(&pool)
+            .await
+            .expect_err("refused");
         let code = error
             .as_database_error()
             .and_then(|e| e.code())

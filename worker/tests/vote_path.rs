@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use shared::vote::VoteMessage;
-use support::{drain_count, drain_dead_letters, Stack, StackOptions, OTHER_TENANT, TENANT};
+use support::{
+    drain_count, drain_dead_letters, eventually, metric, Stack, StackOptions, OTHER_TENANT, TENANT,
+};
 use uuid::Uuid;
 
 async fn accepted_receipt(response: reqwest::Response, expected: u16) -> String {
@@ -41,11 +43,17 @@ async fn queue_mode_end_to_end_every_vote_recorded_once_and_results_final_after_
         assert_eq!((code, body["status"].as_str()), (200, Some("recorded")));
     }
     let results = stack.results(TENANT, election).await;
-    assert_eq!(results["total"], json!(60));
+    assert_eq!(
+        results["total"],
+        json!(60),
+        "the turnout is shown while open"
+    );
     assert_eq!(results["final"], json!(false), "not final while open");
-    for (option, count) in &expected {
-        assert_eq!(results["tally"][option], json!(count), "{results}");
-    }
+    assert_eq!(
+        results["tally"],
+        json!({}),
+        "no tally while open: {results}"
+    );
 
     let late = stack.tokens(TENANT, election, 1).await;
     stack.close_election(TENANT, election, "single", 3, 1).await;
@@ -175,6 +183,9 @@ async fn option_ids_with_quotes_commas_braces_and_backslashes_are_stored_verbati
     }
 }
 
+/// Fifty submissions of one token, two different ballots among them: every retry of a ballot
+/// gets that ballot's receipt, exactly one of the two receipts ends `recorded` and the other
+/// `rejected: token_already_used`, and the one ballot counted is the recorded one's.
 #[tokio::test]
 async fn same_token_fifty_times_concurrently_gives_one_ballot_in_queue_mode() {
     let mut stack = Stack::start(StackOptions::default()).await;
@@ -187,30 +198,46 @@ async fn same_token_fifty_times_concurrently_gives_one_ballot_in_queue_mode() {
         let t = &token;
         async move {
             let r = s.vote(election, t, &[choice]).await;
-            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+            (
+                choice,
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap(),
+            )
         }
     }))
     .await;
-    let receipts: HashSet<String> = answers
-        .iter()
-        .map(|(s, b)| {
-            assert_eq!(*s, 202, "{b}");
-            b["receipt"].as_str().unwrap().to_owned()
-        })
-        .collect();
+    let mut receipts: HashMap<String, &str> = HashMap::new();
+    for (choice, status, body) in &answers {
+        assert_eq!(*status, 202, "{body}");
+        let receipt = body["receipt"].as_str().unwrap().to_owned();
+        assert_eq!(*receipts.entry(receipt).or_insert(choice), *choice);
+    }
     assert_eq!(
         receipts.len(),
-        1,
-        "a retry of the same token gets the same receipt"
+        2,
+        "one receipt per ballot, the same for each retry"
     );
-    let receipt: Vec<String> = receipts.into_iter().collect();
-    stack.wait_decided(&receipt, Duration::from_secs(30)).await;
-    // Let every duplicate delivery reach the worker, then count.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(stack.ballot_count(election).await, 1);
+    let all: Vec<String> = receipts.keys().cloned().collect();
+    stack.wait_decided(&all, Duration::from_secs(30)).await;
+    let mut recorded = Vec::new();
+    for (receipt, choice) in &receipts {
+        let (_, body) = stack.receipt(receipt).await;
+        match body["status"].as_str() {
+            Some("recorded") => recorded.push(*choice),
+            Some("rejected") => assert_eq!(body["reason"], json!("token_already_used")),
+            other => panic!("{other:?}: {body}"),
+        }
+    }
+    assert_eq!(recorded.len(), 1, "exactly one submission recorded");
+    stack.close_election(TENANT, election, "single", 2, 1).await;
+    let results = stack
+        .wait_final(TENANT, election, Duration::from_secs(30))
+        .await;
+    assert_eq!(results["total"], json!(1));
     assert_eq!(
-        stack.receipt(&receipt[0]).await.1["status"],
-        json!("recorded")
+        results["tally"][recorded[0]],
+        json!(1),
+        "the counted ballot is the recorded one: {results}"
     );
 }
 
@@ -249,18 +276,20 @@ async fn redelivered_batch_after_a_lost_ack_adds_no_second_ballot() {
     let stack = Stack::start(StackOptions::default()).await;
     let election = stack.open_election(TENANT, "single", 2, 1).await;
     let tokens = stack.tokens(TENANT, election, 10).await;
+    // A second subscription sees the same messages: through it the test commits them once
+    // (the first delivery) while the worker's subscription still holds them all (the
+    // redelivery after a lost ack). A stream of the test's own on the worker's subscription
+    // would leave the emulator a sender that swallows the redelivery (docs/testing.md).
+    let observer = stack.observer_subscription("observer").await;
     // Accept the votes (published, no worker running yet).
     let mut receipts = Vec::new();
     for t in &tokens {
         receipts.push(accepted_receipt(stack.vote(election, t, &["o1"]).await, 202).await);
     }
-    // Pull them ourselves, commit the batch, and "lose" the acks by nacking.
     let subscriber = shared::pubsub::subscriber(&stack.pubsub.settings)
         .await
         .unwrap();
-    let mut stream = subscriber
-        .subscribe(stack.pubsub.settings.subscription_path())
-        .build();
+    let mut stream = subscriber.subscribe(observer).build();
     let mut votes = Vec::new();
     while votes.len() < 10 {
         let (m, h) = tokio::time::timeout(Duration::from_secs(20), stream.next())
@@ -268,16 +297,25 @@ async fn redelivered_batch_after_a_lost_ack_adds_no_second_ballot() {
             .unwrap()
             .unwrap()
             .unwrap();
-        votes.push(VoteMessage::decode(&m.data).unwrap());
-        h.nack();
+        votes.push(VoteMessage::decode(&stack.vote_keys(), &m.data).unwrap());
+        h.ack();
     }
     let worker_pool = stack.db.pool(shared::testkit::Role::Worker).await;
-    let first = worker::batch::commit(&worker_pool, &votes).await.unwrap();
-    assert!(first.iter().all(|o| *o == worker::batch::Outcome::Recorded));
+    let keys = stack.vote_keys();
+    let first = worker::batch::commit(&worker_pool, &keys, &votes)
+        .await
+        .unwrap();
+    assert!(first
+        .outcomes
+        .iter()
+        .all(|o| *o == worker::batch::Outcome::Recorded));
     // The same batch committed again (what a redelivery does): only duplicates.
-    let second = worker::batch::commit(&worker_pool, &votes).await.unwrap();
+    let second = worker::batch::commit(&worker_pool, &keys, &votes)
+        .await
+        .unwrap();
     assert!(
         second
+            .outcomes
             .iter()
             .all(|o| *o == worker::batch::Outcome::Duplicate),
         "{second:?}"
@@ -285,8 +323,13 @@ async fn redelivered_batch_after_a_lost_ack_adds_no_second_ballot() {
     drop(stream);
     // And the real worker receiving the redeliveries changes nothing either.
     let mut stack = stack;
-    stack.start_worker(stack.worker_settings()).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let worker = stack.start_worker(stack.worker_settings()).await;
+    eventually(
+        Duration::from_secs(30),
+        "the 10 redeliveries reach the worker",
+        || async { metric(worker, "worker_votes_total", "outcome=\"duplicate\"").await >= 10 },
+    )
+    .await;
     assert_eq!(stack.ballot_count(election).await, 10);
     let outcomes = stack.wait_decided(&receipts, Duration::from_secs(5)).await;
     assert!(outcomes.values().all(|s| s == "recorded"));
@@ -540,6 +583,20 @@ async fn pubsub_unreachable_gives_503_with_retry_after_within_the_budget() {
             elapsed < Duration::from_secs(3),
             "took {elapsed:?} with a 1 s budget"
         );
+        // The vote may still reach Pub/Sub: the voter is told so, with its receipt to check and
+        // how to retry without counting twice.
+        let problem: Value = response.json().await.unwrap();
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("may or may not have been queued") && detail.contains("same request"),
+            "{problem}"
+        );
+        assert!(
+            problem["receipt"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("r1.")),
+            "{problem}"
+        );
     }
 }
 
@@ -698,7 +755,6 @@ async fn tenant_b_cannot_vote_or_read_in_tenant_a() {
         drain_count(&stack.pubsub.settings, Duration::from_secs(2)).await,
         0
     );
-    let _ = Uuid::nil();
 }
 
 #[tokio::test]
@@ -714,13 +770,14 @@ async fn every_rejection_reason_reaches_the_receipt() {
     let now = chrono::Utc::now();
     let message = |token: &str, choices: &[&str], accepted_at: chrono::DateTime<chrono::Utc>| {
         let verified = verifier.verify(token, election, now).unwrap();
+        let choices: Vec<String> = choices.iter().map(|c| c.to_string()).collect();
+        let submission = shared::receipt::submission_digest(&choices, None);
         VoteMessage {
-            v: shared::vote::VERSION,
             tenant: verified.tenant.clone(),
             election_id: election,
             token_hash: verified.token_hash(),
-            receipt: key.derive(election, verified.token_id()),
-            choices: choices.iter().map(|c| c.to_string()).collect(),
+            receipt: key.derive(election, verified.token_id(), &submission),
+            choices,
             accepted_at,
         }
     };
@@ -738,9 +795,14 @@ async fn every_rejection_reason_reaches_the_receipt() {
         chrono::Utc::now() + chrono::Duration::seconds(5),
     );
     let pool = stack.db.pool(shared::testkit::Role::Worker).await;
-    let outcomes = worker::batch::commit(&pool, &[unknown.clone(), invalid.clone(), late.clone()])
-        .await
-        .unwrap();
+    let outcomes = worker::batch::commit(
+        &pool,
+        &stack.vote_keys(),
+        &[unknown.clone(), invalid.clone(), late.clone()],
+    )
+    .await
+    .unwrap()
+    .outcomes;
     use shared::domain::RejectionReason::*;
     use worker::batch::Outcome::Rejected;
     assert_eq!(

@@ -99,6 +99,7 @@ impl World {
                 ("PUBSUB_SUBSCRIPTION", pubsub.settings.subscription.clone()),
                 ("VOTING_TOKEN_PUBLIC_KEYS", keys.public_keys_config()),
                 ("RECEIPT_KEY", keys.receipt_key_b64.clone()),
+                ("VOTE_KEYS", keys.vote_keys_config.clone()),
                 ("S2S_KEYS", keys.s2s_config.clone()),
                 ("QUEUE_MODE_DEFAULT", queue_mode.to_string()),
                 ("QUEUE_MODE_POLL_MS", "200".into()),
@@ -124,6 +125,7 @@ impl World {
                 ("PUBSUB_TOPIC", pubsub.settings.topic.clone()),
                 ("PUBSUB_SUBSCRIPTION", pubsub.settings.subscription.clone()),
                 ("WORKER_ID", format!("w-{}", Uuid::new_v4().simple())),
+                ("VOTE_KEYS", keys.vote_keys_config.clone()),
                 ("IDLE_AFTER_MS", "300".into()),
                 ("SEAL_DELAY_MS", "1000".into()),
             ]))

@@ -10,6 +10,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use shared::domain::{Ballot, TenantId, TokenHash};
+use shared::receipt::{submission_digest, Receipt};
 use shared::telemetry::CorrelationId;
 use shared::vote::VoteMessage;
 use uuid::Uuid;
@@ -54,7 +56,7 @@ fn bearer(headers: &HeaderMap) -> Result<&str, IngestError> {
     post,
     path = "/v1/elections/{id}/ballots",
     params(("id" = Uuid, Path, description = "Election id"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Replays get the first answer")),
+           ("Idempotency-Key" = Option<String>, Header, description = "Names this submission: the same request with the same key is a retry (same receipt, counted at most once)")),
     request_body = BallotRequest,
     security(("voting_token" = [])),
     responses(
@@ -63,12 +65,12 @@ fn bearer(headers: &HeaderMap) -> Result<&str, IngestError> {
         (status = 400, description = "Malformed request", body = shared::Problem),
         (status = 401, description = "Missing, invalid or expired token", body = shared::Problem),
         (status = 403, description = "Token for another election, or election not open", body = shared::Problem),
-        (status = 409, description = "Token already used (direct mode)", body = shared::Problem),
+        (status = 409, description = "Token already used by another submission (direct mode)", body = shared::Problem),
         (status = 413, description = "Body too large", body = shared::Problem),
         (status = 415, description = "Not JSON", body = shared::Problem),
         (status = 422, description = "Choices invalid for the election", body = shared::Problem),
         (status = 429, description = "Rate limited (Retry-After)", body = shared::Problem),
-        (status = 503, description = "Overloaded or a dependency is down (Retry-After)", body = shared::Problem),
+        (status = 503, description = "Overloaded or a dependency is down (Retry-After); when the publish timed out the vote may still be queued: the problem names its receipt, and the same request again is safe", body = shared::Problem),
     ),
     tag = "votes"
 )]
@@ -111,9 +113,35 @@ async fn cast_inner(
         .check(peer.ip())
         .map_err(|retry_after| IngestError::RateLimited { retry_after })?;
     let Path(election_id) = path.map_err(shared::problem::from_path_rejection)?;
+    let vote = verify(state, headers, election_id, body).await?;
+    if queue_mode {
+        publish(state, correlation, vote).await
+    } else {
+        record(state, vote).await
+    }
+}
+
+/// A vote that passed every check ingest can make.
+struct VerifiedVote {
+    tenant: TenantId,
+    election_id: Uuid,
+    token_hash: TokenHash,
+    ballot: Ballot,
+    receipt: Receipt,
+    idempotency_key: Option<String>,
+    accepted_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Where a vote is verified: the token's signature and claims, the election's state, the
+/// ballot against its definition; and where its receipt is derived (one per submission).
+async fn verify(
+    state: &AppState,
+    headers: &HeaderMap,
+    election_id: Uuid,
+    body: Result<Json<BallotRequest>, JsonRejection>,
+) -> Result<VerifiedVote, IngestError> {
     let span = tracing::Span::current();
     span.record("election_id", tracing::field::display(election_id));
-
     let token = bearer(headers)?;
     let now = chrono::Utc::now();
     let token = state
@@ -130,80 +158,112 @@ async fn cast_inner(
         .ok_or(IngestError::UnknownElection)?;
     definition.accepts_votes_at(now)?;
     let ballot = definition.ballot(request.choices)?;
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty() && k.len() <= 200)
+        .map(str::to_owned);
+    let submission = submission_digest(ballot.choices(), idempotency_key.as_deref());
     let receipt = state
         .settings
         .receipt_key
-        .derive(election_id, token.token_id());
-    let status_url = format!("/v1/receipts/{receipt}");
+        .derive(election_id, token.token_id(), &submission);
+    Ok(VerifiedVote {
+        tenant: token.tenant.clone(),
+        election_id,
+        token_hash: token.token_hash(),
+        ballot,
+        receipt,
+        idempotency_key,
+        accepted_at: now,
+    })
+}
 
-    if queue_mode {
-        let message = VoteMessage {
-            v: shared::vote::VERSION,
-            tenant: token.tenant.clone(),
-            election_id,
-            token_hash: token.token_hash(),
-            receipt: receipt.clone(),
-            choices: ballot.into_choices(),
-            accepted_at: now,
-        };
-        let started = Instant::now();
-        // 202 only once Pub/Sub acknowledged the publish (invariant 1); a publish that fails
-        // or outlasts the budget is a 503 and the client retries (same token, same receipt).
-        let published = tokio::time::timeout(
-            state.settings.publish_timeout,
-            state.publisher.publish(message.encode(&correlation.0)),
-        )
-        .await;
+fn answer(status: StatusCode, receipt: &Receipt, label: &str) -> Response {
+    (
+        status,
+        Json(BallotAccepted {
+            receipt: receipt.to_string(),
+            status: label.into(),
+            status_url: format!("/v1/receipts/{receipt}"),
+        }),
+    )
+        .into_response()
+}
+
+/// Where a vote is published (queue mode): 202 only once Pub/Sub acknowledged it (invariant 1).
+async fn publish(
+    state: &AppState,
+    correlation: &CorrelationId,
+    vote: VerifiedVote,
+) -> Result<Response, IngestError> {
+    let message = VoteMessage {
+        tenant: vote.tenant,
+        election_id: vote.election_id,
+        token_hash: vote.token_hash,
+        receipt: vote.receipt,
+        choices: vote.ballot.into_choices(),
+        accepted_at: vote.accepted_at,
+    };
+    let started = Instant::now();
+    let published = tokio::time::timeout(
+        state.settings.publish_timeout,
         state
-            .metrics
-            .publish_latency
-            .observe(started.elapsed().as_secs_f64());
-        match published {
-            Ok(Ok(_message_id)) => {}
-            Ok(Err(e)) => return Err(IngestError::PublishFailed(e.to_string())),
-            Err(_) => return Err(IngestError::PublishFailed("publish timed out".into())),
-        }
-        Ok((
-            StatusCode::ACCEPTED,
-            Json(BallotAccepted {
-                receipt: receipt.to_string(),
-                status: "queued".into(),
-                status_url,
-            }),
-        )
-            .into_response())
-    } else {
-        let idempotency_key = headers
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .filter(|k| !k.is_empty() && k.len() <= 200);
-        let outcome = ballot_box::record(
-            &state.pool,
-            DirectVote {
-                tenant: &token.tenant,
-                election_id,
-                token_hash: token.token_hash(),
-                receipt: &receipt,
-                ballot: &ballot,
-                idempotency_key,
-            },
-        )
-        .await?;
-        let mut response = (
-            StatusCode::CREATED,
-            Json(BallotAccepted {
-                receipt: receipt.to_string(),
-                status: "recorded".into(),
-                status_url,
-            }),
-        )
-            .into_response();
-        if matches!(outcome, DirectOutcome::Replayed) {
-            response.headers_mut().insert(
-                "idempotent-replayed",
-                axum::http::HeaderValue::from_static("true"),
-            );
-        }
-        Ok(response)
+            .publisher
+            .publish(message.encode(&state.settings.vote_keys, &correlation.0)),
+    )
+    .await;
+    state
+        .metrics
+        .publish_latency
+        .observe(started.elapsed().as_secs_f64());
+    let failure = match published {
+        Ok(Ok(_message_id)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("publish timed out".to_owned()),
+    };
+    if let Some(reason) = failure {
+        // Pub/Sub may still deliver it: the voter is told so, with the receipt to check, and
+        // that the same request again is safe (same receipt, counted at most once).
+        return Err(IngestError::PublishFailed {
+            reason,
+            receipt: message.receipt.to_string(),
+        });
     }
+    state.ledger.accepted(
+        &message.tenant,
+        message.election_id,
+        &message.receipt,
+        message.accepted_at,
+    );
+    Ok(answer(StatusCode::ACCEPTED, &message.receipt, "queued"))
+}
+
+/// Direct mode: the vote is committed before the answer (`ballot_box::record`).
+async fn record(state: &AppState, vote: VerifiedVote) -> Result<Response, IngestError> {
+    let sealed = state.settings.vote_keys.encrypt_ballot(
+        &vote.tenant,
+        vote.election_id,
+        vote.ballot.choices(),
+    );
+    let outcome = ballot_box::record(
+        &state.pool,
+        DirectVote {
+            tenant: &vote.tenant,
+            election_id: vote.election_id,
+            token_hash: vote.token_hash,
+            receipt: &vote.receipt,
+            sealed_ballot: &sealed,
+            replayable: vote.idempotency_key.is_some(),
+        },
+    )
+    .await?;
+    let mut response = answer(StatusCode::CREATED, &vote.receipt, "recorded");
+    if matches!(outcome, DirectOutcome::Replayed) {
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
 }

@@ -165,7 +165,7 @@ pub use shared::domain::Results;
 
 /// Tally of an election.
 #[utoipa::path(get, path = "/internal/v1/elections/{id}/results",
-    responses((status = 200, description = "Tally", body = Results)), tag = "internal")]
+    responses((status = 200, description = "Turnout, and once sealed the tally", body = Results)), tag = "internal")]
 pub async fn results(
     State(state): State<AppState>,
     caller: S2sCaller,
@@ -180,31 +180,47 @@ pub async fn results(
     let Some((kind, options, sealed_at)) = election else {
         return Err(IngestError::UnknownElection);
     };
-    // Ranked ballots count their first preference; the others count every option named.
-    let query = if kind == "ranked" {
-        "SELECT choices[1] AS option, count(*) FROM elections.ballots WHERE election_id = $1 GROUP BY 1"
-    } else {
-        "SELECT c AS option, count(*) FROM elections.ballots, unnest(choices) AS c WHERE election_id = $1 GROUP BY 1"
-    };
-    let counts: Vec<(String, i64)> = sqlx::query_as(query).bind(id).fetch_all(&mut *tx).await?;
-    let total: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM elections.ballots WHERE election_id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-    tx.commit().await?;
-    let mut tally: BTreeMap<String, i64> = serde_json::from_value::<Vec<ElectionOption>>(options)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|o| (o.id, 0))
-        .collect();
-    for (option, count) in counts {
-        tally.insert(option, count);
+    let (total, used_tokens): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM elections.ballots WHERE election_id = $1) \
+              + (SELECT count(*) FROM elections.ballot_box WHERE election_id = $1), \
+                (SELECT count(*) FROM elections.voting_tokens WHERE election_id = $1 AND used)",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let sealed = sealed_at.is_some();
+    let mut tally = BTreeMap::new();
+    if sealed {
+        // Ranked ballots count their first preference; the others count every option named.
+        let query = if kind == "ranked" {
+            "SELECT choices[1] AS option, count(*) FROM elections.ballots WHERE election_id = $1 GROUP BY 1"
+        } else {
+            "SELECT c AS option, count(*) FROM elections.ballots, unnest(choices) AS c WHERE election_id = $1 GROUP BY 1"
+        };
+        let counts: Vec<(String, i64)> = sqlx::query_as(query).bind(id).fetch_all(&mut *tx).await?;
+        tally = serde_json::from_value::<Vec<ElectionOption>>(options)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| (o.id, 0))
+            .collect();
+        tally.extend(counts);
     }
+    tx.commit().await?;
+    let integrity_problem = (sealed && total != used_tokens).then(|| {
+        tracing::error!(election_id = %id, tenant = %caller.tenant, total, used_tokens,
+            "sealed ballots differ from used tokens; results withheld from final");
+        format!(
+            "{total} ballots are sealed but {used_tokens} voting tokens were used: a ballot was \
+             added or removed outside the vote path; these results are not final"
+        )
+    });
     Ok(Json(Results {
         election_id: id,
         total,
         tally,
-        is_final: sealed_at.is_some(),
+        is_final: sealed && integrity_problem.is_none(),
+        sealed,
+        used_tokens,
+        integrity_problem,
     }))
 }

@@ -80,6 +80,8 @@ impl Stack {
             ("QUEUE_MODE_POLL_MS", "200".to_owned()),
             ("DEFINITION_REFRESH_MS", "200".to_owned()),
             ("PUBLISH_TIMEOUT_MS", options.publish_timeout_ms.to_string()),
+            ("VOTE_KEYS", keys.vote_keys_config.clone()),
+            ("LEDGER_FLUSH_MS", "100".to_owned()),
         ]);
         for (k, v) in &options.extra_env {
             env.insert(k, v.clone());
@@ -134,22 +136,30 @@ impl Stack {
                 self.pubsub.settings.subscription.clone(),
             ),
             ("WORKER_ID".into(), format!("w-{}", Uuid::new_v4().simple())),
+            ("VOTE_KEYS".into(), self.keys.vote_keys_config.clone()),
+            (
+                "PUBSUB_DEAD_LETTER_SUBSCRIPTION".into(),
+                self.pubsub.topology.dead_letter_subscription.clone(),
+            ),
             ("IDLE_AFTER_MS".into(), "300".into()),
             ("SEAL_DELAY_MS".into(), "1000".into()),
             ("SHUTDOWN_GRACE_MS".into(), "5000".into()),
         ]
     }
 
-    /// Runs a worker in this process until the stack is dropped.
-    pub async fn start_worker(&mut self, settings: worker::configuration::Settings) {
+    /// Runs a worker in this process until the stack is dropped; returns where it serves
+    /// /metrics.
+    pub async fn start_worker(&mut self, settings: worker::configuration::Settings) -> SocketAddr {
         let app = worker::startup::Application::build(settings)
             .await
             .expect("worker builds");
+        let addr = app.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel();
         tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
         }));
         self.workers.push(stop);
+        addr
     }
 
     /// Starts the worker binary (so a test can SIGKILL it) with extra settings. Its log (stdout)
@@ -198,6 +208,25 @@ impl Stack {
             }
         });
         WorkerProcess { child, addr }
+    }
+
+    /// A further subscription (no retry or dead-letter policy) on the vote topic; its path.
+    pub async fn observer_subscription(&self, name: &str) -> String {
+        let path = format!(
+            "projects/{}/subscriptions/{}-{name}",
+            self.pubsub.settings.project, self.pubsub.settings.topic
+        );
+        shared::pubsub::subscription_admin(&self.pubsub.settings)
+            .await
+            .expect("subscription admin")
+            .create_subscription()
+            .set_name(&path)
+            .set_topic(self.pubsub.settings.topic_path())
+            .set_ack_deadline_seconds(30)
+            .send()
+            .await
+            .expect("observer subscription");
+        path
     }
 
     /// The emulator's socket address (what a [`shared::testkit::TcpProxy`] forwards to).
@@ -343,12 +372,41 @@ impl Stack {
             .unwrap()
     }
 
+    /// Ballots recorded: encrypted in the ballot box until the seal, in `ballots` after it.
     pub async fn ballot_count(&self, election: Uuid) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM elections.ballots WHERE election_id = $1")
-            .bind(election)
-            .fetch_one(&self.db.owner)
+        sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM elections.ballots WHERE election_id = $1) \
+                  + (SELECT count(*) FROM elections.ballot_box WHERE election_id = $1)",
+        )
+        .bind(election)
+        .fetch_one(&self.db.owner)
+        .await
+        .unwrap()
+    }
+
+    pub fn vote_keys(&self) -> shared::vote_keys::VoteKeys {
+        self.keys.vote_keys()
+    }
+
+    /// Votes with an `Idempotency-Key`.
+    pub async fn vote_with_key(
+        &self,
+        election: Uuid,
+        token: &str,
+        choices: &[&str],
+        key: &str,
+    ) -> reqwest::Response {
+        self.http
+            .post(format!(
+                "{}/v1/elections/{election}/ballots",
+                self.ingest_url
+            ))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(&json!({"choices": choices}))
+            .send()
             .await
-            .unwrap()
+            .expect("ingest answers")
     }
 
     /// Waits until every receipt has an outcome (recorded or rejected); returns the statuses.
@@ -426,6 +484,36 @@ pub async fn drain_count(settings: &shared::config::PubSubSettings, wait: Durati
     n
 }
 
+/// `name{label}` summed over the lines of a Prometheus text exposition at `addr`.
+pub async fn metric(addr: SocketAddr, name: &str, label: &str) -> i64 {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("serves /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(label)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as i64)
+        .sum()
+}
+
+/// Polls `condition` every 100 ms until it holds; panics with `what` after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A worker process that is killed if the test ends (or fails) before it stopped it.
 pub struct WorkerProcess {
     pub child: std::process::Child,
@@ -466,18 +554,12 @@ impl WorkerProcess {
     /// Its `worker_votes_total` for one outcome (`recorded`, `duplicate` or a rejection reason).
     pub async fn votes(&self, outcome: &str) -> i64 {
         let addr = self.addr().await;
-        let text = reqwest::get(format!("http://{addr}/metrics"))
-            .await
-            .expect("the worker serves /metrics")
-            .text()
-            .await
-            .expect("metrics body");
-        let label = format!("outcome=\"{outcome}\"");
-        text.lines()
-            .filter(|l| l.starts_with("worker_votes_total{") && l.contains(&label))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .map(|v| v as i64)
-            .sum()
+        metric(
+            addr,
+            "worker_votes_total",
+            &format!("outcome=\"{outcome}\""),
+        )
+        .await
     }
 }
 
