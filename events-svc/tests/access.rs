@@ -1,14 +1,19 @@
 //! Who may do what: tenants cannot see or vote in each other's elections, admin actions need
 //! the admin role, sessions must be genuine, the queue flag needs the ops role and is audited,
-//! and an outage of the elections side gives a clear 503 rather than a token that cannot vote.
+//! an outage of the elections side gives a clear 503 rather than a token that cannot vote, and a
+//! member removed from the registry and imported again is the same member (no second token).
 
 mod support;
 
 use std::time::Duration;
 
+use members_fn::national_id::NationalId;
+use members_fn::registry::{self, ImportReport, MemberRecord};
 use reqwest::Method;
 use serde_json::json;
+use shared::domain::TenantId;
 use shared::session::{Role, SessionClaims, SessionSigner};
+use shared::testkit::Role as DbRole;
 use support::{World, OTHER_TENANT, TENANT};
 
 #[tokio::test]
@@ -379,6 +384,88 @@ async fn an_elections_side_outage_gives_503_and_no_token_that_cannot_vote() {
     };
     let vote = world.vote(&token, election, &["yes"]).await;
     assert_eq!(vote.status, 202, "{}", vote.body);
+}
+
+/// Makes `TENANT`'s registry equal to `people` (national id, roles), as `members-import` does.
+async fn import(world: &World, people: &[(&str, &[Role])]) -> ImportReport {
+    let records: Vec<MemberRecord> = people
+        .iter()
+        .map(|(national_id, roles)| MemberRecord {
+            national_id: NationalId::parse(national_id).unwrap(),
+            name: "Test".into(),
+            roles: roles.to_vec(),
+        })
+        .collect();
+    let pool = world.db.pool(DbRole::Members).await;
+    registry::sync(&pool, &TenantId::parse(TENANT).unwrap(), &records, false)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_member_removed_and_imported_again_keeps_their_id_and_gets_no_second_token() {
+    let world = World::start(true).await;
+    let admin_id = world.national_id();
+    let voter = world.national_id();
+    let both: [(&str, &[Role]); 2] = [
+        (&admin_id, &[Role::Member, Role::Admin]),
+        (&voter, &[Role::Member]),
+    ];
+    let report = import(&world, &both).await;
+    assert_eq!((report.added, report.removed), (2, 0), "{report:?}");
+    let admin = world.dev_login(&admin_id).await;
+    let election = world.open_election(&admin).await;
+
+    let first = world.dev_login_answer(&voter).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let member_id = first.body["member"]["id"].clone();
+    let session = first.body["session_token"].as_str().unwrap();
+    let issued = world.token(session, election).await;
+    assert_eq!(issued.status, 201, "{}", issued.body);
+
+    // The next export omits the voter: they cannot log in, like any stranger.
+    let report = import(&world, &both[..1]).await;
+    assert_eq!((report.added, report.removed), (0, 1), "{report:?}");
+    let refused = world.dev_login_answer(&voter).await;
+    assert_eq!(
+        (refused.status, refused.slug()),
+        (403, "not-a-member"),
+        "{}",
+        refused.body
+    );
+
+    // The one after lists them again: the same member, who already has this election's token.
+    let report = import(&world, &both).await;
+    assert_eq!((report.added, report.removed), (1, 0), "{report:?}");
+    let back = world.dev_login_answer(&voter).await;
+    assert_eq!(back.status, 200, "{}", back.body);
+    let session = back.body["session_token"].as_str().unwrap();
+    let again = world.token(session, election).await;
+    assert_eq!(
+        (again.status, again.slug()),
+        (409, "token-already-issued"),
+        "a second token for the same election: {}",
+        again.body
+    );
+    assert_eq!(back.body["member"]["id"], member_id);
+    let listed = world
+        .events(Method::GET, "/v1/elections", session, None)
+        .await;
+    assert!(
+        listed
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["id"] == election.to_string() && e["token_issued"] == true),
+        "{}",
+        listed.body
+    );
+    let issuances: i64 = sqlx::query_scalar("SELECT count(*) FROM events.token_issuance")
+        .fetch_one(&world.db.owner)
+        .await
+        .unwrap();
+    assert_eq!(issuances, 1);
 }
 
 #[tokio::test]

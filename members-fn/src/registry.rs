@@ -3,6 +3,10 @@
 //! names or roles updated, people no longer in the file removed. Running the same file twice
 //! changes nothing the second time.
 //!
+//! Removal keeps the row and marks it (`removed_at`): a removed member cannot log in, and if
+//! they are in a later export again they get back the same member id, which voting-token
+//! issuance is keyed on (one token per election and member id).
+//!
 //! The file has a header row with `national_id` (or `kennitala`), optionally `name` and
 //! `roles` (`member`, `admin`, `ops`, separated by `;` or spaces; `member` is implied).
 
@@ -144,12 +148,33 @@ pub async fn sync(
         })
         .collect();
     let mut tx = shared::db::begin_for_tenant(pool, tenant).await?;
-    let removed = sqlx::query("DELETE FROM members.members WHERE NOT (national_id = ANY($1))")
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    // xmax = 0 marks a freshly inserted row; the WHERE skips rows that would not change.
+    // Removal only marks the row: it keeps its id, so a person who comes back in a later
+    // export is the same member, and events-svc's one token per (election, member id) holds.
+    let removed = sqlx::query(
+        "UPDATE members.members SET removed_at = now(), updated_at = now() \
+         WHERE removed_at IS NULL AND NOT (national_id = ANY($1))",
+    )
+    .bind(&ids)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    // People removed earlier and back in this file: same row and id, current name and roles.
+    // The operator sees them as added (they could not log in before this import).
+    let readded = sqlx::query(
+        "UPDATE members.members m \
+         SET removed_at = NULL, name = t.name, roles = string_to_array(t.roles, ','), \
+             updated_at = now() \
+         FROM unnest($1::text[], $2::text[], $3::text[]) AS t(national_id, name, roles) \
+         WHERE m.national_id = t.national_id AND m.removed_at IS NOT NULL",
+    )
+    .bind(&ids)
+    .bind(&names)
+    .bind(&roles)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    // xmax = 0 marks a freshly inserted row; the WHERE skips rows that would not change
+    // (including the ones just re-added, which are counted above).
     let written: Vec<bool> = sqlx::query_scalar(
         "INSERT INTO members.members (org_id, national_id, name, roles) \
          SELECT $1, t.national_id, t.name, string_to_array(t.roles, ',') \
@@ -165,8 +190,9 @@ pub async fn sync(
     .bind(&roles)
     .fetch_all(&mut *tx)
     .await?;
-    let added = written.iter().filter(|inserted| **inserted).count() as u64;
-    let updated = written.len() as u64 - added;
+    let inserted = written.iter().filter(|inserted| **inserted).count() as u64;
+    let updated = written.len() as u64 - inserted;
+    let added = inserted + readded;
     if dry_run {
         tx.rollback().await?;
     } else {

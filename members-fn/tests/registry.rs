@@ -1,10 +1,12 @@
 //! The member registry follows the party's export: counts of added, updated, removed and
 //! unchanged members; a second run of the same file changes nothing; a bad file changes
-//! nothing and names every bad line; one tenant's import never touches another's members.
+//! nothing and names every bad line; one tenant's import never touches another's members; a
+//! removed member keeps their row and id, cannot log in, and is the same member when re-added.
 
 mod support;
 
 use members_fn::registry::{self, ImportError, ImportReport};
+use serde_json::json;
 use shared::domain::TenantId;
 use shared::testkit::Role;
 use support::{kennitala, Members};
@@ -81,7 +83,8 @@ async fn an_import_makes_the_registry_equal_to_the_export_and_is_idempotent() {
     );
 
     let rows: Vec<(String, String, Vec<String>)> = sqlx::query_as(
-        "SELECT national_id, org_id, roles FROM members.members ORDER BY org_id, national_id",
+        "SELECT national_id, org_id, roles FROM members.members WHERE removed_at IS NULL \
+         ORDER BY org_id, national_id",
     )
     .fetch_all(&members.db.owner)
     .await
@@ -116,6 +119,97 @@ async fn an_import_makes_the_registry_equal_to_the_export_and_is_idempotent() {
         .await
         .unwrap();
     assert_eq!(still_there, 1);
+}
+
+/// The registry row of `national_id` in party-a: its id and whether it is marked removed.
+async fn row(members: &Members, national_id: &str) -> (uuid::Uuid, bool) {
+    sqlx::query_as(
+        "SELECT id, removed_at IS NOT NULL FROM members.members \
+         WHERE org_id = 'party-a' AND national_id = $1",
+    )
+    .bind(national_id)
+    .fetch_one(&members.db.owner)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_removed_member_keeps_their_row_and_id_cannot_log_in_and_comes_back_as_added() {
+    let members = Members::start(&[]).await;
+    let pool = members.db.pool(Role::Members).await;
+    let org = TenantId::parse("party-a").unwrap();
+    let both = registry::parse_csv(
+        csv(&[(kennitala(1), "Anna", ""), (kennitala(2), "Björn", "")]).as_bytes(),
+    )
+    .unwrap();
+    let without_anna = registry::parse_csv(csv(&[(kennitala(2), "Björn", "")]).as_bytes()).unwrap();
+    registry::sync(&pool, &org, &both, false).await.unwrap();
+    let (anna, _) = row(&members, &kennitala(1)).await;
+    let login = json!({ "national_id": kennitala(1) });
+    let (status, session) = members.post("/v1/auth/dev-login", login.clone()).await;
+    assert_eq!(status, 200, "{session}");
+    assert_eq!(session["member"]["id"], anna.to_string());
+
+    let removal = ImportReport {
+        added: 0,
+        updated: 0,
+        removed: 1,
+        unchanged: 1,
+    };
+    assert_eq!(
+        registry::sync(&pool, &org, &without_anna, false)
+            .await
+            .unwrap(),
+        removal
+    );
+    assert_eq!(row(&members, &kennitala(1)).await, (anna, true));
+    let (status, problem) = members.post("/v1/auth/dev-login", login.clone()).await;
+    assert_eq!(status, 403, "{problem}");
+    assert_eq!(problem["type"], "https://ekklesia.is/problems/not-a-member");
+    // Removing someone already removed is no change.
+    assert_eq!(
+        registry::sync(&pool, &org, &without_anna, false)
+            .await
+            .unwrap(),
+        ImportReport {
+            removed: 0,
+            ..removal
+        }
+    );
+
+    // Back in the export, with a new role: counted as added (to the operator, a person who
+    // could not log in now can), under the same id; a dry run says so and changes nothing.
+    let back = registry::parse_csv(
+        csv(&[(kennitala(1), "Anna", "admin"), (kennitala(2), "Björn", "")]).as_bytes(),
+    )
+    .unwrap();
+    let readd = ImportReport {
+        added: 1,
+        updated: 0,
+        removed: 0,
+        unchanged: 1,
+    };
+    assert_eq!(
+        registry::sync(&pool, &org, &back, true).await.unwrap(),
+        readd
+    );
+    assert_eq!(row(&members, &kennitala(1)).await, (anna, true));
+    assert_eq!(
+        registry::sync(&pool, &org, &back, false).await.unwrap(),
+        readd
+    );
+    assert_eq!(row(&members, &kennitala(1)).await, (anna, false));
+    let (status, session) = members.post("/v1/auth/dev-login", login).await;
+    assert_eq!(status, 200, "{session}");
+    assert_eq!(session["member"]["id"], anna.to_string());
+    assert_eq!(session["member"]["roles"], json!(["member", "admin"]));
+
+    // The service role cannot hard-delete either: that would hand out a fresh id next time.
+    let err = sqlx::query("DELETE FROM members.members")
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_database_error().unwrap().code().unwrap(), "42501");
 }
 
 #[test]

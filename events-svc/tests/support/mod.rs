@@ -179,12 +179,17 @@ impl World {
         }
     }
 
-    /// A new person in `org`'s registry with `roles`; returns their national id.
-    pub async fn person(&self, org: &str, roles: &[&str]) -> String {
+    /// A national id no other person of this world has (not put into any registry).
+    pub fn national_id(&self) -> String {
         let n = self
             .next_person
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let national_id = members_fn::national_id::synthetic(n).as_str().to_owned();
+        members_fn::national_id::synthetic(n).as_str().to_owned()
+    }
+
+    /// A new person in `org`'s registry with `roles`; returns their national id.
+    pub async fn person(&self, org: &str, roles: &[&str]) -> String {
+        let national_id = self.national_id();
         let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
         sqlx::query("INSERT INTO members.members (org_id, national_id, name, roles) VALUES ($1, $2, 'Test', $3)")
             .bind(org)
@@ -223,16 +228,21 @@ impl World {
 
     /// Dev login (a test shortcut where the OIDC flow is not the point).
     pub async fn dev_login(&self, national_id: &str) -> String {
-        let answer = self
-            .call(
-                reqwest::Method::POST,
-                &format!("{}/v1/auth/dev-login", self.members_url),
-                None,
-                Some(json!({ "national_id": national_id })),
-            )
-            .await;
+        let answer = self.dev_login_answer(national_id).await;
         assert_eq!(answer.status, 200, "dev login: {}", answer.body);
         answer.body["session_token"].as_str().unwrap().to_owned()
+    }
+
+    /// members-fn's whole answer to a dev login: the session and the member it is for, or
+    /// the problem.
+    pub async fn dev_login_answer(&self, national_id: &str) -> Answer {
+        self.call(
+            reqwest::Method::POST,
+            &format!("{}/v1/auth/dev-login", self.members_url),
+            None,
+            Some(json!({ "national_id": national_id })),
+        )
+        .await
     }
 
     pub async fn call(

@@ -2,8 +2,9 @@
 //!
 //!   members-import --org party-a members.csv [--dry-run]
 //!
-//! Prints what changed as JSON (`added`, `updated`, `removed`, `unchanged`). A file with any
-//! bad line changes nothing and lists every bad line. Reads `DATABASE_URL` (the members role).
+//! Prints what changed as JSON (`added`, `updated`, `removed`, `unchanged`; a person back after
+//! a removal is `added`, under their old member id). A file with any bad line changes nothing
+//! and lists every bad line. Reads `DATABASE_URL` (the members role).
 
 use std::path::PathBuf;
 
