@@ -105,6 +105,10 @@ keys="$EKKLESIA_STATE_DIR/dev-keys.env"
 if [ ! -s "$keys" ] || ! grep -q '^SESSION_SIGNING_KEYS=' "$keys"; then
   (umask 077 && "$bin/loadtest" keys --tenant demo-party >"$keys")
 fi
+# A keys file made before token slots existed: add the slot key, keep the others.
+if ! grep -q '^TOKEN_SLOT_KEYS=' "$keys"; then
+  (umask 077 && "$bin/loadtest" keys --tenant demo-party | grep '^TOKEN_SLOT_KEYS=' >>"$keys")
+fi
 set -a
 # shellcheck disable=SC1090
 source "$keys"
