@@ -10,6 +10,8 @@ use shared::domain::TenantId;
 use shared::s2s::{Keyring, RetrySettings};
 use shared::token::TokenSigner;
 
+use crate::slots::{SlotKeys, MAX_HASHES_PER_CALL};
+
 #[derive(Clone)]
 pub struct Settings {
     /// `PORT` (Cloud Run) or `EVENTS_ADDR`.
@@ -28,6 +30,12 @@ pub struct Settings {
     /// `VOTING_TOKEN_TTL_SECS`: lifetime of a voting token when the election has no closing
     /// time (default 12 h); otherwise it expires when the election closes.
     pub token_ttl: Duration,
+    /// `TOKEN_SLOT_KEYS`: `kid:tenant:base64url-secret,...` (at least 32 bytes); the first key
+    /// of each tenant derives the token slots of its new elections (see `slots`). A secret.
+    pub token_slot_keys: Arc<SlotKeys>,
+    /// `TOKEN_SLOT_CHUNK` (default 64): how many more slots are registered when an election's
+    /// run out, and the least margin registered at opening.
+    pub token_slot_chunk: u64,
     /// `SESSION_JWKS_URL`: members-fn's keys (default `http://127.0.0.1:8082/.well-known/jwks.json`).
     pub session_jwks_url: String,
     /// `SESSION_ISSUER`: the `iss` members-fn signs with (default `ekklesia-members`).
@@ -60,6 +68,19 @@ impl Settings {
             }
             Err(e) => env.problem(format!("VOTING_TOKEN_SIGNING_KEYS: {e}")),
         }
+        let token_slot_keys = match SlotKeys::from_config(&env.string("TOKEN_SLOT_KEYS")) {
+            Ok(keys) => keys,
+            Err(e) => {
+                env.problem(format!("TOKEN_SLOT_KEYS: {e}"));
+                SlotKeys::default()
+            }
+        };
+        let token_slot_chunk = env.parse_or("TOKEN_SLOT_CHUNK", 64u64);
+        if !(1..=MAX_HASHES_PER_CALL as u64).contains(&token_slot_chunk) {
+            env.problem(format!(
+                "TOKEN_SLOT_CHUNK must be 1 to {MAX_HASHES_PER_CALL}"
+            ));
+        }
         let budget = env.millis_or("S2S_RETRY_BUDGET_MS", 3000);
         let attempt = env.millis_or("S2S_ATTEMPT_TIMEOUT_MS", 2000);
         let settings = Self {
@@ -74,6 +95,8 @@ impl Settings {
                 attempt_timeout: attempt,
             },
             token_signers: Arc::new(token_signers),
+            token_slot_keys: Arc::new(token_slot_keys),
+            token_slot_chunk,
             token_ttl: Duration::from_secs(env.parse_or("VOTING_TOKEN_TTL_SECS", 12 * 3600u64)),
             session_jwks_url: env.string_or(
                 "SESSION_JWKS_URL",

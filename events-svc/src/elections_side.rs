@@ -8,6 +8,8 @@ use shared::s2s::{CallError, Client};
 use shared::telemetry::CorrelationId;
 use uuid::Uuid;
 
+use crate::slots::MAX_HASHES_PER_CALL;
+
 #[derive(Clone)]
 pub struct ElectionsSide {
     client: Client,
@@ -47,28 +49,33 @@ impl ElectionsSide {
             .map(|_| ())
     }
 
-    /// Registers one voting token's hash; the token may be handed out only after this.
-    pub async fn register_token(
+    /// Registers voting-token hashes, in the order given, one call per
+    /// [`MAX_HASHES_PER_CALL`]; a token may be handed out only after its hash is registered.
+    /// Registering a hash twice is harmless (the elections side ignores it).
+    pub async fn register_tokens(
         &self,
         tenant: &TenantId,
         election: Uuid,
-        hash: &TokenHash,
+        hashes: &[TokenHash],
         correlation: &CorrelationId,
     ) -> Result<(), CallError> {
-        let body = serde_json::json!({ "token_hashes": [hash.to_hex()] });
-        // A random key (not the hash): idempotency stores must not index token hashes.
-        let key = format!("token-{}", Uuid::new_v4());
-        self.client
-            .call(
-                tenant,
-                Method::POST,
-                &format!("/internal/v1/elections/{election}/tokens"),
-                Some(&body),
-                Some(&key),
-                correlation,
-            )
-            .await
-            .map(|_| ())
+        for part in hashes.chunks(MAX_HASHES_PER_CALL) {
+            let hex: Vec<String> = part.iter().map(TokenHash::to_hex).collect();
+            let body = serde_json::json!({ "token_hashes": hex });
+            // A random key (not a hash): idempotency stores must not index token hashes.
+            let key = format!("tokens-{}", Uuid::new_v4());
+            self.client
+                .call(
+                    tenant,
+                    Method::POST,
+                    &format!("/internal/v1/elections/{election}/tokens"),
+                    Some(&body),
+                    Some(&key),
+                    correlation,
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     pub async fn results(

@@ -21,6 +21,8 @@ pub enum EventsError {
     Conflict(&'static str),
     #[error("a voting token was already issued to this member for this election")]
     TokenAlreadyIssued,
+    #[error("voting tokens are not configured for this tenant")]
+    TenantNotConfigured,
     #[error("the elections side failed: {0}")]
     ElectionsSide(#[from] CallError),
     #[error("database: {}", shared::db::redact(.0))]
@@ -80,6 +82,13 @@ impl EventsError {
                 "token-already-issued",
                 "Conflict",
                 "a voting token was already issued to you for this election; it cannot be issued twice",
+            ),
+            // An operator must add the tenant's keys (logged where it was found, with the
+            // tenant); a client may retry later rather than treat it as a failure of its own.
+            Self::TenantNotConfigured => Problem::unavailable(
+                "tenant-not-configured",
+                "voting tokens are not set up for your organisation yet; try again later",
+                60,
             ),
             Self::ElectionsSide(e) => match e {
                 // The elections side refused the change: pass its reason on.

@@ -2,7 +2,8 @@
 //!
 //! Admins create, open and close elections (`routes::elections`); every change reaches the
 //! elections side over signed service-to-service calls (`elections_side`) before it is
-//! committed here. Members get one voting token per election (`routes::tokens`). Callers are
+//! committed here. Members get one voting token per election (`routes::tokens`), taken from the
+//! election's token slots (`slots`). Callers are
 //! identified by members-fn's session tokens (`auth`).
 
 pub mod auth;
@@ -10,6 +11,7 @@ pub mod configuration;
 pub mod elections_side;
 pub mod error;
 pub mod routes;
+pub mod slots;
 pub mod startup;
 
 pub use configuration::Settings;

@@ -7,13 +7,15 @@ use shared::domain::TenantId;
 use shared::token::{encode_public_key, TokenSigner};
 
 /// Fresh keys for `tenant`: voting-token keys (public and signing), S2S, receipt, vote and
-/// session keys. Secrets: write them to a file only the owner can read (run.sh does, `umask 077`).
+/// session keys, and events-svc's token slot key. Secrets: write them to a file only the owner
+/// can read (run.sh does, `umask 077`).
 pub fn dev_keys(tenant: &str) -> anyhow::Result<String> {
     let tenant = TenantId::parse(tenant)?;
     let signer = TokenSigner::generate(format!("{tenant}-dev-1"), tenant.clone());
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let s2s: [u8; 32] = rand::random();
     let receipt: [u8; 32] = rand::random();
+    let slots: [u8; 32] = rand::random();
     let kid = signer.kid().to_owned();
     let session = shared::session::SessionSigner::generate(
         "members-dev-1",
@@ -27,12 +29,14 @@ pub fn dev_keys(tenant: &str) -> anyhow::Result<String> {
          RECEIPT_KEY={}\n\
          VOTE_KEYS={}\n\
          SESSION_SIGNING_KEYS={}\n\
-         DEMO_TENANT={tenant}\n",
+         DEMO_TENANT={tenant}\n\
+         TOKEN_SLOT_KEYS={tenant}-slots-1:{tenant}:{}\n",
         encode_public_key(&signer.verifying_key()),
         signer.seed(),
         b64.encode(s2s),
         b64.encode(receipt),
         shared::vote_keys::VoteKeys::generate_config("dev-1"),
         session.config_entry(),
+        b64.encode(slots),
     ))
 }

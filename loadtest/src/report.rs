@@ -593,7 +593,7 @@ fn drain_md(md: &mut String, d: &DrainReport) {
 fn tokens_md(md: &mut String, t: &TokensReport) {
     let _ = writeln!(
         md,
-        "## Token issuance: {} requests/s for {} s\n\n{} members logged in first (dev login) in {:.1} s (p50 {:.1} ms, p99 {:.1} ms, {} retries after 429). Then each asked events-svc for its voting token, open loop: events-svc signs it, registers its hash with the elections side over S2S and answers 201.\n",
+        "## Token issuance: {} requests/s for {} s\n\n{} members logged in first (dev login) in {:.1} s (p50 {:.1} ms, p99 {:.1} ms, {} retries after 429). Then each asked events-svc for its voting token, open loop: events-svc takes the election's next token slot (its hash was registered with the elections side when the election opened), signs the token and answers 201.\n",
         t.rate, t.seconds, t.logins, t.login_seconds, t.login_latency.p50_ms, t.login_latency.p99_ms, t.login_retries_429
     );
     let _ = writeln!(

@@ -314,7 +314,7 @@ impl Target {
     }
 
     /// The path a voter takes: dev login at members-fn, then `POST /v1/elections/{id}/token`
-    /// at events-svc (which signs the token and registers its hash before answering).
+    /// at events-svc (which signs a token whose hash the elections side already holds).
     pub async fn tokens_via_events(
         &self,
         election: Uuid,

@@ -116,6 +116,7 @@ async fn start(voters: u32) -> Stack {
             ("ELECTIONS_URL", ingest_url.clone()),
             ("S2S_KEYS", keys.s2s_config.clone()),
             ("VOTING_TOKEN_SIGNING_KEYS", signing_keys.clone()),
+            ("TOKEN_SLOT_KEYS", keys.slot_keys_config.clone()),
             (
                 "SESSION_JWKS_URL",
                 format!("{members_url}/.well-known/jwks.json"),

@@ -273,7 +273,7 @@ impl TestPubSub {
     }
 }
 
-/// Keys for one test: a token signer per tenant, the receipt key and S2S keys, with the
+/// Keys for one test: a token signer per tenant, the receipt key, S2S and token slot keys, with the
 /// environment strings the services read.
 pub struct TestKeys {
     pub signers: Vec<TokenSigner>,
@@ -282,6 +282,8 @@ pub struct TestKeys {
     pub vote_keys_config: String,
     pub s2s: Keyring,
     pub s2s_config: String,
+    /// events-svc's `TOKEN_SLOT_KEYS`: one slot secret per tenant.
+    pub slot_keys_config: String,
 }
 
 impl TestKeys {
@@ -307,12 +309,18 @@ impl TestKeys {
             );
         }
         let receipt: [u8; 32] = rand::random();
+        let slot_keys_config = tenants
+            .iter()
+            .map(|t| format!("{t}-slots:{t}:{}", b64.encode(rand::random::<[u8; 32]>())))
+            .collect::<Vec<_>>()
+            .join(",");
         Self {
             signers,
             receipt_key_b64: b64.encode(receipt),
             vote_keys_config: VoteKeys::generate_config("test-v1"),
             s2s: Keyring::new(s2s_keys),
             s2s_config: s2s_entries.join(","),
+            slot_keys_config,
         }
     }
 

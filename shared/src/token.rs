@@ -22,7 +22,8 @@ use crate::domain::{TenantId, TokenHash};
 
 /// Tolerated clock difference between events-svc and ingest.
 pub const CLOCK_LEEWAY_SECONDS: i64 = 5;
-const TOKEN_ID_BYTES: usize = 32;
+/// Length of a token id (the `jti` claim, base64url).
+pub const TOKEN_ID_BYTES: usize = 32;
 /// Longer input is refused before any decoding work.
 pub const MAX_TOKEN_LEN: usize = 1024;
 
@@ -137,6 +138,19 @@ impl TokenSigner {
     ) -> (String, TokenHash) {
         let mut token_id = [0u8; TOKEN_ID_BYTES];
         rand::rngs::OsRng.fill_bytes(&mut token_id);
+        self.issue_with_id(election_id, &token_id, not_before, expires_at)
+    }
+
+    /// Issues a token whose id is `token_id`, for a caller that chose the id itself (events-svc
+    /// derives it from a token slot whose hash it registered in advance). Returns the token and
+    /// the hash of its id.
+    pub fn issue_with_id(
+        &self,
+        election_id: Uuid,
+        token_id: &[u8; TOKEN_ID_BYTES],
+        not_before: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> (String, TokenHash) {
         let claims = Claims {
             ten: self.tenant.clone(),
             elc: election_id,
@@ -144,7 +158,7 @@ impl TokenSigner {
             nbf: not_before.timestamp(),
             exp: expires_at.timestamp(),
         };
-        (self.sign_claims(&claims), TokenHash::of_token_id(&token_id))
+        (self.sign_claims(&claims), TokenHash::of_token_id(token_id))
     }
 
     /// Signs arbitrary claims (tests use it to craft expired or foreign tokens).
@@ -414,6 +428,19 @@ mod tests {
                 "{junk:.20}"
             );
         }
+    }
+
+    #[test]
+    fn a_token_with_a_given_id_carries_it_and_verifies() {
+        let (a, _, verifier) = setup();
+        let election = Uuid::new_v4();
+        let now = Utc::now();
+        let id = [42u8; TOKEN_ID_BYTES];
+        let (token, hash) = a.issue_with_id(election, &id, now, now + Duration::hours(1));
+        let verified = verifier.verify(&token, election, now).unwrap();
+        assert_eq!(verified.token_id(), id);
+        assert_eq!(hash, TokenHash::of_token_id(&id));
+        assert_eq!(verified.token_hash(), hash);
     }
 
     #[test]

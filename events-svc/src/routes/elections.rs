@@ -156,7 +156,7 @@ pub async fn create(
         (status = 403, description = "Not an admin", body = shared::Problem),
         (status = 404, description = "No such election", body = shared::Problem),
         (status = 409, description = "A closed election cannot be reopened", body = shared::Problem),
-        (status = 503, description = "Elections side unavailable; nothing changed (Retry-After)", body = shared::Problem),
+        (status = 503, description = "Elections side unavailable, or voting tokens not set up for the organisation (`tenant-not-configured`); nothing changed (Retry-After)", body = shared::Problem),
     ),
     tag = "elections")]
 pub async fn open(
@@ -214,6 +214,11 @@ async fn transition(
             ))
         }
         _ => {}
+    }
+    if to == ElectionStatus::Open {
+        // Every member's token hash reaches the elections side now, in one shuffled batch,
+        // before anyone can ask for a token (see `crate::slots`).
+        crate::slots::register_at_open(&state, &mut tx, tenant, id, &correlation).await?;
     }
     sqlx::query("UPDATE events.elections SET status = $2, updated_at = now() WHERE id = $1")
         .bind(id)

@@ -1,13 +1,16 @@
 //! `POST /v1/elections/{id}/token`: a member's one voting token for an election.
 //!
-//! Order matters. In one transaction: record that the member received a token (the primary
-//! key makes a second request a 409, also under concurrency), sign the token, register its
-//! id's hash with the elections side, commit, and only then hand the token out. If the
-//! registration fails the transaction rolls back: the member gets a 503 and may ask again,
-//! never a token that cannot vote. If the commit fails after the registration, the hash is
-//! registered for a token nobody ever saw, which is harmless.
+//! In one transaction: record that the member received a token (the primary key makes a
+//! second request a 409, also under concurrency), take the election's next token slot, sign a
+//! token carrying that slot's id, commit, and only then hand the token out. The slot's hash was
+//! registered with the elections side in advance, in a shuffled batch (`crate::slots`), so
+//! there is no call to the elections side here and nothing is written, on either side, in an
+//! order that pairs this member with the token's hash. If the slots have run out, more are
+//! registered first; if that fails the transaction rolls back and the member gets a 503 and
+//! may ask again, never a token that cannot vote.
 //!
-//! The events schema records *that* the member received a token, never the token or its hash.
+//! The events schema records *that* the member received a token, never the token, its id or
+//! its hash.
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -39,7 +42,7 @@ pub struct IssuedToken {
         (status = 403, description = "The election is not open", body = shared::Problem),
         (status = 404, description = "No such election in your organisation", body = shared::Problem),
         (status = 409, description = "A token was already issued to this member", body = shared::Problem),
-        (status = 503, description = "Elections side or database unavailable; no token issued (Retry-After)", body = shared::Problem),
+        (status = 503, description = "Elections side or database unavailable, or voting tokens not set up for the organisation (`tenant-not-configured`); no token issued (Retry-After)", body = shared::Problem),
     ),
     tag = "tokens")]
 pub async fn issue(
@@ -74,9 +77,11 @@ async fn issue_token(
     caller.require(Role::Member)?;
     let tenant = &caller.0.org;
     let signer = state.settings.token_signers.get(tenant).ok_or_else(|| {
-        tracing::error!(tenant = %tenant, "no voting-token signing key for this tenant");
-        shared::Problem::internal()
+        tracing::error!(tenant = %tenant, "VOTING_TOKEN_SIGNING_KEYS has no key for this tenant");
+        EventsError::TenantNotConfigured
     })?;
+    // Fail before anything is written (an election's own key is checked when its slot is taken).
+    crate::slots::current_key(state, tenant)?;
     let mut tx = shared::db::begin_for_tenant(&state.pool, tenant).await?;
     let election: Option<StatusAndWindow> =
         sqlx::query_as("SELECT status, opens_at, closes_at FROM events.elections WHERE id = $1")
@@ -110,11 +115,8 @@ async fn issue_token(
     let expires_at = closes_at.map_or(now + ttl, |close| close.min(now + ttl));
     // A minute of slack for clocks; never earlier than the election opens.
     let not_before = opens_at.map_or(now, |open| open.max(now)) - Duration::seconds(60);
-    let (token, hash) = signer.issue(id, not_before, expires_at);
-    state
-        .elections
-        .register_token(tenant, id, &hash, correlation)
-        .await?;
+    let (slot, key) = crate::slots::take(state, &mut tx, tenant, id, correlation).await?;
+    let (token, _) = signer.issue_with_id(id, &key.token_id(id, slot), not_before, expires_at);
     tx.commit().await?;
     Ok(IssuedToken {
         token,

@@ -60,6 +60,11 @@ where
 
 impl World {
     pub async fn start(queue_mode: bool) -> Self {
+        Self::start_with(queue_mode, &[]).await
+    }
+
+    /// With events-svc's settings changed by `events_env` (a name listed replaces its value).
+    pub async fn start_with(queue_mode: bool, events_env: &[(&'static str, String)]) -> Self {
         let db = TestDb::create().await;
         let pubsub = TestPubSub::create().await;
         let keys = TestKeys::new(&[TENANT, OTHER_TENANT]);
@@ -142,20 +147,23 @@ impl World {
             .map(|s| format!("{}:{}:{}", s.kid(), s.tenant(), s.seed()))
             .collect::<Vec<_>>()
             .join(",");
+        let events_env = [
+            ("EVENTS_ADDR", "127.0.0.1:0".to_owned()),
+            ("DATABASE_URL", db.url(Role::Events)),
+            ("ELECTIONS_URL", format!("http://{}", elections_link.addr)),
+            ("S2S_KEYS", keys.s2s_config.clone()),
+            ("S2S_RETRY_BUDGET_MS", "1000".into()),
+            ("VOTING_TOKEN_SIGNING_KEYS", signing_keys),
+            ("TOKEN_SLOT_KEYS", keys.slot_keys_config.clone()),
+            (
+                "SESSION_JWKS_URL",
+                format!("{members_url}/.well-known/jwks.json"),
+            ),
+        ]
+        .into_iter()
+        .chain(events_env.iter().cloned());
         let events = events_svc::Application::build(
-            events_svc::Settings::from(Env::from_map([
-                ("EVENTS_ADDR", "127.0.0.1:0".to_owned()),
-                ("DATABASE_URL", db.url(Role::Events)),
-                ("ELECTIONS_URL", format!("http://{}", elections_link.addr)),
-                ("S2S_KEYS", keys.s2s_config.clone()),
-                ("S2S_RETRY_BUDGET_MS", "1000".into()),
-                ("VOTING_TOKEN_SIGNING_KEYS", signing_keys),
-                (
-                    "SESSION_JWKS_URL",
-                    format!("{members_url}/.well-known/jwks.json"),
-                ),
-            ]))
-            .expect("events-svc settings"),
+            events_svc::Settings::from(Env::from_map(events_env)).expect("events-svc settings"),
         )
         .await
         .expect("events-svc builds");
