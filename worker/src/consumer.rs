@@ -160,6 +160,10 @@ impl Intake {
     /// may (another version, a key not rolled out here yet) is nacked for that worker.
     fn decode(&self, message: Message, handler: Handler, source: Source) -> Option<Pending> {
         let correlation_id = shared::vote::correlation_of(&message.attributes).to_owned();
+        self.metrics
+            .received
+            .with_label_values(&[source.as_str()])
+            .inc();
         if source == Source::DeadLetter {
             self.metrics.dead_letter_received.inc();
             tracing::warn!(message_id = %message.message_id, correlation_id = %correlation_id,

@@ -23,6 +23,9 @@ pub struct WorkerMetrics {
     pub outcomes: IntCounterVec,
     /// Messages that are not votes this worker can read, by kind (forged, malformed, ...).
     pub undecodable: IntCounterVec,
+    /// Messages received, by subscription (`votes`, `dead_letter`): with the outcomes, how much
+    /// this worker holds that is not decided yet.
+    pub received: IntCounterVec,
     /// Votes that reached the dead-letter subscription (each one is worth an alert).
     pub dead_letter_received: IntCounter,
     /// Votes that failed to commit on their own (nacked; their batch-mates committed).
@@ -72,6 +75,11 @@ impl WorkerMetrics {
                 "worker_undecodable_total",
                 "Messages that are not votes this worker can read, by kind",
                 &["kind"],
+            )),
+            received: http.register(&shared::metrics::counter_vec(
+                "worker_messages_received_total",
+                "Messages received, by subscription",
+                &["subscription"],
             )),
             dead_letter_received: http.register(
                 &IntCounter::new(

@@ -57,8 +57,20 @@ pub struct Election {
     pub token_issued: bool,
 }
 
-const ELECTION_COLUMNS: &str =
-    "e.id, e.title, e.question, e.kind, e.options, e.max_choices, e.status, e.opens_at, e.closes_at";
+/// An open election whose `closes_at` has passed is closed: the elections side closes and seals
+/// it by itself at that instant (`elections.close_due`), and this side shows it so.
+macro_rules! effective_status {
+    () => {
+        "CASE WHEN e.status = 'open' AND e.closes_at <= now() THEN 'closed' ELSE e.status END"
+    };
+}
+const EFFECTIVE_STATUS: &str = effective_status!();
+
+const ELECTION_COLUMNS: &str = concat!(
+    "e.id, e.title, e.question, e.kind, e.options, e.max_choices, ",
+    effective_status!(),
+    " AS status, e.opens_at, e.closes_at"
+);
 
 impl Election {
     fn definition(&self, tenant: &TenantId) -> Result<ElectionDefinition, EventsError> {
@@ -276,7 +288,7 @@ pub async fn list(
         "SELECT {ELECTION_COLUMNS}, (t.member_id IS NOT NULL) AS token_issued \
          FROM events.elections e \
          LEFT JOIN events.token_issuance t ON t.election_id = e.id AND t.member_id = $1 \
-         WHERE ($2::text IS NULL OR e.status = $2) ORDER BY e.created_at DESC LIMIT 500"
+         WHERE ($2::text IS NULL OR {EFFECTIVE_STATUS} = $2) ORDER BY e.created_at DESC LIMIT 500"
     ))
     .bind(caller.0.sub)
     .bind(filter)

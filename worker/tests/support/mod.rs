@@ -17,6 +17,7 @@ use shared::domain::TenantId;
 use shared::s2s::{Client, RetrySettings};
 use shared::telemetry::CorrelationId;
 use shared::testkit::{Role, TestDb, TestKeys, TestPubSub};
+use shared::vote::VoteMessage;
 use uuid::Uuid;
 
 pub const TENANT: &str = "party-a";
@@ -386,6 +387,55 @@ impl Stack {
 
     pub fn vote_keys(&self) -> shared::vote_keys::VoteKeys {
         self.keys.vote_keys()
+    }
+
+    /// The vote message ingest would publish for `token` (no HTTP, any `accepted_at`).
+    pub fn message(
+        &self,
+        election: Uuid,
+        token: &str,
+        choices: &[&str],
+        accepted_at: chrono::DateTime<Utc>,
+    ) -> VoteMessage {
+        let verifier =
+            shared::token::TokenVerifier::from_config(&self.keys.public_keys_config()).unwrap();
+        let verified = verifier
+            .verify(token, election, Utc::now())
+            .expect("a valid token");
+        let choices: Vec<String> = choices.iter().map(|c| c.to_string()).collect();
+        let submission = shared::receipt::submission_digest(&choices, None);
+        VoteMessage {
+            tenant: verified.tenant.clone(),
+            election_id: election,
+            token_hash: verified.token_hash(),
+            receipt: self
+                .keys
+                .receipt_key()
+                .derive(election, verified.token_id(), &submission),
+            choices,
+            accepted_at,
+        }
+    }
+
+    /// Publishes `message` to the vote topic (encrypted with `keys`), as ingest does.
+    pub async fn publish(&self, message: &VoteMessage, keys: &shared::vote_keys::VoteKeys) {
+        let publisher = shared::pubsub::publisher(
+            &self.pubsub.settings,
+            Duration::from_secs(10),
+            Duration::from_millis(1),
+        )
+        .await
+        .expect("publisher");
+        publisher
+            .publish(message.encode(keys, "test"))
+            .await
+            .expect("published");
+    }
+
+    /// The token's hash on the elections side.
+    pub fn token_hash(&self, election: Uuid, token: &str) -> shared::domain::TokenHash {
+        self.message(election, token, &["o0"], Utc::now())
+            .token_hash
     }
 
     /// Votes with an `Idempotency-Key`.
