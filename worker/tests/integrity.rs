@@ -52,7 +52,7 @@ async fn final_only_after_every_vote(
         if results["final"] == json!(true) {
             assert!(
                 all_recorded,
-                "results final while {} of {} accepted votes were not recorded: {decided:?}",
+                "results final while {} of {} accepted votes were not recorded",
                 receipts.len() - decided.values().filter(|(s, _)| s == "recorded").count(),
                 receipts.len()
             );
@@ -416,4 +416,81 @@ async fn an_election_reaching_closes_at_closes_and_seals_by_itself() {
     assert_eq!(body["reason"], json!("election_closed"), "{body}");
     let recorded: HashSet<String> = outcomes(&stack, &receipts).await.into_keys().collect();
     assert_eq!(recorded.len(), 2);
+}
+
+/// Least privilege: ingest writes a vote only through direct mode's function, the worker never
+/// writes a plaintext ballot or changes an election outside the seal; and whoever writes a ballot
+/// past them (the owner here) makes the results refuse to be final.
+#[tokio::test]
+async fn a_compromised_service_cannot_stuff_ballots_and_stuffing_is_not_final() {
+    let mut stack = Stack::start(StackOptions::default()).await;
+    stack.start_worker(stack.worker_settings()).await;
+    let election = stack.open_election(TENANT, "single", 2, 1).await;
+    let tokens = stack.tokens(TENANT, election, 2).await;
+    for token in &tokens {
+        accepted_receipt(stack.vote(election, token, &["o0"]).await).await;
+    }
+    let refused = |role: Role, sql: &'static str| {
+        let stack = &stack;
+        async move {
+            let pool = stack.db.pool(role).await;
+            let mut tx = shared::db::begin_for_tenant(&pool, &stack.tenant(TENANT))
+                .await
+                .unwrap();
+            let error = sqlx::query(sql)
+                .bind(election)
+                .execute(&mut *tx)
+                .await
+                .expect_err(sql);
+            let code = error
+                .as_database_error()
+                .and_then(|e| e.code())
+                .map(|c| c.into_owned());
+            assert_eq!(code.as_deref(), Some("42501"), "{role:?} {sql}: {error}");
+        }
+    };
+    for sql in [
+        "INSERT INTO elections.ballots (org_id, election_id, choices) VALUES ('party-a', $1, '{o1}')",
+        "INSERT INTO elections.ballot_box (org_id, election_id, sealed) VALUES ('party-a', $1, '\\x00000000000000000000000000000000000000000000000000')",
+        "UPDATE elections.voting_tokens SET used = false WHERE election_id = $1",
+        "INSERT INTO elections.receipts (receipt, org_id, election_id, status) VALUES ('r1.x', 'party-a', $1, 'recorded')",
+        "UPDATE elections.receipts SET status = 'recorded', reason = NULL WHERE election_id = $1",
+    ] {
+        refused(Role::Ingest, sql).await;
+    }
+    for sql in [
+        "INSERT INTO elections.ballots (org_id, election_id, choices) VALUES ('party-a', $1, '{o1}')",
+        "DELETE FROM elections.ballots WHERE election_id = $1",
+        "UPDATE elections.elections SET sealed_at = now() WHERE id = $1",
+        "UPDATE elections.elections SET status = 'open', closed_at = NULL WHERE id = $1",
+        "UPDATE elections.voting_tokens SET token_hash = token_hash WHERE election_id = $1",
+    ] {
+        refused(Role::Worker, sql).await;
+    }
+
+    stack.close_election(TENANT, election, "single", 2, 1).await;
+    let sealed = stack
+        .wait_final(TENANT, election, Duration::from_secs(30))
+        .await;
+    assert_eq!(sealed["total"], json!(2));
+    // A ballot slipped in past every service: the count no longer matches the used tokens.
+    sqlx::query(
+        "INSERT INTO elections.ballots (org_id, election_id, choices) VALUES ('party-a', $1, '{o1}')",
+    )
+    .bind(election)
+    .execute(&stack.db.owner)
+    .await
+    .unwrap();
+    let results = stack.results(TENANT, election).await;
+    assert_eq!(results["final"], json!(false), "{results}");
+    assert_eq!(
+        (results["total"].clone(), results["used_tokens"].clone()),
+        (json!(3), json!(2))
+    );
+    assert!(
+        results["integrity_problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("not final")),
+        "{results}"
+    );
 }
