@@ -608,13 +608,12 @@ async fn check(
             .entry(crate::OPTIONS[crate::choice_of(a.index)].to_owned())
             .or_default() += 1;
     }
+    // The tally is checked against what was sent once the election is sealed (below); while it
+    // is open nobody may see one.
     checks.push(Check::new(
-        "totals match what was sent",
-        results.tally == sent_tally,
-        format!(
-            "tally {:?}, accepted choices {:?}",
-            results.tally, sent_tally
-        ),
+        "no tally while the election is open",
+        results.tally.is_empty() && !results.is_final,
+        format!("tally {:?}, final {}", results.tally, results.is_final),
     ));
 
     let receipts: Vec<&str> = accepted.iter().filter_map(|a| a.kept.as_deref()).collect();
@@ -653,10 +652,12 @@ async fn check(
         ),
     ));
 
-    // Replays: the same tokens again, with fresh Idempotency-Keys (not a client retry).
+    // Replays: the same tokens again, with fresh Idempotency-Keys (not a client retry): each is
+    // a submission of its own, refused at once in direct mode, rejected by the worker in queue
+    // mode under its own receipt.
     let replay: Vec<&Answer> = accepted.iter().copied().take(common.replays).collect();
     if !replay.is_empty() {
-        let duplicates_before = target.worker_votes("duplicate").await;
+        let rejected_before = target.worker_votes("token_already_used").await;
         let shot = Arc::new(Votes::new(
             &target.ingest_url,
             election,
@@ -673,7 +674,7 @@ async fn check(
         )
         .await;
         let (expect, what) = match mode {
-            Mode::Queue => (202, "202 with the first receipt"),
+            Mode::Queue => (202, "202 with a receipt of their own"),
             Mode::Direct => (409, "409 token already used"),
         };
         let as_expected = again
@@ -681,17 +682,21 @@ async fn check(
             .filter(|b| {
                 b.status == expect
                     && (mode == Mode::Direct
-                        || b.kept.as_deref() == replay[b.index].kept.as_deref())
+                        || (b.kept.is_some()
+                            && b.kept.as_deref() != replay[b.index].kept.as_deref()))
             })
             .count();
-        // In queue mode the worker must see and drop the duplicates before the tally means
-        // anything; its duplicate counter says when (without it, wait a little).
+        // In queue mode the worker must see and reject them before the tally means anything;
+        // its counter says when (without it, wait a little).
         if mode == Mode::Queue {
-            match duplicates_before {
+            match rejected_before {
                 Some(before) => {
                     let deadline = Instant::now() + Duration::from_secs(15);
                     while Instant::now() < deadline {
-                        let now = target.worker_votes("duplicate").await.unwrap_or(before);
+                        let now = target
+                            .worker_votes("token_already_used")
+                            .await
+                            .unwrap_or(before);
                         if now - before >= as_expected as f64 {
                             break;
                         }
@@ -702,12 +707,27 @@ async fn check(
             }
         }
         let after = target.results(election).await?;
+        // Each replay's own receipt says it was not counted (queue mode).
+        let mut rejected = 0;
+        for b in &again {
+            if let (Mode::Queue, Some(receipt)) = (mode, b.kept.as_deref()) {
+                if matches!(target.receipt(receipt).await, Ok((200, s)) if s == "rejected") {
+                    rejected += 1;
+                }
+            }
+        }
+        let receipts_ok = mode == Mode::Direct || rejected == replay.len();
         checks.push(Check::new(
             "no token counted twice",
-            after.total == goal && as_expected == replay.len(),
+            after.total == goal && as_expected == replay.len() && receipts_ok,
             format!(
-                "{} accepted tokens sent again: {as_expected} answered {what}; ballots {} → {}",
+                "{} accepted tokens sent again: {as_expected} answered {what}{}; ballots {} → {}",
                 replay.len(),
+                if mode == Mode::Queue {
+                    format!(", {rejected} of their receipts say rejected")
+                } else {
+                    String::new()
+                },
                 results.total,
                 after.total
             ),
