@@ -160,7 +160,7 @@ impl Topology {
             .set_topic(settings.topic_path())
             .set_ack_deadline_seconds(self.ack_deadline_seconds)
             .set_retain_acked_messages(self.retain_acked_messages)
-            .set_message_retention_duration(retention.clone())
+            .set_message_retention_duration(retention)
             .set_dead_letter_policy(
                 DeadLetterPolicy::new()
                     .set_dead_letter_topic(&dead_letter_topic)

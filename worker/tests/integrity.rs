@@ -335,7 +335,7 @@ async fn forged_and_backdated_messages_are_not_counted() {
         .is_empty());
     let genuine = accepted_receipt(stack.vote(election, &tokens[0], &["o0"]).await).await;
     stack
-        .wait_decided(&[genuine.clone()], Duration::from_secs(30))
+        .wait_decided(std::slice::from_ref(&genuine), Duration::from_secs(30))
         .await;
     assert_eq!(stack.receipt(&genuine).await.1["status"], json!("recorded"));
 
@@ -355,7 +355,7 @@ async fn forged_and_backdated_messages_are_not_counted() {
     stack.publish(&backdated, &stack.vote_keys()).await;
     let receipt = backdated.receipt.to_string();
     stack
-        .wait_decided(&[receipt.clone()], Duration::from_secs(30))
+        .wait_decided(std::slice::from_ref(&receipt), Duration::from_secs(30))
         .await;
     let (_, body) = stack.receipt(&receipt).await;
     assert_eq!(
