@@ -60,6 +60,11 @@ where
 
 impl World {
     pub async fn start(queue_mode: bool) -> Self {
+        Self::start_with(queue_mode, &[]).await
+    }
+
+    /// [`World::start`] with events-svc settings overridden (e.g. its S2S retry budget).
+    pub async fn start_with(queue_mode: bool, events_env: &[(&str, &str)]) -> Self {
         let db = TestDb::create().await;
         let pubsub = TestPubSub::create().await;
         let keys = TestKeys::new(&[TENANT, OTHER_TENANT]);
@@ -141,18 +146,22 @@ impl World {
             .collect::<Vec<_>>()
             .join(",");
         let events = events_svc::Application::build(
-            events_svc::Settings::from(Env::from_map([
-                ("EVENTS_ADDR", "127.0.0.1:0".to_owned()),
-                ("DATABASE_URL", db.url(Role::Events)),
-                ("ELECTIONS_URL", format!("http://{}", elections_link.addr)),
-                ("S2S_KEYS", keys.s2s_config.clone()),
-                ("S2S_RETRY_BUDGET_MS", "1000".into()),
-                ("VOTING_TOKEN_SIGNING_KEYS", signing_keys),
-                (
-                    "SESSION_JWKS_URL",
-                    format!("{members_url}/.well-known/jwks.json"),
-                ),
-            ]))
+            events_svc::Settings::from(Env::from_map(
+                [
+                    ("EVENTS_ADDR", "127.0.0.1:0".to_owned()),
+                    ("DATABASE_URL", db.url(Role::Events)),
+                    ("ELECTIONS_URL", format!("http://{}", elections_link.addr)),
+                    ("S2S_KEYS", keys.s2s_config.clone()),
+                    ("S2S_RETRY_BUDGET_MS", "1000".into()),
+                    ("VOTING_TOKEN_SIGNING_KEYS", signing_keys),
+                    (
+                        "SESSION_JWKS_URL",
+                        format!("{members_url}/.well-known/jwks.json"),
+                    ),
+                ]
+                .into_iter()
+                .chain(events_env.iter().map(|(k, v)| (*k, v.to_string()))),
+            ))
             .expect("events-svc settings"),
         )
         .await

@@ -1,16 +1,16 @@
 //! The axum middleware in front of internal routes, and the extractor for its verified caller.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
-use super::idempotency::IdempotentEntry;
+use super::idempotency::Begin;
 use super::verifier::{S2sCaller, Verifier, VerifyError};
 use super::{IDEMPOTENCY_KEY, MAX_BODY};
 use crate::problem::Problem;
@@ -24,124 +24,83 @@ fn verify_problem(error: &VerifyError) -> Problem {
     )
 }
 
-/// axum middleware (`middleware::from_fn_with_state(verifier, verify_layer)`) for internal routes.
+/// axum middleware (`middleware::from_fn_with_state(verifier, verify_layer)`) for internal routes:
+/// verify the signature, then (with an idempotency key) replay, refuse or run and keep the answer.
 pub async fn verify_layer(
     State(verifier): State<Arc<Verifier>>,
     req: Request,
     next: Next,
 ) -> Response {
     let (mut parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
         return crate::problem::body_too_large().into_response();
     };
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_owned();
-    let now = chrono::Utc::now().timestamp();
-    let caller = match verifier.verify(&parts.method, &path, &parts.headers, &bytes, now) {
+    let path = path_and_query(&parts);
+    let caller = match verifier.verify(&parts.method, &path, &parts.headers, &body, now()) {
         Ok(caller) => caller,
         Err(e) => {
             tracing::warn!(reason = %e, "S2S request refused");
             return verify_problem(&e).into_response();
         }
     };
-    let idempotency_key = parts
-        .headers
-        .get(IDEMPOTENCY_KEY)
-        .and_then(|v| v.to_str().ok())
-        .filter(|k| !k.is_empty() && k.len() <= 200)
-        .map(str::to_owned);
+    let idempotency_key = idempotency_key(&parts.headers);
     parts.extensions.insert(caller.clone());
     let Some(idempotency_key) = idempotency_key else {
-        return next
-            .run(Request::from_parts(parts, Body::from(bytes)))
-            .await;
+        return next.run(Request::from_parts(parts, Body::from(body))).await;
     };
-
-    // The same key with another request is a client bug, not a retry.
-    let mut fingerprint_hasher = Sha256::new();
-    fingerprint_hasher.update(parts.method.as_str());
-    fingerprint_hasher.update(path.as_bytes());
-    fingerprint_hasher.update(&bytes);
-    let fingerprint: [u8; 32] = fingerprint_hasher.finalize().into();
-    let cache_key = (caller.tenant.to_string(), idempotency_key);
-    {
-        let mut answers = verifier.answers.lock().unwrap_or_else(|p| p.into_inner());
-        let window = verifier.window * 2;
-        answers.prune(Instant::now(), window);
-        match answers.entries.get(&cache_key) {
-            Some(entry) if entry.stored_at.elapsed() < window => {
-                if entry.fingerprint != fingerprint {
-                    return Problem::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "idempotency-key-reused",
-                        "Idempotency key reused",
-                        "this idempotency key was used for a different request",
-                    )
-                    .into_response();
-                }
-                return match &entry.answer {
-                    Some((status, content_type, body)) => {
-                        let mut response = (*status, body.clone()).into_response();
-                        if let Some(ct) = content_type {
-                            response
-                                .headers_mut()
-                                .insert(axum::http::header::CONTENT_TYPE, ct.clone());
-                        }
-                        response
-                            .headers_mut()
-                            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-                        response
-                    }
-                    None => Problem::unavailable(
-                        "in-progress",
-                        "the first request with this idempotency key is still running",
-                        1,
-                    )
-                    .into_response(),
-                };
-            }
-            _ => {
-                answers.insert(
-                    cache_key.clone(),
-                    IdempotentEntry {
-                        fingerprint,
-                        stored_at: Instant::now(),
-                        answer: None,
-                    },
-                );
-            }
-        }
-    }
-
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
-    let (response_parts, body) = response.into_parts();
+    let fingerprint = fingerprint(&parts.method, &path, &body);
+    let marker =
+        match verifier
+            .answers
+            .begin(caller.tenant.to_string(), idempotency_key, fingerprint)
+        {
+            Begin::Replay(answer) => return answer,
+            Begin::Refuse(problem) => return problem.into_response(),
+            Begin::Run(marker) => marker,
+        };
+    // If this future is dropped from here on (the client hung up), so is the marker.
+    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    let (parts, body) = response.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY)
         .await
         .unwrap_or_default();
-    let mut answers = verifier.answers.lock().unwrap_or_else(|p| p.into_inner());
-    if response_parts.status.is_server_error()
-        || response_parts.status == StatusCode::TOO_MANY_REQUESTS
-    {
-        // Failures are not answers: let the retry do the work again.
-        answers.entries.remove(&cache_key);
-    } else if let Some(entry) = answers.entries.get_mut(&cache_key) {
-        entry.answer = Some((
-            response_parts.status,
-            response_parts
-                .headers
-                .get(axum::http::header::CONTENT_TYPE)
-                .cloned(),
-            body.clone(),
-        ));
-    }
-    drop(answers);
-    Response::from_parts(response_parts, Body::from(body))
+    marker.complete(
+        parts.status,
+        parts.headers.get(axum::http::header::CONTENT_TYPE),
+        &body,
+    );
+    Response::from_parts(parts, Body::from(body))
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// What the signature covers as the path.
+fn path_and_query(parts: &Parts) -> String {
+    parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_owned()
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(IDEMPOTENCY_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty() && k.len() <= 200)
+        .map(str::to_owned)
+}
+
+/// Tells a retry (same request) from a reuse of the key for another request.
+fn fingerprint(method: &Method, path: &str, body: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(method.as_str());
+    hasher.update(path.as_bytes());
+    hasher.update(body);
+    hasher.finalize().into()
 }
 
 /// Extractor for handlers behind [`verify_layer`].
@@ -156,5 +115,81 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for S2sCaller {
             .get::<S2sCaller>()
             .cloned()
             .ok_or_else(|| verify_problem(&VerifyError::MissingHeaders))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use axum::routing::post;
+
+    use super::*;
+    use crate::domain::TenantId;
+    use crate::s2s::{sign, Keyring, S2sKey};
+
+    /// `POST /slow` behind the layer: the first call takes 5 s, later ones answer at once.
+    async fn slow_peer(key: S2sKey) -> (String, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let verifier = Arc::new(Verifier::new(Keyring::new(vec![key])));
+        let app = axum::Router::new()
+            .route(
+                "/slow",
+                post(move || {
+                    let counted = counted.clone();
+                    async move {
+                        if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                        }
+                        "done"
+                    }
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(verifier, verify_layer));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (base, calls)
+    }
+
+    #[tokio::test]
+    async fn a_request_cancelled_by_its_client_does_not_block_the_retry() {
+        let key = S2sKey::new("k1", TenantId::parse("party-a").unwrap(), vec![1; 32]).unwrap();
+        let (base, calls) = slow_peer(key.clone()).await;
+        let http = reqwest::Client::new();
+        // A fresh nonce and signature per attempt, the same idempotency key, as the client does.
+        let attempt = || {
+            let mut request = http
+                .post(format!("{base}/slow"))
+                .header(IDEMPOTENCY_KEY, "close-1");
+            for (name, value) in sign(&key, &Method::POST, "/slow", b"", now()) {
+                request = request.header(name, value);
+            }
+            request.send()
+        };
+        // The client gives up after 100 ms and drops the connection.
+        let first = tokio::time::timeout(Duration::from_millis(100), attempt()).await;
+        assert!(first.is_err(), "the first attempt should still be running");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // The server notices the hang-up asynchronously: retry (as the client would) until the
+        // handler runs, for at most 1 s.
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(1);
+        let answer = loop {
+            let answer = attempt().await.unwrap();
+            if answer.status() != StatusCode::SERVICE_UNAVAILABLE || Instant::now() >= deadline {
+                break answer;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let status = answer.status();
+        let body = answer.text().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body, "done");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "the retry ran the handler");
     }
 }

@@ -9,8 +9,9 @@
 //! a failing peer for a while (circuit breaker).
 //!
 //! Nonces and idempotent answers are remembered in memory, per instance: a nonce until no
-//! replay of it can pass the timestamp check, an answer for twice the timestamp window; both
-//! caches forget their oldest entries first, a few at a time. That is enough because every
+//! replay of it can pass the timestamp check, an answer for twice the timestamp window, a key
+//! whose first request is still running until that request answers, fails, is dropped or
+//! [`IN_PROGRESS_TTL`] passes; both caches forget their oldest entries first, a few at a time. That is enough because every
 //! internal write is itself idempotent (upserts, inserts that ignore duplicates); the cache only
 //! saves the repeated work and keeps answers identical.
 
@@ -32,6 +33,7 @@ use sha2::{Digest, Sha256};
 
 pub use breaker::CircuitBreaker;
 pub use client::{CallError, Client, Reply, RetrySettings};
+pub use idempotency::IN_PROGRESS_TTL;
 pub use keys::{Keyring, S2sKey};
 pub use layer::verify_layer;
 pub use verifier::{S2sCaller, Verifier, VerifyError};

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use hmac::Mac;
 
-use super::idempotency::AnswerCache;
+use super::idempotency::{Answers, IN_PROGRESS_TTL};
 use super::keys::Keyring;
 use super::{canonical, DEFAULT_WINDOW, KEY_ID, NONCE, SIGNATURE, TIMESTAMP};
 use crate::domain::TenantId;
@@ -101,9 +101,9 @@ impl NonceCache {
 /// Server side: checks signatures, timestamps and nonces; remembers idempotent answers.
 pub struct Verifier {
     keyring: Keyring,
-    pub(super) window: Duration,
+    window: Duration,
     nonces: Mutex<NonceCache>,
-    pub(super) answers: Mutex<AnswerCache>,
+    pub(super) answers: Arc<Answers>,
 }
 
 impl Verifier {
@@ -116,7 +116,7 @@ impl Verifier {
             keyring,
             window,
             nonces: Mutex::new(NonceCache::default()),
-            answers: Mutex::new(AnswerCache::default()),
+            answers: Arc::new(Answers::new(window * 2, IN_PROGRESS_TTL)),
         }
     }
 
