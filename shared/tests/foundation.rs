@@ -382,7 +382,8 @@ struct Peer {
 }
 
 /// A server with the verify layer: `POST /effect` counts an effect; `GET /flaky` fails with
-/// 503 twice, then succeeds; `GET /bad` answers 400.
+/// 503 twice, then succeeds; `GET /busy` always answers 503 (Retry-After: 1); `GET /bad`
+/// answers 400.
 async fn peer(keys: Vec<S2sKey>) -> Peer {
     let effects = Arc::new(AtomicUsize::new(0));
     let flaky = Arc::new(AtomicUsize::new(0));
@@ -413,6 +414,7 @@ async fn peer(keys: Vec<S2sKey>) -> Peer {
             }),
         )
         .route("/bad", get(|| async { shared::Problem::bad_request("bad", "no").into_response_for_test() }))
+        .route("/busy", get(|| async { shared::Problem::unavailable("busy", "later", 1).into_response_for_test() }))
         .layer(middleware::from_fn_with_state(verifier, s2s::verify_layer));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -596,6 +598,42 @@ async fn s2s_over_http_refuses_forgeries_and_accepts_rotated_keys() {
         .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(peer.effects.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn s2s_client_gives_up_at_its_budget_even_when_the_peer_asks_to_retry_after() {
+    let k = key("a-1", "party-a", 1);
+    let peer = peer(vec![k.clone()]).await;
+    let budget = Duration::from_millis(1500);
+    let client = Client::new(
+        &peer.base,
+        Keyring::new(vec![k]),
+        RetrySettings {
+            max_elapsed: budget,
+            ..fast_retry()
+        },
+    );
+    let tenant = TenantId::parse("party-a").unwrap();
+    let started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.call(
+            &tenant,
+            Method::GET,
+            "/busy",
+            None,
+            None,
+            &CorrelationId::new(),
+        ),
+    )
+    .await
+    .expect("the call ended");
+    assert!(
+        matches!(outcome, Err(CallError::Status { status, .. }) if status == StatusCode::SERVICE_UNAVAILABLE),
+        "{outcome:?}"
+    );
+    // One retry after the 1 s Retry-After fits the budget; a second would not.
+    assert!(started.elapsed() < budget, "{:?}", started.elapsed());
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! The signing HTTP client: one peer, retries with backoff, a circuit breaker.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{Method, StatusCode};
@@ -105,7 +105,7 @@ impl Client {
     }
 
     /// Sends one signed request for `tenant`, retrying 5xx, 429 and transport failures with
-    /// exponential backoff and jitter (honouring `Retry-After`). 4xx answers are returned as
+    /// exponential backoff and jitter (honouring `Retry-After`) for at most `max_elapsed`. 4xx answers are returned as
     /// [`CallError::Status`] at once.
     pub async fn call(
         &self,
@@ -134,6 +134,7 @@ impl Client {
             .with_max_elapsed_time(Some(self.retry.max_elapsed))
             .build();
         let url = format!("{}{}", self.base_url, path);
+        let started = Instant::now();
         let outcome =
             backoff::future::retry(policy, || async {
                 let mut request = self
@@ -181,6 +182,11 @@ impl Client {
                         body: bytes,
                     };
                     Err(match retry_after {
+                        // backoff honours a Retry-After without looking at its budget: a peer
+                        // that keeps answering 503 would be retried for ever.
+                        Some(after) if started.elapsed() + after > self.retry.max_elapsed => {
+                            backoff::Error::permanent(err)
+                        }
                         Some(after) => backoff::Error::retry_after(err, after),
                         None => backoff::Error::transient(err),
                     })
