@@ -382,17 +382,6 @@ async fn an_elections_side_outage_gives_503_and_no_token_that_cannot_vote() {
     assert_eq!(vote.status, 202, "{}", vote.body);
 }
 
-/// How many lock requests wait for the backend `pid` (directly).
-async fn waiting_for(world: &World, pid: i32) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM pg_locks WHERE NOT granted AND $1 = ANY(pg_blocking_pids(pid))",
-    )
-    .bind(pid)
-    .fetch_one(&world.db.owner)
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn a_close_whose_attempts_are_cancelled_behind_a_row_lock_succeeds_once_it_is_released() {
     // Each S2S attempt gives up after 500 ms, before ingest's 1 s lock timeout can answer: the
@@ -436,7 +425,7 @@ async fn a_close_whose_attempts_are_cancelled_behind_a_row_lock_succeeds_once_it
             ),
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
-        waited_for_the_row |= waiting_for(&world, batch_pid).await > 0;
+        waited_for_the_row |= world.db.lock_waiters_of(batch_pid).await > 0;
     }
     batch.rollback().await.unwrap();
     let released = std::time::Instant::now();

@@ -32,9 +32,13 @@ pub struct ElectionPut {
     pub closes_at: Option<DateTime<Utc>>,
 }
 
-/// Create or update an election's definition and status (idempotent).
+/// Create or update an election's definition and status (idempotent). The status only moves
+/// forward (draft, open, closed); repeating the current one changes nothing.
 #[utoipa::path(put, path = "/internal/v1/elections/{id}", request_body = ElectionPut,
-    responses((status = 200, description = "Stored"), (status = 409, description = "Change not allowed", body = shared::Problem)),
+    responses(
+        (status = 200, description = "Stored (or already so)"),
+        (status = 409, description = "Change not allowed: `conflict` (the ballot of an opened election), `status-regression` (back to an earlier status)", body = shared::Problem),
+    ),
     tag = "internal")]
 pub async fn put_election(
     State(state): State<AppState>,
@@ -70,17 +74,18 @@ pub async fn put_election(
                 conflict("the options of an election cannot change once it was opened").into(),
             );
         }
-        if status == "closed" && definition.status != ElectionStatus::Closed {
-            return Err(conflict("a closed election cannot be reopened").into());
-        }
     }
-    sqlx::query(
+    // The status only moves forward, checked by the upsert itself so that concurrent pushes
+    // (a late create racing the open) cannot get past it: a regression updates no row.
+    let stored = sqlx::query(
         "INSERT INTO elections.elections (org_id, id, kind, options, max_choices, status, opens_at, closes_at, closed_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $6 = 'closed' THEN now() END, now()) \
          ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, options = excluded.options, \
              max_choices = excluded.max_choices, status = excluded.status, opens_at = excluded.opens_at, \
              closes_at = excluded.closes_at, \
-             closed_at = COALESCE(elections.elections.closed_at, excluded.closed_at), updated_at = now()",
+             closed_at = COALESCE(elections.elections.closed_at, excluded.closed_at), updated_at = now() \
+         WHERE array_position(ARRAY['draft', 'open', 'closed'], elections.elections.status) \
+            <= array_position(ARRAY['draft', 'open', 'closed'], excluded.status)",
     )
     .bind(caller.tenant.as_str())
     .bind(id)
@@ -91,7 +96,20 @@ pub async fn put_election(
     .bind(definition.opens_at)
     .bind(definition.closes_at)
     .execute(&mut *tx)
-    .await?;
+    .await?
+    .rows_affected();
+    if stored == 0 {
+        let current = existing.map_or_else(|| "further along".to_owned(), |(status, ..)| status);
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "status-regression",
+            "Conflict",
+            format!(
+                "the election is already {current}; its status only moves forward (draft, open, closed)"
+            ),
+        )
+        .into());
+    }
     tx.commit().await?;
     let status = definition.status;
     state.definitions.put(definition);
