@@ -200,6 +200,7 @@ async fn service_roles_cannot_read_what_they_must_not() {
                 "members.members",
                 "events.elections",
                 "events.token_issuance",
+                "ops.s2s_nonces",
             ],
         ),
         (
@@ -209,6 +210,7 @@ async fn service_roles_cannot_read_what_they_must_not() {
                 "elections.voting_tokens",
                 "elections.receipts",
                 "members.members",
+                "ops.s2s_nonces",
             ],
         ),
         (
@@ -217,6 +219,7 @@ async fn service_roles_cannot_read_what_they_must_not() {
                 "events.elections",
                 "elections.ballots",
                 "elections.voting_tokens",
+                "ops.s2s_nonces",
             ],
         ),
     ];
@@ -252,6 +255,46 @@ async fn service_roles_cannot_read_what_they_must_not() {
             .await
             .unwrap();
     assert_eq!(audit, vec![("ops@example".to_owned(), None, false)]);
+}
+
+#[tokio::test]
+async fn spent_s2s_nonces_are_pruned_only_once_no_replay_can_reach_them() {
+    let db = TestDb::create().await;
+    // Ages in seconds by the database's clock; the window is 300 s, so a row is needed until
+    // 601 s after it was seen, and while its signed timestamp is less than 300 s old.
+    for (nonce, seen_ago, signed_ago) in [
+        ("out-of-reach-0000", 602, 602),
+        ("seen-recently-000", 600, 900),
+        ("signed-recently-0", 900, 299),
+        ("just-now-00000000", 0, 0),
+    ] {
+        sqlx::query(
+            "INSERT INTO ops.s2s_nonces (key_id, nonce, signed_at, seen_at) \
+             VALUES ('k1', $1, now() - make_interval(secs => $3), now() - make_interval(secs => $2))",
+        )
+        .bind(nonce)
+        .bind(f64::from(seen_ago))
+        .bind(f64::from(signed_ago))
+        .execute(&db.owner)
+        .await
+        .unwrap();
+    }
+    // Pruned as ingest, the only role that may.
+    let store = s2s::NonceStore::new(db.pool(Role::Ingest).await, s2s::DEFAULT_WINDOW);
+    assert_eq!(store.prune().await.unwrap(), 1);
+    let mut left: Vec<String> = sqlx::query_scalar("SELECT nonce FROM ops.s2s_nonces")
+        .fetch_all(&db.owner)
+        .await
+        .unwrap();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "just-now-00000000",
+            "seen-recently-000",
+            "signed-recently-0"
+        ]
+    );
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The elections side's internal API (served by ingest behind the S2S layer): an election's
-//! status only moves forward, whoever pushes what in which order.
+//! status only moves forward, whoever pushes what in which order, and a signed request is
+//! spent once across every instance and restart.
 
 mod support;
 
@@ -9,7 +10,7 @@ use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 use shared::s2s::CallError;
 use shared::telemetry::CorrelationId;
-use support::{Stack, StackOptions, TENANT};
+use support::{Ingest, Stack, StackOptions, TENANT};
 use uuid::Uuid;
 
 fn election(status: &str) -> Value {
@@ -127,4 +128,110 @@ async fn a_late_create_racing_the_first_open_cannot_set_it_back_to_draft() {
         (StatusCode::CONFLICT, "status-regression".to_owned())
     );
     assert_eq!(stored_status(&stack, id).await, "open");
+}
+
+/// One signed `PUT` of an election, sent as is (same headers, same body) wherever it is sent.
+struct Captured {
+    path: String,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+}
+
+impl Captured {
+    fn new(stack: &Stack, id: Uuid) -> Self {
+        let path = format!("/internal/v1/elections/{id}");
+        let body = serde_json::to_vec(&election("draft")).unwrap();
+        let key = stack
+            .keys
+            .s2s
+            .current_for(&stack.tenant(TENANT))
+            .expect("a key for the tenant");
+        let headers = shared::s2s::sign(
+            key,
+            &Method::PUT,
+            &path,
+            &body,
+            chrono::Utc::now().timestamp(),
+        );
+        Self {
+            path,
+            headers,
+            body,
+        }
+    }
+
+    async fn send(&self, stack: &Stack, base: &str) -> (u16, Value) {
+        let mut request = stack
+            .http
+            .put(format!("{base}{}", self.path))
+            .header("content-type", "application/json")
+            .body(self.body.clone());
+        for (name, value) in &self.headers {
+            request = request.header(*name, value);
+        }
+        let answer = request.send().await.expect("ingest answers");
+        (
+            answer.status().as_u16(),
+            answer.json().await.unwrap_or(Value::Null),
+        )
+    }
+}
+
+fn refused_as_a_replay(status: u16, body: &Value) -> bool {
+    status == 401
+        && body["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("nonce"))
+}
+
+#[tokio::test]
+async fn a_request_replayed_to_another_instance_is_refused() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let second: Ingest = stack.another_ingest().await;
+    let captured = Captured::new(&stack, Uuid::new_v4());
+    let (status, body) = captured.send(&stack, &stack.ingest_url).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = captured.send(&stack, &second.url).await;
+    assert!(refused_as_a_replay(status, &body), "{status} {body}");
+    // A fresh request passes there.
+    let (status, body) = Captured::new(&stack, Uuid::new_v4())
+        .send(&stack, &second.url)
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_request_replayed_after_a_restart_is_refused() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let captured = Captured::new(&stack, Uuid::new_v4());
+    let (status, body) = captured.send(&stack, &stack.ingest_url).await;
+    assert_eq!(status, 200, "{body}");
+    // A freshly built instance on the same database: nothing in its memory.
+    let restarted = stack.another_ingest().await;
+    let (status, body) = captured.send(&stack, &restarted.url).await;
+    assert!(refused_as_a_replay(status, &body), "{status} {body}");
+}
+
+#[tokio::test]
+async fn the_internal_api_documents_its_refusals() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let api: Value = stack
+        .http
+        .get(format!("{}/openapi.json", stack.ingest_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let put = &api["paths"]["/internal/v1/elections/{id}"]["put"]["responses"];
+    let described = |status: &str| {
+        put[status]["description"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(described("409").contains("status-regression"), "{put}");
+    assert!(described("401").contains("nonce"), "{put}");
+    assert!(described("503").contains("s2s-unavailable"), "{put}");
 }

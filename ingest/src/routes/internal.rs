@@ -16,6 +16,12 @@ use uuid::Uuid;
 use crate::error::IngestError;
 use crate::startup::AppState;
 
+// What the S2S layer (shared::s2s::verify_layer) answers on every internal route.
+const S2S_401: &str = "`s2s-unauthorized`: missing or bad signature, unknown key, timestamp outside the window, or a nonce already spent (on any instance)";
+const S2S_422: &str =
+    "`idempotency-key-reused`: the idempotency key was used for a different request";
+const S2S_503: &str = "`in-progress` (the first request with this idempotency key is still running), `s2s-unavailable` (the replay check could not reach the database) or a database problem; retry (Retry-After)";
+
 /// Most token hashes accepted in one registration call.
 pub const MAX_TOKENS_PER_CALL: usize = 10_000;
 
@@ -37,7 +43,10 @@ pub struct ElectionPut {
 #[utoipa::path(put, path = "/internal/v1/elections/{id}", request_body = ElectionPut,
     responses(
         (status = 200, description = "Stored (or already so)"),
+        (status = 401, description = S2S_401, body = shared::Problem),
         (status = 409, description = "Change not allowed: `conflict` (the ballot of an opened election), `status-regression` (back to an earlier status)", body = shared::Problem),
+        (status = 422, description = S2S_422, body = shared::Problem),
+        (status = 503, description = S2S_503, body = shared::Problem),
     ),
     tag = "internal")]
 pub async fn put_election(
@@ -131,7 +140,13 @@ pub struct TokenRegistration {
 
 /// Register voting-token hashes for an election (idempotent; duplicates are ignored).
 #[utoipa::path(post, path = "/internal/v1/elections/{id}/tokens", request_body = TokenRegistration,
-    responses((status = 200, description = "Registered")), tag = "internal")]
+    responses(
+        (status = 200, description = "Registered"),
+        (status = 401, description = S2S_401, body = shared::Problem),
+        (status = 422, description = S2S_422, body = shared::Problem),
+        (status = 503, description = S2S_503, body = shared::Problem),
+    ),
+    tag = "internal")]
 pub async fn register_tokens(
     State(state): State<AppState>,
     caller: S2sCaller,
@@ -183,7 +198,12 @@ pub use shared::domain::Results;
 
 /// Tally of an election.
 #[utoipa::path(get, path = "/internal/v1/elections/{id}/results",
-    responses((status = 200, description = "Tally", body = Results)), tag = "internal")]
+    responses(
+        (status = 200, description = "Tally", body = Results),
+        (status = 401, description = S2S_401, body = shared::Problem),
+        (status = 503, description = S2S_503, body = shared::Problem),
+    ),
+    tag = "internal")]
 pub async fn results(
     State(state): State<AppState>,
     caller: S2sCaller,

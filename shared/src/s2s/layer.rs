@@ -16,12 +16,20 @@ use super::{IDEMPOTENCY_KEY, MAX_BODY};
 use crate::problem::Problem;
 
 fn verify_problem(error: &VerifyError) -> Problem {
-    Problem::new(
-        StatusCode::UNAUTHORIZED,
-        "s2s-unauthorized",
-        "Unauthorized",
-        error.to_string(),
-    )
+    match error {
+        // Not a refusal: the client retries 5xx with a fresh nonce.
+        VerifyError::Unavailable => Problem::unavailable(
+            "s2s-unavailable",
+            "the request could not be checked for replay; retry shortly",
+            1,
+        ),
+        _ => Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "s2s-unauthorized",
+            "Unauthorized",
+            error.to_string(),
+        ),
+    }
 }
 
 /// axum middleware (`middleware::from_fn_with_state(verifier, verify_layer)`) for internal routes:
@@ -36,7 +44,10 @@ pub async fn verify_layer(
         return crate::problem::body_too_large().into_response();
     };
     let path = path_and_query(&parts);
-    let caller = match verifier.verify(&parts.method, &path, &parts.headers, &body, now()) {
+    let caller = match verifier
+        .verify(&parts.method, &path, &parts.headers, &body, now())
+        .await
+    {
         Ok(caller) => caller,
         Err(e) => {
             tracing::warn!(reason = %e, "S2S request refused");
@@ -131,9 +142,13 @@ mod tests {
 
     /// `POST /slow` behind the layer: the first call takes 5 s, later ones answer at once.
     async fn slow_peer(key: S2sKey) -> (String, Arc<AtomicUsize>) {
+        serve(Verifier::new(Keyring::new(vec![key]))).await
+    }
+
+    async fn serve(verifier: Verifier) -> (String, Arc<AtomicUsize>) {
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = calls.clone();
-        let verifier = Arc::new(Verifier::new(Keyring::new(vec![key])));
+        let verifier = Arc::new(verifier);
         let app = axum::Router::new()
             .route(
                 "/slow",
@@ -152,6 +167,33 @@ mod tests {
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         (base, calls)
+    }
+
+    #[tokio::test]
+    async fn a_nonce_store_that_cannot_answer_gives_503_and_runs_nothing() {
+        let key = S2sKey::new("k1", TenantId::parse("party-a").unwrap(), vec![1; 32]).unwrap();
+        // A database address where nothing listens (bound, then released).
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(500))
+            .connect_lazy(&format!("postgres://nobody:nothing@{closed}/none"))
+            .unwrap();
+        let verifier = Verifier::new(Keyring::new(vec![key.clone()])).with_nonce_store(pool);
+        let (base, calls) = serve(verifier).await;
+        let mut request = reqwest::Client::new().post(format!("{base}/slow"));
+        for (name, value) in sign(&key, &Method::POST, "/slow", b"", now()) {
+            request = request.header(name, value);
+        }
+        let answer = request.send().await.unwrap();
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(answer.headers().contains_key("retry-after"));
+        let problem: Problem = answer.json().await.unwrap();
+        assert_eq!(problem.slug(), "s2s-unavailable");
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "the handler ran unchecked");
     }
 
     #[tokio::test]

@@ -11,15 +11,19 @@
 //! Nonces and idempotent answers are remembered in memory, per instance: a nonce until no
 //! replay of it can pass the timestamp check, an answer for twice the timestamp window, a key
 //! whose first request is still running until that request answers, fails, is dropped or
-//! [`IN_PROGRESS_TTL`] passes; both caches forget their oldest entries first, a few at a time. That is enough because every
-//! internal write is itself idempotent (upserts, inserts that ignore duplicates); the cache only
-//! saves the repeated work and keeps answers identical.
+//! [`IN_PROGRESS_TTL`] passes; both caches forget their oldest entries first, a few at a time.
+//! Answers need no more because every internal write is itself idempotent (upserts, inserts
+//! that ignore duplicates, a status that only moves forward); the cache only saves the repeated
+//! work and keeps answers identical. Nonces are also spent in a [`NonceStore`] shared by every
+//! instance (ingest's), so a replay to another instance or after a restart is refused too; when
+//! that store cannot answer the request gets a 503, never an unchecked pass.
 
 mod breaker;
 mod client;
 mod idempotency;
 mod keys;
 mod layer;
+mod nonce_store;
 mod verifier;
 
 use std::time::Duration;
@@ -36,6 +40,7 @@ pub use client::{CallError, Client, Reply, RetrySettings};
 pub use idempotency::IN_PROGRESS_TTL;
 pub use keys::{Keyring, S2sKey};
 pub use layer::verify_layer;
+pub use nonce_store::NonceStore;
 pub use verifier::{S2sCaller, Verifier, VerifyError};
 
 type HmacSha256 = Hmac<Sha256>;

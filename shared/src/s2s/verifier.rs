@@ -8,9 +8,11 @@ use axum::http::{HeaderMap, Method};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use hmac::Mac;
+use sqlx::PgPool;
 
 use super::idempotency::{Answers, IN_PROGRESS_TTL};
 use super::keys::Keyring;
+use super::nonce_store::NonceStore;
 use super::{canonical, DEFAULT_WINDOW, KEY_ID, NONCE, SIGNATURE, TIMESTAMP};
 use crate::domain::TenantId;
 
@@ -33,6 +35,10 @@ pub enum VerifyError {
     BadSignature,
     #[error("S2S nonce was already used")]
     Replayed,
+    /// The shared nonce store could not be asked: the request was neither accepted nor
+    /// refused, and a retry (with a fresh nonce) may pass.
+    #[error("S2S replay check unavailable")]
+    Unavailable,
 }
 
 /// Spent nonces, `(key id, nonce)`, each kept until no replay of it can pass the timestamp
@@ -102,8 +108,19 @@ impl NonceCache {
 pub struct Verifier {
     keyring: Keyring,
     window: Duration,
+    /// This instance's spent nonces: refuses a replay to it without a database round trip.
     nonces: Mutex<NonceCache>,
+    /// Every instance's spent nonces; `None` in tests that need no database.
+    shared_nonces: Option<NonceStore>,
     pub(super) answers: Arc<Answers>,
+}
+
+/// A request whose signature holds and whose nonce this instance had not seen yet.
+#[derive(Debug, PartialEq, Eq)]
+struct Checked {
+    caller: S2sCaller,
+    nonce: String,
+    timestamp: i64,
 }
 
 impl Verifier {
@@ -116,12 +133,25 @@ impl Verifier {
             keyring,
             window,
             nonces: Mutex::new(NonceCache::default()),
+            shared_nonces: None,
             answers: Arc::new(Answers::new(window * 2, IN_PROGRESS_TTL)),
         }
     }
 
-    /// Checks one request; on success the nonce is spent.
-    pub fn verify(
+    /// Also spends nonces in `pool` (`ops.s2s_nonces`), shared with every other instance.
+    pub fn with_nonce_store(mut self, pool: PgPool) -> Self {
+        self.shared_nonces = Some(NonceStore::new(pool, self.window));
+        self
+    }
+
+    /// The shared nonce store, to prune it now and then.
+    pub fn nonce_store(&self) -> Option<&NonceStore> {
+        self.shared_nonces.as_ref()
+    }
+
+    /// Checks one request; on success the nonce is spent, in this instance's memory and (with
+    /// a nonce store) in the database.
+    pub async fn verify(
         &self,
         method: &Method,
         path: &str,
@@ -129,10 +159,17 @@ impl Verifier {
         body: &[u8],
         now: i64,
     ) -> Result<S2sCaller, VerifyError> {
-        self.verify_at(method, path, headers, body, now, Instant::now())
+        let checked = self.verify_at(method, path, headers, body, now, Instant::now())?;
+        if let Some(store) = &self.shared_nonces {
+            store
+                .spend(&checked.caller.key_id, &checked.nonce, checked.timestamp)
+                .await?;
+        }
+        Ok(checked.caller)
     }
 
-    /// [`Self::verify`] with the arrival instant given, so tests can move the monotonic clock.
+    /// [`Self::verify`] up to the shared store, with the arrival instant given, so tests can
+    /// move the monotonic clock.
     fn verify_at(
         &self,
         method: &Method,
@@ -141,7 +178,7 @@ impl Verifier {
         body: &[u8],
         now: i64,
         arrived: Instant,
-    ) -> Result<S2sCaller, VerifyError> {
+    ) -> Result<Checked, VerifyError> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let (Some(key_id), Some(timestamp), Some(nonce), Some(signature)) = (
             header(KEY_ID),
@@ -172,9 +209,13 @@ impl Verifier {
         if !nonces.spend((key.id.clone(), nonce.to_owned()), timestamp, arrived) {
             return Err(VerifyError::Replayed);
         }
-        Ok(S2sCaller {
-            tenant: key.tenant.clone(),
-            key_id: key.id.clone(),
+        Ok(Checked {
+            caller: S2sCaller {
+                tenant: key.tenant.clone(),
+                key_id: key.id.clone(),
+            },
+            nonce: nonce.to_owned(),
+            timestamp,
         })
     }
 }
@@ -196,8 +237,8 @@ mod tests {
         map
     }
 
-    #[test]
-    fn signatures_verify_and_are_bound_to_everything_signed() {
+    #[tokio::test]
+    async fn signatures_verify_and_are_bound_to_everything_signed() {
         let k = key("k1", "party-a", 1);
         let verifier = Verifier::new(Keyring::new(vec![k.clone()]));
         let now = chrono::Utc::now().timestamp();
@@ -205,49 +246,60 @@ mod tests {
         let signed = headers(sign(&k, &Method::PUT, "/internal/v1/x", body, now));
         assert!(verifier
             .verify(&Method::PUT, "/internal/v1/x", &signed, body, now)
+            .await
             .is_ok());
         // The same headers again: the nonce is spent.
         assert_eq!(
-            verifier.verify(&Method::PUT, "/internal/v1/x", &signed, body, now),
+            verifier
+                .verify(&Method::PUT, "/internal/v1/x", &signed, body, now)
+                .await,
             Err(VerifyError::Replayed)
         );
         let fresh = headers(sign(&k, &Method::PUT, "/internal/v1/x", body, now));
         assert_eq!(
-            verifier.verify(&Method::PUT, "/internal/v1/x", &fresh, br#"{"a":2}"#, now),
+            verifier
+                .verify(&Method::PUT, "/internal/v1/x", &fresh, br#"{"a":2}"#, now)
+                .await,
             Err(VerifyError::BadSignature)
         );
         assert_eq!(
-            verifier.verify(&Method::POST, "/internal/v1/x", &fresh, body, now),
+            verifier
+                .verify(&Method::POST, "/internal/v1/x", &fresh, body, now)
+                .await,
             Err(VerifyError::BadSignature)
         );
         assert_eq!(
-            verifier.verify(&Method::PUT, "/internal/v1/y", &fresh, body, now),
+            verifier
+                .verify(&Method::PUT, "/internal/v1/y", &fresh, body, now)
+                .await,
             Err(VerifyError::BadSignature)
         );
     }
 
-    #[test]
-    fn skew_unknown_and_wrong_keys_are_refused_and_rotation_works() {
+    #[tokio::test]
+    async fn skew_unknown_and_wrong_keys_are_refused_and_rotation_works() {
         let old = key("k-old", "party-a", 1);
         let new = key("k-new", "party-a", 2);
         let verifier = Verifier::new(Keyring::new(vec![new.clone(), old.clone()]));
         let now = chrono::Utc::now().timestamp();
         let skewed = headers(sign(&old, &Method::GET, "/p", b"", now - 3600));
         assert_eq!(
-            verifier.verify(&Method::GET, "/p", &skewed, b"", now),
+            verifier.verify(&Method::GET, "/p", &skewed, b"", now).await,
             Err(VerifyError::Skewed)
         );
         let stranger = key("k-x", "party-a", 3);
         let unknown = headers(sign(&stranger, &Method::GET, "/p", b"", now));
         assert_eq!(
-            verifier.verify(&Method::GET, "/p", &unknown, b"", now),
+            verifier
+                .verify(&Method::GET, "/p", &unknown, b"", now)
+                .await,
             Err(VerifyError::UnknownKey)
         );
         // Right key id, wrong secret.
         let impostor = key("k-old", "party-a", 9);
         let forged = headers(sign(&impostor, &Method::GET, "/p", b"", now));
         assert_eq!(
-            verifier.verify(&Method::GET, "/p", &forged, b"", now),
+            verifier.verify(&Method::GET, "/p", &forged, b"", now).await,
             Err(VerifyError::BadSignature)
         );
         // Both rotation keys are accepted.
@@ -256,6 +308,7 @@ mod tests {
             assert_eq!(
                 verifier
                     .verify(&Method::GET, "/p", &h, b"", now)
+                    .await
                     .unwrap()
                     .tenant
                     .as_str(),
@@ -264,6 +317,7 @@ mod tests {
         }
         assert!(verifier
             .verify(&Method::GET, "/p", &HeaderMap::new(), b"", now)
+            .await
             .is_err());
     }
 
