@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -33,7 +33,7 @@ fn verify_problem(error: &VerifyError) -> Problem {
 }
 
 /// axum middleware (`middleware::from_fn_with_state(verifier, verify_layer)`) for internal routes:
-/// verify the signature, then (with an idempotency key) replay, refuse or run and keep the answer.
+/// verify the request, then (with an idempotency key) begin, run, and complete with its answer.
 pub async fn verify_layer(
     State(verifier): State<Arc<Verifier>>,
     req: Request,
@@ -49,38 +49,40 @@ pub async fn verify_layer(
         .await
     {
         Ok(caller) => caller,
-        Err(e) => {
-            tracing::warn!(reason = %e, "S2S request refused");
-            return verify_problem(&e).into_response();
-        }
+        Err(e) => return refused(&e),
     };
-    let idempotency_key = idempotency_key(&parts.headers);
     parts.extensions.insert(caller.clone());
-    let Some(idempotency_key) = idempotency_key else {
+    let Some(key) = idempotency_key(&parts.headers) else {
         return next.run(Request::from_parts(parts, Body::from(body))).await;
     };
     let fingerprint = fingerprint(&parts.method, &path, &body);
-    let marker =
-        match verifier
-            .answers
-            .begin(caller.tenant.to_string(), idempotency_key, fingerprint)
-        {
-            Begin::Replay(answer) => return answer,
-            Begin::Refuse(problem) => return problem.into_response(),
-            Begin::Run(marker) => marker,
-        };
-    // If this future is dropped from here on (the client hung up), so is the marker.
-    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
-    let (parts, body) = response.into_parts();
+    let marker = match verifier
+        .answers
+        .begin(caller.tenant.to_string(), key, fingerprint)
+    {
+        Begin::Replay(answer) => return answer,
+        Begin::Refuse(problem) => return problem.into_response(),
+        Begin::Run(marker) => marker,
+    };
+    // Dropped from here on (the client hung up), this future drops the marker with it.
+    let (parts, body) = run_buffered(next, Request::from_parts(parts, Body::from(body))).await;
+    let content_type = parts.headers.get(axum::http::header::CONTENT_TYPE);
+    marker.complete(parts.status, content_type, &body);
+    Response::from_parts(parts, Body::from(body))
+}
+
+fn refused(error: &VerifyError) -> Response {
+    tracing::warn!(reason = %error, "S2S request refused");
+    verify_problem(error).into_response()
+}
+
+/// Runs the handler and reads its whole answer, to keep it for the key's retries.
+async fn run_buffered(next: Next, req: Request) -> (axum::http::response::Parts, Bytes) {
+    let (parts, body) = next.run(req).await.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY)
         .await
         .unwrap_or_default();
-    marker.complete(
-        parts.status,
-        parts.headers.get(axum::http::header::CONTENT_TYPE),
-        &body,
-    );
-    Response::from_parts(parts, Body::from(body))
+    (parts, body)
 }
 
 fn now() -> i64 {
