@@ -1,7 +1,8 @@
 //! Who may do what: tenants cannot see or vote in each other's elections, admin actions need
 //! the admin role, sessions must be genuine, the queue flag needs the ops role and is audited,
-//! an outage of the elections side gives a clear 503 rather than a token that cannot vote, and a
-//! member removed from the registry and imported again is the same member (no second token).
+//! an outage of the elections side gives a clear 503 rather than a token that cannot vote, a
+//! member removed from the registry and imported again is the same member (no second token), and
+//! a close whose S2S attempts were cancelled behind a row lock still goes through.
 
 mod support;
 
@@ -472,6 +473,73 @@ async fn a_member_removed_and_imported_again_keeps_their_id_and_gets_no_second_t
         .await
         .unwrap();
     assert_eq!(issuances, 1);
+}
+
+#[tokio::test]
+async fn a_close_whose_attempts_are_cancelled_behind_a_row_lock_succeeds_once_it_is_released() {
+    // Each S2S attempt gives up after 500 ms, before ingest's 1 s lock timeout can answer: the
+    // client hangs up while ingest's handler waits for the election's row, and ingest drops the
+    // handler. Such an attempt used to leave its idempotency key `in-progress` for 10 minutes.
+    // Under the 10 s idle-in-transaction timeout: events-svc keeps its transaction open while
+    // it pushes.
+    let budget = Duration::from_secs(8);
+    let world = World::start_with(
+        true,
+        &[
+            ("S2S_ATTEMPT_TIMEOUT_MS", "500".to_owned()),
+            ("S2S_RETRY_BUDGET_MS", "8000".to_owned()),
+        ],
+    )
+    .await;
+    let admin = world
+        .dev_login(&world.person(TENANT, &["member", "admin"]).await)
+        .await;
+    let election = world.open_election(&admin).await;
+
+    // A long vote batch holds the election's row on the elections side (as the worker does)
+    // for 3 s while the admin closes the election.
+    let mut batch = world.db.owner.begin().await.unwrap();
+    let batch_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *batch)
+        .await
+        .unwrap();
+    sqlx::query("SELECT 1 FROM elections.elections WHERE id = $1 FOR KEY SHARE")
+        .bind(election)
+        .execute(&mut *batch)
+        .await
+        .unwrap();
+    let path = format!("/v1/elections/{election}/close");
+    let close = world.events(Method::POST, &path, &admin, None);
+    tokio::pin!(close);
+    let hold_until = std::time::Instant::now() + Duration::from_secs(3);
+    let mut waited_for_the_row = false;
+    while std::time::Instant::now() < hold_until {
+        tokio::select! {
+            answer = &mut close => panic!(
+                "the close ended while the row was locked: {} {}", answer.status, answer.body
+            ),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        waited_for_the_row |= world.db.lock_waiters_of(batch_pid).await > 0;
+    }
+    batch.rollback().await.unwrap();
+    let released = std::time::Instant::now();
+    let closed = close.await;
+    assert_eq!(closed.status, 200, "{}", closed.body);
+    assert_eq!(closed.body["status"], "closed");
+    assert!(
+        released.elapsed() < budget,
+        "closed {:?} after the release",
+        released.elapsed()
+    );
+    assert!(waited_for_the_row, "no attempt ever waited for the row");
+    let elections_side: String =
+        sqlx::query_scalar("SELECT status FROM elections.elections WHERE id = $1")
+            .bind(election)
+            .fetch_one(&world.db.owner)
+            .await
+            .unwrap();
+    assert_eq!(elections_side, "closed");
 }
 
 #[tokio::test]

@@ -29,6 +29,10 @@ use crate::routes::{ballots, internal, receipts};
 )]
 struct ApiDoc;
 
+/// How often spent S2S nonces are pruned: each is kept at least 601 s anyway, so once a minute
+/// keeps the table at about eleven minutes of internal calls.
+const NONCE_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub struct VoteMetrics {
     /// Votes by mode and outcome (`accepted` or the problem slug).
     pub votes: IntCounterVec,
@@ -113,13 +117,19 @@ impl Application {
             metrics,
             settings,
         }));
+        // Nonces are spent in the database too, so a replay to another instance fails as well.
+        let verifier = shared::s2s::Verifier::new(state.settings.s2s_keys.clone())
+            .with_nonce_store(state.pool.clone());
+        let nonce_pruner = verifier
+            .nonce_store()
+            .map(|store| store.spawn_pruner(NONCE_PRUNE_INTERVAL));
         let server = shared::service::Server::bind(
             "ingest",
             state.settings.addr,
-            router(state.clone(), http_metrics),
+            router(state.clone(), http_metrics, Arc::new(verifier)),
         )
         .await?;
-        let background = vec![
+        let mut background = vec![
             state
                 .queue_mode
                 .spawn_follower(state.pool.clone(), state.settings.queue_mode_poll),
@@ -146,6 +156,7 @@ impl Application {
                 })
             },
         ];
+        background.extend(nonce_pruner);
         Ok(Self {
             server,
             state,
@@ -190,8 +201,11 @@ impl Application {
     }
 }
 
-fn router(state: AppState, http_metrics: HttpMetrics) -> axum::Router {
-    let verifier = Arc::new(shared::s2s::Verifier::new(state.settings.s2s_keys.clone()));
+fn router(
+    state: AppState,
+    http_metrics: HttpMetrics,
+    verifier: Arc<shared::s2s::Verifier>,
+) -> axum::Router {
     let internal_routes = OpenApiRouter::new()
         .routes(routes!(internal::put_election))
         .routes(routes!(internal::register_tokens))

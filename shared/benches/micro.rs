@@ -127,6 +127,11 @@ fn s2s_calls(c: &mut Criterion) {
     // Every request carries a fresh nonce and a spent nonce is refused, so the requests are
     // signed outside the timed part; a fresh verifier every 5,000 requests keeps its nonce
     // cache small (none of these nonces is old enough to be forgotten).
+    // Without a nonce store `verify` never waits, so polling it once on a current-thread
+    // runtime costs next to nothing.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     group.bench_function("verify", |b| {
         b.iter_custom(|iters| {
             let mut elapsed = Duration::ZERO;
@@ -138,11 +143,14 @@ fn s2s_calls(c: &mut Criterion) {
                 let requests: Vec<HeaderMap> =
                     (0..n).map(|_| signed(&key, &path, &body, now)).collect();
                 let start = Instant::now();
-                for headers in &requests {
-                    verifier
-                        .verify(&Method::POST, &path, black_box(headers), &body, now)
-                        .expect("valid");
-                }
+                runtime.block_on(async {
+                    for headers in &requests {
+                        verifier
+                            .verify(&Method::POST, &path, black_box(headers), &body, now)
+                            .await
+                            .expect("valid");
+                    }
+                });
                 elapsed += start.elapsed();
             }
             elapsed
@@ -157,14 +165,18 @@ fn s2s_calls(c: &mut Criterion) {
     // (Filled once, outside the closure: criterion calls the closure once per sample.)
     let busy = Verifier::new(keyring.clone());
     let mut last = HeaderMap::new();
-    for _ in 0..20_000 {
-        last = signed(&key, &path, &body, now);
-        busy.verify(&Method::POST, &path, &last, &body, now)
-            .expect("valid");
-    }
+    runtime.block_on(async {
+        for _ in 0..20_000 {
+            last = signed(&key, &path, &body, now);
+            busy.verify(&Method::POST, &path, &last, &body, now)
+                .await
+                .expect("valid");
+        }
+    });
     group.bench_function("verify_with_20k_nonces_in_window", |b| {
-        b.iter(|| {
+        b.to_async(&runtime).iter(|| async {
             busy.verify(&Method::POST, &path, black_box(&last), &body, now)
+                .await
                 .expect_err("a replay")
         })
     });

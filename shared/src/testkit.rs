@@ -187,6 +187,18 @@ impl TestDb {
             .expect("connect as service role")
     }
 
+    /// How many lock requests wait directly for the backend `pid` (a test's open transaction),
+    /// so a test can tell that a service is blocked behind it.
+    pub async fn lock_waiters_of(&self, pid: i32) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND $1 = ANY(pg_blocking_pids(pid))",
+        )
+        .bind(pid)
+        .fetch_one(&self.owner)
+        .await
+        .expect("read pg_locks")
+    }
+
     /// An open single-choice election of `tenant` with options `o0`…, stored as the owner
     /// (for tests and benchmarks of the elections side that do not run ingest's S2S API).
     pub async fn open_election(&self, tenant: &TenantId, options: usize) -> ElectionDefinition {

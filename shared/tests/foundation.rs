@@ -200,6 +200,7 @@ async fn service_roles_cannot_read_what_they_must_not() {
                 "members.members",
                 "events.elections",
                 "events.token_issuance",
+                "ops.s2s_nonces",
             ],
         ),
         (
@@ -209,6 +210,7 @@ async fn service_roles_cannot_read_what_they_must_not() {
                 "elections.voting_tokens",
                 "elections.receipts",
                 "members.members",
+                "ops.s2s_nonces",
             ],
         ),
         (
@@ -217,6 +219,7 @@ async fn service_roles_cannot_read_what_they_must_not() {
                 "events.elections",
                 "elections.ballots",
                 "elections.voting_tokens",
+                "ops.s2s_nonces",
             ],
         ),
     ];
@@ -252,6 +255,46 @@ async fn service_roles_cannot_read_what_they_must_not() {
             .await
             .unwrap();
     assert_eq!(audit, vec![("ops@example".to_owned(), None, false)]);
+}
+
+#[tokio::test]
+async fn spent_s2s_nonces_are_pruned_only_once_no_replay_can_reach_them() {
+    let db = TestDb::create().await;
+    // Ages in seconds by the database's clock; the window is 300 s, so a row is needed until
+    // 601 s after it was seen, and while its signed timestamp is less than 300 s old.
+    for (nonce, seen_ago, signed_ago) in [
+        ("out-of-reach-0000", 602, 602),
+        ("seen-recently-000", 600, 900),
+        ("signed-recently-0", 900, 299),
+        ("just-now-00000000", 0, 0),
+    ] {
+        sqlx::query(
+            "INSERT INTO ops.s2s_nonces (key_id, nonce, signed_at, seen_at) \
+             VALUES ('k1', $1, now() - make_interval(secs => $3), now() - make_interval(secs => $2))",
+        )
+        .bind(nonce)
+        .bind(f64::from(seen_ago))
+        .bind(f64::from(signed_ago))
+        .execute(&db.owner)
+        .await
+        .unwrap();
+    }
+    // Pruned as ingest, the only role that may.
+    let store = s2s::NonceStore::new(db.pool(Role::Ingest).await, s2s::DEFAULT_WINDOW);
+    assert_eq!(store.prune().await.unwrap(), 1);
+    let mut left: Vec<String> = sqlx::query_scalar("SELECT nonce FROM ops.s2s_nonces")
+        .fetch_all(&db.owner)
+        .await
+        .unwrap();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "just-now-00000000",
+            "seen-recently-000",
+            "signed-recently-0"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -382,7 +425,8 @@ struct Peer {
 }
 
 /// A server with the verify layer: `POST /effect` counts an effect; `GET /flaky` fails with
-/// 503 twice, then succeeds; `GET /bad` answers 400.
+/// 503 twice, then succeeds; `GET /busy` always answers 503 (Retry-After: 1); `GET /bad`
+/// answers 400.
 async fn peer(keys: Vec<S2sKey>) -> Peer {
     let effects = Arc::new(AtomicUsize::new(0));
     let flaky = Arc::new(AtomicUsize::new(0));
@@ -413,6 +457,7 @@ async fn peer(keys: Vec<S2sKey>) -> Peer {
             }),
         )
         .route("/bad", get(|| async { shared::Problem::bad_request("bad", "no").into_response_for_test() }))
+        .route("/busy", get(|| async { shared::Problem::unavailable("busy", "later", 1).into_response_for_test() }))
         .layer(middleware::from_fn_with_state(verifier, s2s::verify_layer));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -596,6 +641,42 @@ async fn s2s_over_http_refuses_forgeries_and_accepts_rotated_keys() {
         .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(peer.effects.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn s2s_client_gives_up_at_its_budget_even_when_the_peer_asks_to_retry_after() {
+    let k = key("a-1", "party-a", 1);
+    let peer = peer(vec![k.clone()]).await;
+    let budget = Duration::from_millis(1500);
+    let client = Client::new(
+        &peer.base,
+        Keyring::new(vec![k]),
+        RetrySettings {
+            max_elapsed: budget,
+            ..fast_retry()
+        },
+    );
+    let tenant = TenantId::parse("party-a").unwrap();
+    let started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.call(
+            &tenant,
+            Method::GET,
+            "/busy",
+            None,
+            None,
+            &CorrelationId::new(),
+        ),
+    )
+    .await
+    .expect("the call ended");
+    assert!(
+        matches!(outcome, Err(CallError::Status { status, .. }) if status == StatusCode::SERVICE_UNAVAILABLE),
+        "{outcome:?}"
+    );
+    // One retry after the 1 s Retry-After fits the budget; a second would not.
+    assert!(started.elapsed() < budget, "{:?}", started.elapsed());
 }
 
 #[tokio::test]

@@ -16,6 +16,12 @@ use uuid::Uuid;
 use crate::error::IngestError;
 use crate::startup::AppState;
 
+// What the S2S layer (shared::s2s::verify_layer) answers on every internal route.
+const S2S_401: &str = "`s2s-unauthorized`: missing or bad signature, unknown key, timestamp outside the window, or a nonce already spent (on any instance)";
+const S2S_422: &str =
+    "`idempotency-key-reused`: the idempotency key was used for a different request";
+const S2S_503: &str = "`in-progress` (the first request with this idempotency key is still running), `s2s-unavailable` (the replay check could not reach the database) or a database problem; retry (Retry-After)";
+
 /// Most token hashes accepted in one registration call.
 pub const MAX_TOKENS_PER_CALL: usize = 10_000;
 
@@ -32,9 +38,16 @@ pub struct ElectionPut {
     pub closes_at: Option<DateTime<Utc>>,
 }
 
-/// Create or update an election's definition and status (idempotent).
+/// Create or update an election's definition and status (idempotent). The status only moves
+/// forward (draft, open, closed); repeating the current one changes nothing.
 #[utoipa::path(put, path = "/internal/v1/elections/{id}", request_body = ElectionPut,
-    responses((status = 200, description = "Stored"), (status = 409, description = "Change not allowed", body = shared::Problem)),
+    responses(
+        (status = 200, description = "Stored (or already so)"),
+        (status = 401, description = S2S_401, body = shared::Problem),
+        (status = 409, description = "Change not allowed: `conflict` (the ballot of an opened election), `status-regression` (back to an earlier status)", body = shared::Problem),
+        (status = 422, description = S2S_422, body = shared::Problem),
+        (status = 503, description = S2S_503, body = shared::Problem),
+    ),
     tag = "internal")]
 pub async fn put_election(
     State(state): State<AppState>,
@@ -70,17 +83,18 @@ pub async fn put_election(
                 conflict("the options of an election cannot change once it was opened").into(),
             );
         }
-        if status == "closed" && definition.status != ElectionStatus::Closed {
-            return Err(conflict("a closed election cannot be reopened").into());
-        }
     }
-    sqlx::query(
+    // The status only moves forward, checked by the upsert itself so that concurrent pushes
+    // (a late create racing the open) cannot get past it: a regression updates no row.
+    let stored = sqlx::query(
         "INSERT INTO elections.elections (org_id, id, kind, options, max_choices, status, opens_at, closes_at, closed_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $6 = 'closed' THEN now() END, now()) \
          ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, options = excluded.options, \
              max_choices = excluded.max_choices, status = excluded.status, opens_at = excluded.opens_at, \
              closes_at = excluded.closes_at, \
-             closed_at = COALESCE(elections.elections.closed_at, excluded.closed_at), updated_at = now()",
+             closed_at = COALESCE(elections.elections.closed_at, excluded.closed_at), updated_at = now() \
+         WHERE array_position(ARRAY['draft', 'open', 'closed'], elections.elections.status) \
+            <= array_position(ARRAY['draft', 'open', 'closed'], excluded.status)",
     )
     .bind(caller.tenant.as_str())
     .bind(id)
@@ -91,7 +105,20 @@ pub async fn put_election(
     .bind(definition.opens_at)
     .bind(definition.closes_at)
     .execute(&mut *tx)
-    .await?;
+    .await?
+    .rows_affected();
+    if stored == 0 {
+        let current = existing.map_or_else(|| "further along".to_owned(), |(status, ..)| status);
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "status-regression",
+            "Conflict",
+            format!(
+                "the election is already {current}; its status only moves forward (draft, open, closed)"
+            ),
+        )
+        .into());
+    }
     tx.commit().await?;
     let status = definition.status;
     state.definitions.put(definition);
@@ -113,7 +140,13 @@ pub struct TokenRegistration {
 
 /// Register voting-token hashes for an election (idempotent; duplicates are ignored).
 #[utoipa::path(post, path = "/internal/v1/elections/{id}/tokens", request_body = TokenRegistration,
-    responses((status = 200, description = "Registered")), tag = "internal")]
+    responses(
+        (status = 200, description = "Registered"),
+        (status = 401, description = S2S_401, body = shared::Problem),
+        (status = 422, description = S2S_422, body = shared::Problem),
+        (status = 503, description = S2S_503, body = shared::Problem),
+    ),
+    tag = "internal")]
 pub async fn register_tokens(
     State(state): State<AppState>,
     caller: S2sCaller,
@@ -165,7 +198,12 @@ pub use shared::domain::Results;
 
 /// Tally of an election.
 #[utoipa::path(get, path = "/internal/v1/elections/{id}/results",
-    responses((status = 200, description = "Turnout, and once sealed the tally", body = Results)), tag = "internal")]
+    responses(
+        (status = 200, description = "Turnout, and once sealed the tally", body = Results),
+        (status = 401, description = S2S_401, body = shared::Problem),
+        (status = 503, description = S2S_503, body = shared::Problem),
+    ),
+    tag = "internal")]
 pub async fn results(
     State(state): State<AppState>,
     caller: S2sCaller,

@@ -30,7 +30,9 @@ pub struct Stack {
     pub ingest_url: String,
     pub http: reqwest::Client,
     pub s2s: Client,
-    stop_ingest: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The settings ingest was built from, for another instance of it.
+    ingest_env: HashMap<&'static str, String>,
+    ingest: Ingest,
     workers: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -60,7 +62,7 @@ impl Stack {
         let db = TestDb::create().await;
         let pubsub = TestPubSub::create_with(options.max_delivery_attempts).await;
         let keys = TestKeys::new(&[TENANT, OTHER_TENANT]);
-        let mut env: HashMap<&str, String> = HashMap::from([
+        let mut env: HashMap<&'static str, String> = HashMap::from([
             ("INGEST_ADDR", "127.0.0.1:0".to_owned()),
             ("DATABASE_URL", db.url(Role::Ingest)),
             ("DATABASE_MAX_CONNECTIONS", "3".to_owned()),
@@ -87,16 +89,8 @@ impl Stack {
         for (k, v) in &options.extra_env {
             env.insert(k, v.clone());
         }
-        let settings =
-            ingest::configuration::Settings::from(Env::from_map(env)).expect("ingest settings");
-        let app = ingest::startup::Application::build(settings)
-            .await
-            .expect("ingest builds");
-        let ingest_url = format!("http://{}", app.local_addr());
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        tokio::spawn(app.run_until(async move {
-            let _ = stopped.await;
-        }));
+        let ingest = spawn_ingest(&env).await;
+        let ingest_url = ingest.url.clone();
         let s2s = Client::new(&ingest_url, keys.s2s.clone(), RetrySettings::default());
         Self {
             db,
@@ -108,9 +102,16 @@ impl Stack {
                 .build()
                 .unwrap(),
             s2s,
-            stop_ingest: Some(stop),
+            ingest_env: env,
+            ingest,
             workers: Vec::new(),
         }
+    }
+
+    /// Another ingest instance on the same database, topic and keys (a second replica, or the
+    /// first one after a restart); it stops when dropped.
+    pub async fn another_ingest(&self) -> Ingest {
+        spawn_ingest(&self.ingest_env).await
     }
 
     pub fn worker_settings(&self) -> worker::configuration::Settings {
@@ -513,12 +514,40 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop_ingest.take() {
-            let _ = stop.send(());
-        }
         for stop in self.workers.drain(..) {
             let _ = stop.send(());
         }
+    }
+}
+
+/// An ingest serving in this process until dropped.
+pub struct Ingest {
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn spawn_ingest(env: &HashMap<&'static str, String>) -> Ingest {
+    let settings =
+        ingest::configuration::Settings::from(Env::from_map(env.clone())).expect("ingest settings");
+    let app = ingest::startup::Application::build(settings)
+        .await
+        .expect("ingest builds");
+    let url = format!("http://{}", app.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    Ingest {
+        url,
+        stop: Some(stop),
     }
 }
 

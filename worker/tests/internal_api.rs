@@ -1,0 +1,237 @@
+//! The elections side's internal API (served by ingest behind the S2S layer): an election's
+//! status only moves forward, whoever pushes what in which order, and a signed request is
+//! spent once across every instance and restart.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use axum::http::{Method, StatusCode};
+use serde_json::{json, Value};
+use shared::s2s::CallError;
+use shared::telemetry::CorrelationId;
+use support::{Ingest, Stack, StackOptions, TENANT};
+use uuid::Uuid;
+
+fn election(status: &str) -> Value {
+    json!({
+        "kind": "single",
+        "options": [{"id": "o0", "label": "Yes"}, {"id": "o1", "label": "No"}],
+        "max_choices": 1,
+        "status": status,
+        "opens_at": null,
+        "closes_at": null,
+    })
+}
+
+/// Pushes `status` for election `id`, freshly signed, with a fresh idempotency key (as another
+/// instance, or this one after the answer expired, would see it); returns the status and slug.
+async fn push(stack: &Stack, id: Uuid, status: &str) -> (StatusCode, String) {
+    let outcome = stack
+        .s2s
+        .call(
+            &stack.tenant(TENANT),
+            Method::PUT,
+            &format!("/internal/v1/elections/{id}"),
+            Some(&election(status)),
+            Some(&Uuid::new_v4().to_string()),
+            &CorrelationId::new(),
+        )
+        .await;
+    match outcome {
+        Ok(reply) => (reply.status, String::new()),
+        Err(e @ CallError::Status { status, .. }) => {
+            let slug = e.problem().map(|p| p.slug().to_owned()).unwrap_or_default();
+            (status, slug)
+        }
+        Err(e) => panic!("push {status}: {e}"),
+    }
+}
+
+async fn stored_status(stack: &Stack, id: Uuid) -> String {
+    sqlx::query_scalar("SELECT status FROM elections.elections WHERE id = $1")
+        .bind(id)
+        .fetch_one(&stack.db.owner)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_election_status_only_moves_forward() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let id = Uuid::new_v4();
+    assert_eq!(push(&stack, id, "draft").await.0, StatusCode::OK);
+    assert_eq!(push(&stack, id, "open").await.0, StatusCode::OK);
+    // The create push again (replayed, or a late retry that finally arrives): refused.
+    assert_eq!(
+        push(&stack, id, "draft").await,
+        (StatusCode::CONFLICT, "status-regression".to_owned())
+    );
+    assert_eq!(stored_status(&stack, id).await, "open");
+    // Repeating the current status is a no-op.
+    assert_eq!(push(&stack, id, "open").await.0, StatusCode::OK);
+    assert_eq!(push(&stack, id, "closed").await.0, StatusCode::OK);
+    for earlier in ["open", "draft"] {
+        assert_eq!(
+            push(&stack, id, earlier).await,
+            (StatusCode::CONFLICT, "status-regression".to_owned()),
+            "closed -> {earlier}"
+        );
+    }
+    assert_eq!(push(&stack, id, "closed").await.0, StatusCode::OK);
+    assert_eq!(stored_status(&stack, id).await, "closed");
+
+    // A draft may skip straight to closed (events-svc allows closing a draft).
+    let skipped = Uuid::new_v4();
+    assert_eq!(push(&stack, skipped, "draft").await.0, StatusCode::OK);
+    assert_eq!(push(&stack, skipped, "closed").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_late_create_racing_the_first_open_cannot_set_it_back_to_draft() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let id = Uuid::new_v4();
+    // The open's insert is not committed yet when the create push arrives: the push finds no
+    // row to check, and its own insert waits for the open's.
+    let mut open = stack.db.owner.begin().await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *open)
+        .await
+        .unwrap();
+    let definition = election("open");
+    sqlx::query(
+        "INSERT INTO elections.elections (org_id, id, kind, options, max_choices, status) \
+         VALUES ($1, $2, 'single', $3, 1, 'open')",
+    )
+    .bind(TENANT)
+    .bind(id)
+    .bind(&definition["options"])
+    .execute(&mut *open)
+    .await
+    .unwrap();
+    let late = push(&stack, id, "draft");
+    tokio::pin!(late);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stack.db.lock_waiters_of(pid).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the push never waited for the open"
+        );
+        tokio::select! {
+            answer = &mut late => panic!("the push did not wait for the open: {answer:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+    open.commit().await.unwrap();
+    assert_eq!(
+        late.await,
+        (StatusCode::CONFLICT, "status-regression".to_owned())
+    );
+    assert_eq!(stored_status(&stack, id).await, "open");
+}
+
+/// One signed `PUT` of an election, sent as is (same headers, same body) wherever it is sent.
+struct Captured {
+    path: String,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+}
+
+impl Captured {
+    fn new(stack: &Stack, id: Uuid) -> Self {
+        let path = format!("/internal/v1/elections/{id}");
+        let body = serde_json::to_vec(&election("draft")).unwrap();
+        let key = stack
+            .keys
+            .s2s
+            .current_for(&stack.tenant(TENANT))
+            .expect("a key for the tenant");
+        let headers = shared::s2s::sign(
+            key,
+            &Method::PUT,
+            &path,
+            &body,
+            chrono::Utc::now().timestamp(),
+        );
+        Self {
+            path,
+            headers,
+            body,
+        }
+    }
+
+    async fn send(&self, stack: &Stack, base: &str) -> (u16, Value) {
+        let mut request = stack
+            .http
+            .put(format!("{base}{}", self.path))
+            .header("content-type", "application/json")
+            .body(self.body.clone());
+        for (name, value) in &self.headers {
+            request = request.header(*name, value);
+        }
+        let answer = request.send().await.expect("ingest answers");
+        (
+            answer.status().as_u16(),
+            answer.json().await.unwrap_or(Value::Null),
+        )
+    }
+}
+
+fn refused_as_a_replay(status: u16, body: &Value) -> bool {
+    status == 401
+        && body["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("nonce"))
+}
+
+#[tokio::test]
+async fn a_request_replayed_to_another_instance_is_refused() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let second: Ingest = stack.another_ingest().await;
+    let captured = Captured::new(&stack, Uuid::new_v4());
+    let (status, body) = captured.send(&stack, &stack.ingest_url).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = captured.send(&stack, &second.url).await;
+    assert!(refused_as_a_replay(status, &body), "{status} {body}");
+    // A fresh request passes there.
+    let (status, body) = Captured::new(&stack, Uuid::new_v4())
+        .send(&stack, &second.url)
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_request_replayed_after_a_restart_is_refused() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let captured = Captured::new(&stack, Uuid::new_v4());
+    let (status, body) = captured.send(&stack, &stack.ingest_url).await;
+    assert_eq!(status, 200, "{body}");
+    // A freshly built instance on the same database: nothing in its memory.
+    let restarted = stack.another_ingest().await;
+    let (status, body) = captured.send(&stack, &restarted.url).await;
+    assert!(refused_as_a_replay(status, &body), "{status} {body}");
+}
+
+#[tokio::test]
+async fn the_internal_api_documents_its_refusals() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let api: Value = stack
+        .http
+        .get(format!("{}/openapi.json", stack.ingest_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let put = &api["paths"]["/internal/v1/elections/{id}"]["put"]["responses"];
+    let described = |status: &str| {
+        put[status]["description"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(described("409").contains("status-regression"), "{put}");
+    assert!(described("401").contains("nonce"), "{put}");
+    assert!(described("503").contains("s2s-unavailable"), "{put}");
+}
