@@ -109,6 +109,28 @@ pub type ReadinessFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Sen
 /// Checks that the dependencies a service needs are reachable; `Err` names the one that is not.
 pub type ReadinessCheck = Arc<dyn Fn() -> ReadinessFuture + Send + Sync>;
 
+/// `check`, run at most once per `ttl`: callers within `ttl` of the last run get its result, and
+/// concurrent callers share one run. A probe flood costs the dependency one check per `ttl`.
+pub fn cached_readiness(check: ReadinessCheck, ttl: Duration) -> ReadinessCheck {
+    type Last = Option<(std::time::Instant, Result<(), String>)>;
+    let last: Arc<tokio::sync::Mutex<Last>> = Arc::new(tokio::sync::Mutex::new(None));
+    Arc::new(move || {
+        let (check, last) = (check.clone(), last.clone());
+        Box::pin(async move {
+            // Held across the check: concurrent callers wait for the one running and reuse it.
+            let mut last = last.lock().await;
+            if let Some((at, result)) = last.as_ref() {
+                if at.elapsed() < ttl {
+                    return result.clone();
+                }
+            }
+            let result = check().await;
+            *last = Some((std::time::Instant::now(), result.clone()));
+            result
+        })
+    })
+}
+
 /// `/metrics`, `/healthz` (the process is alive) and `/readyz` (its dependencies answer).
 pub fn operational_routes<S: Clone + Send + Sync + 'static>(
     metrics: HttpMetrics,
@@ -139,4 +161,48 @@ pub fn operational_routes<S: Clone + Send + Sync + 'static>(
                 }
             }),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_probe_flood_costs_one_check_per_interval() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        let check: ReadinessCheck = Arc::new(move || {
+            let counted = counted.clone();
+            Box::pin(async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(())
+            })
+        });
+        let cached = cached_readiness(check, Duration::from_secs(60));
+        let answers = futures_join(500, || cached()).await;
+        assert!(answers.iter().all(Result::is_ok));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        // After the interval the next probe checks again.
+        let fresh = cached_readiness(
+            Arc::new(|| Box::pin(async { Err("database unreachable".to_owned()) })),
+            Duration::ZERO,
+        );
+        assert_eq!(fresh().await, Err("database unreachable".to_owned()));
+    }
+
+    async fn futures_join<F>(n: usize, f: impl Fn() -> F) -> Vec<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let tasks: Vec<_> = (0..n).map(|_| tokio::spawn(f())).collect();
+        let mut out = Vec::with_capacity(n);
+        for task in tasks {
+            out.push(task.await.expect("task"));
+        }
+        out
+    }
 }

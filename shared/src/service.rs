@@ -1,15 +1,27 @@
 //! The parts every HTTP service shares: the outer router (OpenAPI document, operational routes,
 //! problem+json fallbacks, request logging and metrics) and a bound server that runs until told
-//! to stop.
+//! to stop, with the limits a public listener needs: a header-read timeout (a client that sends
+//! half a header is disconnected), a request timeout and a concurrency limit (both answer 503
+//! with `Retry-After`, never a hang).
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::{middleware, Router};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::Service;
 
+use crate::config::Env;
 use crate::metrics::{HttpMetrics, ReadinessCheck};
+use crate::problem::Problem;
 
 /// Wraps a service's own routes: `/openapi.json` (generated from the code), `/metrics`,
 /// `/healthz`, `/readyz`, problem+json for unknown routes and methods, and the layers that
@@ -34,12 +46,99 @@ pub fn router(
     ))
 }
 
-/// Ready when the database answers.
+/// Ready when the database answers; asked at most once a second however often `/readyz` is
+/// called, so probes (or a stranger) cannot spend the service's few connections.
 pub fn database_readiness(pool: PgPool) -> ReadinessCheck {
-    Arc::new(move || {
-        let pool = pool.clone();
-        Box::pin(async move { crate::db::ping(&pool).await })
-    })
+    crate::metrics::cached_readiness(
+        Arc::new(move || {
+            let pool = pool.clone();
+            Box::pin(async move { crate::db::ping(&pool).await })
+        }),
+        Duration::from_secs(1),
+    )
+}
+
+/// What every listener enforces (`HTTP_*` variables, read by each service's configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// `HTTP_HEADER_READ_TIMEOUT_MS` (5000): a connection that has not sent a whole request head
+    /// by then is closed.
+    pub header_read_timeout: Duration,
+    /// `HTTP_REQUEST_TIMEOUT_MS` (15000): a request not answered by then gets 503 (its work is
+    /// dropped; every write behind a request is idempotent or transactional).
+    pub request_timeout: Duration,
+    /// `HTTP_MAX_CONCURRENT_REQUESTS` (1024): more at once are answered 503 at once.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(15),
+            max_concurrent_requests: 1024,
+        }
+    }
+}
+
+impl ServerLimits {
+    pub fn from_env(env: &mut Env) -> Self {
+        let default = Self::default();
+        let limits = Self {
+            header_read_timeout: env.millis_or(
+                "HTTP_HEADER_READ_TIMEOUT_MS",
+                default.header_read_timeout.as_millis() as u64,
+            ),
+            request_timeout: env.millis_or(
+                "HTTP_REQUEST_TIMEOUT_MS",
+                default.request_timeout.as_millis() as u64,
+            ),
+            max_concurrent_requests: env.parse_or(
+                "HTTP_MAX_CONCURRENT_REQUESTS",
+                default.max_concurrent_requests,
+            ),
+        };
+        if limits.header_read_timeout.is_zero()
+            || limits.request_timeout.is_zero()
+            || limits.max_concurrent_requests == 0
+        {
+            env.problem("HTTP_HEADER_READ_TIMEOUT_MS, HTTP_REQUEST_TIMEOUT_MS and HTTP_MAX_CONCURRENT_REQUESTS must be above 0");
+        }
+        limits
+    }
+
+    /// The request timeout and the concurrency limit as the outermost layers of `router`.
+    fn apply(self, router: Router) -> Router {
+        let permits = Arc::new(Semaphore::new(self.max_concurrent_requests));
+        router.layer(middleware::from_fn_with_state(
+            (permits, self.request_timeout),
+            limit_request,
+        ))
+    }
+}
+
+async fn limit_request(
+    State((permits, timeout)): State<(Arc<Semaphore>, Duration)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Ok(_permit) = permits.try_acquire() else {
+        return Problem::unavailable(
+            "overloaded",
+            "too many requests are being served; retry shortly",
+            1,
+        )
+        .into_response();
+    };
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Problem::unavailable(
+            "request-timeout",
+            "the request took too long and was abandoned; retry shortly",
+            1,
+        )
+        .into_response(),
+    }
 }
 
 /// A router bound to its address (port 0 picks a free port, as tests do).
@@ -47,7 +146,11 @@ pub struct Server {
     name: &'static str,
     listener: TcpListener,
     router: Router,
+    limits: ServerLimits,
 }
+
+/// How long a stop waits for requests in flight before closing their connections.
+const DRAIN: Duration = Duration::from_secs(10);
 
 impl Server {
     pub async fn bind(
@@ -55,10 +158,20 @@ impl Server {
         addr: SocketAddr,
         router: Router,
     ) -> std::io::Result<Self> {
+        Self::bind_with(name, addr, router, ServerLimits::default()).await
+    }
+
+    pub async fn bind_with(
+        name: &'static str,
+        addr: SocketAddr,
+        router: Router,
+        limits: ServerLimits,
+    ) -> std::io::Result<Self> {
         Ok(Self {
             name,
             listener: TcpListener::bind(addr).await?,
             router,
+            limits,
         })
     }
 
@@ -66,29 +179,198 @@ impl Server {
         self.listener.local_addr().expect("bound listener")
     }
 
-    /// Serves until `stop` resolves, then finishes the requests in flight.
+    /// Serves until `stop` resolves, then finishes the requests in flight (for at most 10 s).
+    ///
+    /// hyper serves each connection with a timer, so its header-read timeout is on (axum's
+    /// `serve` builds connections without one, which silently turns it off).
     pub async fn run_until(
         self,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr(), "{} listening", self.name);
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop)
-        .await
+        let mut make_service = self
+            .limits
+            .apply(self.router)
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_read_timeout);
+        builder.http2().timer(TokioTimer::new());
+        let builder = Arc::new(builder);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(stop);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a little rather than spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut stop => break,
+            };
+            let service = match make_service.call(peer).await {
+                Ok(service) => service,
+                Err(infallible) => match infallible {},
+            };
+            let hyper_service = hyper::service::service_fn(move |request| {
+                let mut service = service.clone();
+                async move { Ok::<_, Infallible>(service.call(request).await.into_response()) }
+            });
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(self.listener);
+        if tokio::time::timeout(DRAIN, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "{}: requests still in flight after {DRAIN:?}; closing",
+                self.name
+            );
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::sync::{oneshot, Notify};
 
     use super::*;
+
+    async fn serve(router: Router, limits: ServerLimits) -> SocketAddr {
+        let server = Server::bind_with("test", "127.0.0.1:0".parse().unwrap(), router, limits)
+            .await
+            .unwrap();
+        let addr = server.local_addr();
+        tokio::spawn(server.run_until(std::future::pending()));
+        addr
+    }
+
+    fn limits(header_read_ms: u64, request_ms: u64, concurrent: usize) -> ServerLimits {
+        ServerLimits {
+            header_read_timeout: Duration::from_millis(header_read_ms),
+            request_timeout: Duration::from_millis(request_ms),
+            max_concurrent_requests: concurrent,
+        }
+    }
+
+    fn hello() -> Router {
+        Router::new().route("/", axum::routing::get(|| async { "hello" }))
+    }
+
+    /// Opens a connection and sends half a request head.
+    async fn half_a_header(addr: SocketAddr) -> tokio::net::TcpStream {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"POST /v1/elections HTTP/1.1\r\nHost: localhost\r\nContent-")
+            .await
+            .unwrap();
+        stream
+    }
+
+    #[tokio::test]
+    async fn a_client_sending_half_a_header_is_disconnected_after_the_header_timeout() {
+        let addr = serve(hello(), limits(300, 5000, 64)).await;
+        let mut stream = half_a_header(addr).await;
+        let started = Instant::now();
+        let mut buffer = Vec::new();
+        // The server closes the connection (possibly after a 408): read to the end.
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buffer))
+            .await
+            .expect("disconnected within 5 s");
+        assert!(read.is_ok() || buffer.is_empty(), "{read:?}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+            "closed after {waited:?}, the header timeout is 300 ms"
+        );
+    }
+
+    #[tokio::test]
+    async fn two_thousand_slow_clients_do_not_stop_a_request() {
+        let addr = serve(hello(), limits(2000, 5000, 64)).await;
+        let mut slow = Vec::new();
+        for _ in 0..2000 {
+            slow.push(half_a_header(addr).await);
+        }
+        let started = Instant::now();
+        let answer = reqwest::get(format!("http://{addr}/")).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "answered after {:?}",
+            started.elapsed()
+        );
+        drop(slow);
+    }
+
+    #[tokio::test]
+    async fn a_request_over_the_time_or_concurrency_limit_gets_503_with_retry_after() {
+        let entered = Arc::new(Notify::new());
+        let router = Router::new().route(
+            "/slow",
+            axum::routing::get({
+                let entered = entered.clone();
+                move || async move {
+                    entered.notify_one();
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "late"
+                }
+            }),
+        );
+        let addr = serve(router, limits(1000, 300, 1)).await;
+        let first = tokio::spawn(reqwest::get(format!("http://{addr}/slow")));
+        entered.notified().await;
+        // The only slot is taken: refused at once.
+        let second = reqwest::get(format!("http://{addr}/slow")).await.unwrap();
+        assert_eq!(second.status(), 503);
+        assert!(second.headers().contains_key("retry-after"));
+        let problem: Problem = second.json().await.unwrap();
+        assert_eq!(problem.slug(), "overloaded");
+        // The first is abandoned at the request timeout.
+        let first = first.await.unwrap().unwrap();
+        assert_eq!(first.status(), 503);
+        assert!(first.headers().contains_key("retry-after"));
+        let problem: Problem = first.json().await.unwrap();
+        assert_eq!(problem.slug(), "request-timeout");
+    }
+
+    #[test]
+    fn limits_come_from_the_environment() {
+        let mut env = Env::from_map([
+            ("HTTP_HEADER_READ_TIMEOUT_MS", "1500"),
+            ("HTTP_MAX_CONCURRENT_REQUESTS", "7"),
+        ]);
+        let limits = ServerLimits::from_env(&mut env);
+        assert_eq!(limits.header_read_timeout, Duration::from_millis(1500));
+        assert_eq!(
+            limits.request_timeout,
+            ServerLimits::default().request_timeout
+        );
+        assert_eq!(limits.max_concurrent_requests, 7);
+        assert!(env.finish(()).is_ok());
+        let mut env = Env::from_map([("HTTP_REQUEST_TIMEOUT_MS", "0")]);
+        ServerLimits::from_env(&mut env);
+        assert!(env.finish(()).is_err());
+    }
 
     #[tokio::test]
     async fn port_zero_binds_a_free_port_and_stop_lets_requests_in_flight_finish() {
