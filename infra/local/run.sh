@@ -43,7 +43,9 @@ set +a
 export DATABASE_MAX_CONNECTIONS=3
 export INGEST_ADDR=127.0.0.1:8080 WORKER_ADDR=127.0.0.1:9090 EVENTS_ADDR=127.0.0.1:8081 MEMBERS_ADDR=127.0.0.1:8082
 export INGEST_URL=http://127.0.0.1:8080 EVENTS_URL=http://127.0.0.1:8081 MEMBERS_URL=http://127.0.0.1:8082
-export ELECTIONS_URL=$INGEST_URL SESSION_JWKS_URL=$MEMBERS_URL/.well-known/jwks.json
+# ingest serves the elections side's internal API (and its /metrics) on a listener of its own.
+export INTERNAL_ADDR=127.0.0.1:8079 ELECTIONS_URL=http://127.0.0.1:8079
+export SESSION_JWKS_URL=$MEMBERS_URL/.well-known/jwks.json
 export QUEUE_MODE_DEFAULT=true SEAL_DELAY_MS=3000
 # Local only: the production profile refuses dev login.
 export EKKLESIA_PROFILE=local DEV_LOGIN_ENABLED=true
@@ -69,7 +71,7 @@ for url in $MEMBERS_URL/readyz $EVENTS_URL/readyz $INGEST_URL/readyz http://127.
   done
   curl -fsS "$url" >/dev/null || { echo "not ready: $url (logs in $EKKLESIA_STATE_DIR)" >&2; exit 1; }
 done
-echo "members-fn $MEMBERS_URL, events-svc $EVENTS_URL, ingest $INGEST_URL, worker http://127.0.0.1:9090 (each: /openapi.json, /metrics, /healthz, /readyz)"
+echo "members-fn $MEMBERS_URL, events-svc $EVENTS_URL, ingest $INGEST_URL (internal API and /metrics: $ELECTIONS_URL), worker http://127.0.0.1:9090 (each: /openapi.json, /healthz, /readyz, /metrics)"
 echo
 echo "== loading the demo membership export (members-import)"
 "$bin/loadtest" members-csv --voters 5 |

@@ -12,8 +12,18 @@ use shared::vote_keys::VoteKeys;
 
 #[derive(Clone)]
 pub struct Settings {
-    /// `PORT` (Cloud Run) or `INGEST_ADDR`; port 0 picks a free port (tests).
+    /// `PORT` (Cloud Run) or `INGEST_ADDR`; port 0 picks a free port (tests). With
+    /// `INGEST_SERVE=internal` this is where the internal API is served.
     pub addr: SocketAddr,
+    /// `INTERNAL_ADDR` (default 127.0.0.1:8079): the elections side's internal API (S2S), its
+    /// OpenAPI document and `/metrics`, never on the public listener.
+    pub internal_addr: SocketAddr,
+    /// `INGEST_SERVE`: `both` (default: public on `addr`, internal on `internal_addr`), `public`
+    /// or `internal` (only that one, on `addr`: Cloud Run serves one port per service, so the
+    /// internal API is a second service from the same image with internal ingress).
+    pub serve: Serve,
+    /// `HTTP_*`: header-read and request timeouts, concurrency limit (every listener).
+    pub server_limits: shared::service::ServerLimits,
     pub database: DatabaseSettings,
     pub pubsub: PubSubSettings,
     /// `VOTING_TOKEN_PUBLIC_KEYS`: `kid:tenant:base64url-key,...`.
@@ -40,13 +50,31 @@ pub struct Settings {
     pub publish_batch_delay: Duration,
     /// `DEFINITION_REFRESH_MS`: how often cached election definitions are re-read (default 2000).
     pub definition_refresh: Duration,
-    /// `RATE_LIMIT_PER_CLIENT` / `RATE_LIMIT_GLOBAL`: votes per second (burst = 2 s worth).
-    /// The per-client default is generous on purpose: a whole meeting hall may share one
-    /// address behind the venue's NAT.
+    /// `RATE_LIMIT_PER_CLIENT` / `RATE_LIMIT_GLOBAL`: votes per second with a genuine token
+    /// (burst = 2 s worth), per client address and per instance. The per-client default is
+    /// generous on purpose: a whole meeting hall may share one address behind the venue's NAT.
     pub rate_limit_per_client: u32,
     pub rate_limit_global: u32,
+    /// `RATE_LIMIT_PER_TOKEN` (1 per second, bursts of 10): submissions one voting token may
+    /// make, so one token cannot flood the queue; a voter's client retries fit easily.
+    pub rate_limit_per_token: u32,
+    /// `RECEIPT_RATE_PER_CLIENT` (20) / `RECEIPT_RATE_GLOBAL` (500): receipt look-ups per second,
+    /// so polling receipts cannot take the database connections votes need.
+    pub receipt_rate_per_client: u32,
+    pub receipt_rate_global: u32,
+    /// `TRUSTED_PROXY_HOPS` (0): proxies in front of ingest that append to `X-Forwarded-For`
+    /// (Cloud Run: 1); the client address for rate limits is the entry the farthest one added.
+    pub trusted_proxy_hops: usize,
     /// `MAX_BODY_BYTES` (default 16 KiB).
     pub max_body_bytes: usize,
+}
+
+/// Which listeners this instance serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serve {
+    Both,
+    Public,
+    Internal,
 }
 
 impl Settings {
@@ -87,8 +115,27 @@ impl Settings {
             std::process::id(),
             rand_suffix()
         );
+        let serve = match env.string_or("INGEST_SERVE", "both").as_str() {
+            "both" => Serve::Both,
+            "public" => Serve::Public,
+            "internal" => Serve::Internal,
+            _ => {
+                env.problem("INGEST_SERVE must be both, public or internal");
+                Serve::Both
+            }
+        };
+        let internal_addr = env
+            .string_or("INTERNAL_ADDR", "127.0.0.1:8079")
+            .parse()
+            .unwrap_or_else(|_| {
+                env.problem("INTERNAL_ADDR must be host:port");
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            });
         let settings = Self {
             addr,
+            internal_addr,
+            serve,
+            server_limits: shared::service::ServerLimits::from_env(&mut env),
             vote_keys,
             instance_id: env.string_or("INSTANCE_ID", &default_instance),
             ledger_flush: env.millis_or("LEDGER_FLUSH_MS", 250),
@@ -104,9 +151,21 @@ impl Settings {
             definition_refresh: env.millis_or("DEFINITION_REFRESH_MS", 2000),
             rate_limit_per_client: env.parse_or("RATE_LIMIT_PER_CLIENT", 2000),
             rate_limit_global: env.parse_or("RATE_LIMIT_GLOBAL", 20000),
+            rate_limit_per_token: env.parse_or("RATE_LIMIT_PER_TOKEN", 1),
+            receipt_rate_per_client: env.parse_or("RECEIPT_RATE_PER_CLIENT", 20),
+            receipt_rate_global: env.parse_or("RECEIPT_RATE_GLOBAL", 500),
+            trusted_proxy_hops: env.parse_or("TRUSTED_PROXY_HOPS", 0),
             max_body_bytes: env.parse_or("MAX_BODY_BYTES", 16 * 1024),
         };
-        if settings.rate_limit_per_client == 0 || settings.rate_limit_global == 0 {
+        if [
+            settings.rate_limit_per_client,
+            settings.rate_limit_global,
+            settings.rate_limit_per_token,
+            settings.receipt_rate_per_client,
+            settings.receipt_rate_global,
+        ]
+        .contains(&0)
+        {
             env.problem("rate limits must be at least 1 per second");
         }
         env.finish(settings)

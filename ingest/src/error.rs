@@ -94,7 +94,8 @@ impl IngestError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate-limited",
                 "Too many requests",
-                "too many votes from this client or in total; retry after the indicated delay",
+                "too many requests for this voting token, from this client or in total; retry \
+                 after the indicated delay",
             )
             .retry_after(*retry_after),
             Self::PublishFailed { receipt, .. } => Problem::unavailable(

@@ -23,11 +23,21 @@ use crate::routes::{ballots, internal, receipts};
 #[openapi(
     info(
         title = "Ekklesia ingest",
-        description = "The public vote path and the elections side's internal API."
+        description = "The public vote path: cast a vote, look a receipt up."
     ),
     components(schemas(shared::Problem))
 )]
-struct ApiDoc;
+struct PublicApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Ekklesia ingest (internal)",
+        description = "The elections side's internal API, signed service-to-service calls from events-svc only."
+    ),
+    components(schemas(shared::Problem))
+)]
+struct InternalApi;
 
 /// How often spent S2S nonces are pruned: each is kept at least 601 s anyway, so once a minute
 /// keeps the table at about eleven minutes of internal calls.
@@ -48,8 +58,12 @@ pub struct Inner {
     pub queue_mode: QueueMode,
     /// Receipts answered 202, on their way to `elections.accepted_votes`.
     pub ledger: Arc<Ledger>,
-    /// Global and per-client vote rate limits.
+    /// Per-client and instance-wide budgets for votes with a genuine token.
     pub limits: shared::ratelimit::Limits,
+    /// Per-token budget: one token cannot flood the queue.
+    pub token_limits: shared::ratelimit::KeyedLimit<[u8; 32]>,
+    /// Per-client and instance-wide budgets for receipt look-ups.
+    pub receipt_limits: shared::ratelimit::Limits,
     pub metrics: VoteMetrics,
 }
 
@@ -64,7 +78,10 @@ impl std::ops::Deref for AppState {
 }
 
 pub struct Application {
-    server: shared::service::Server,
+    /// The vote path (`INGEST_ADDR`/`PORT`).
+    public: Option<shared::service::Server>,
+    /// The internal API and `/metrics` (`INTERNAL_ADDR`, or `PORT` with `INGEST_SERVE=internal`).
+    internal: Option<shared::service::Server>,
     state: AppState,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -109,6 +126,14 @@ impl Application {
                 settings.rate_limit_per_client,
                 settings.rate_limit_global,
             ),
+            token_limits: shared::ratelimit::KeyedLimit::new(
+                settings.rate_limit_per_token,
+                settings.rate_limit_per_token.saturating_mul(2).max(10),
+            ),
+            receipt_limits: shared::ratelimit::Limits::new(
+                settings.receipt_rate_per_client,
+                settings.receipt_rate_global,
+            ),
             definitions: Definitions::default(),
             ledger: Arc::new(Ledger::new(settings.instance_id.clone())),
             queue_mode,
@@ -123,12 +148,7 @@ impl Application {
         let nonce_pruner = verifier
             .nonce_store()
             .map(|store| store.spawn_pruner(NONCE_PRUNE_INTERVAL));
-        let server = shared::service::Server::bind(
-            "ingest",
-            state.settings.addr,
-            router(state.clone(), http_metrics, Arc::new(verifier)),
-        )
-        .await?;
+        let (public, internal) = bind_listeners(&state, http_metrics, Arc::new(verifier)).await?;
         let mut background = vec![
             state
                 .queue_mode
@@ -151,6 +171,8 @@ impl Application {
                         state.metrics.pool_in_use.set(in_use as i64);
                         if second % 60 == 0 {
                             state.limits.retain_recent();
+                            state.token_limits.retain_recent();
+                            state.receipt_limits.retain_recent();
                         }
                     }
                 })
@@ -158,14 +180,27 @@ impl Application {
         ];
         background.extend(nonce_pruner);
         Ok(Self {
-            server,
+            public,
+            internal,
             state,
             background,
         })
     }
 
+    /// Where the vote path is served (or, with `INGEST_SERVE=internal`, the internal API).
     pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
+        self.public
+            .as_ref()
+            .or(self.internal.as_ref())
+            .map(shared::service::Server::local_addr)
+            .expect("at least one listener")
+    }
+
+    /// Where the internal API and `/metrics` are served.
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.internal
+            .as_ref()
+            .map(shared::service::Server::local_addr)
     }
 
     pub fn state(&self) -> AppState {
@@ -181,7 +216,25 @@ impl Application {
         self,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        self.server.run_until(stop).await?;
+        // One stop for both listeners.
+        let (stopping, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            stop.await;
+            let _ = stopping.send(true);
+        });
+        let servers: Vec<_> = [self.public, self.internal]
+            .into_iter()
+            .flatten()
+            .map(|server| {
+                let mut stopped = stopped.clone();
+                tokio::spawn(server.run_until(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                }))
+            })
+            .collect();
+        for server in servers {
+            server.await??;
+        }
         for task in self.background {
             task.abort();
         }
@@ -201,12 +254,72 @@ impl Application {
     }
 }
 
-fn router(
+/// The listeners `INGEST_SERVE` asks for.
+async fn bind_listeners(
+    state: &AppState,
+    http_metrics: HttpMetrics,
+    verifier: Arc<shared::s2s::Verifier>,
+) -> anyhow::Result<(
+    Option<shared::service::Server>,
+    Option<shared::service::Server>,
+)> {
+    use crate::configuration::Serve;
+    let settings = &state.settings;
+    let limits = settings.server_limits;
+    let bind = |name, addr, router| shared::service::Server::bind_with(name, addr, router, limits);
+    let public = match settings.serve {
+        Serve::Both | Serve::Public => Some(
+            bind(
+                "ingest",
+                settings.addr,
+                public_router(state.clone(), http_metrics.clone()),
+            )
+            .await?,
+        ),
+        Serve::Internal => None,
+    };
+    let internal_addr = match settings.serve {
+        Serve::Both => Some(settings.internal_addr),
+        Serve::Internal => Some(settings.addr),
+        Serve::Public => None,
+    };
+    let internal = match internal_addr {
+        Some(addr) => Some(
+            bind(
+                "ingest-internal",
+                addr,
+                internal_router(state.clone(), http_metrics, verifier),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    Ok((public, internal))
+}
+
+/// The vote path: votes and receipts, probes, the public OpenAPI document.
+fn public_router(state: AppState, http_metrics: HttpMetrics) -> axum::Router {
+    let (api_router, api) = OpenApiRouter::with_openapi(PublicApi::openapi())
+        .routes(routes!(ballots::cast))
+        .routes(routes!(receipts::status))
+        .routes(routes!(receipts::lookup))
+        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .split_for_parts();
+    shared::service::public_router(
+        api_router.with_state(state.clone()),
+        api,
+        http_metrics,
+        shared::service::database_readiness(state.pool.clone()),
+    )
+}
+
+/// The elections side's internal API behind the S2S signature layer, `/metrics`, probes.
+fn internal_router(
     state: AppState,
     http_metrics: HttpMetrics,
     verifier: Arc<shared::s2s::Verifier>,
 ) -> axum::Router {
-    let internal_routes = OpenApiRouter::new()
+    let (api_router, api) = OpenApiRouter::with_openapi(InternalApi::openapi())
         .routes(routes!(internal::put_election))
         .routes(routes!(internal::register_tokens))
         .routes(routes!(internal::results))
@@ -215,12 +328,7 @@ fn router(
         .layer(middleware::from_fn_with_state(
             verifier,
             shared::s2s::verify_layer,
-        ));
-    let (api_router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(ballots::cast))
-        .routes(routes!(receipts::status))
-        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
-        .merge(internal_routes)
+        ))
         .split_for_parts();
     shared::service::router(
         api_router.with_state(state.clone()),

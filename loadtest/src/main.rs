@@ -164,6 +164,9 @@ enum Command {
 struct ServiceArgs {
     #[arg(long, env = "INGEST_URL", default_value = "http://127.0.0.1:8080")]
     ingest_url: String,
+    /// ingest's internal listener (the elections side's S2S API and ingest's /metrics).
+    #[arg(long, env = "ELECTIONS_URL", default_value = "http://127.0.0.1:8079")]
+    elections_url: String,
     #[arg(long, env = "EVENTS_URL", default_value = "http://127.0.0.1:8081")]
     events_url: String,
     #[arg(long, env = "MEMBERS_URL", default_value = "http://127.0.0.1:8082")]
@@ -278,6 +281,7 @@ impl RunArgs {
         let s = &self.services;
         Ok(Arc::new(Target::new(TargetConfig {
             ingest_url: s.ingest_url.clone(),
+            elections_url: s.elections_url.clone(),
             events_url: s.events_url.clone(),
             members_url: s.members_url.clone(),
             worker_url: Some(s.worker_url.clone()),

@@ -27,6 +27,8 @@ pub const MAX_HASHES_PER_CALL: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct TargetConfig {
     pub ingest_url: String,
+    /// ingest's internal listener: the elections side's S2S API and ingest's `/metrics`.
+    pub elections_url: String,
     pub events_url: String,
     pub members_url: String,
     /// The worker's `/metrics` base URL (for the duplicate counter), if reachable.
@@ -52,6 +54,7 @@ pub fn loopback(url: &str, what: &str) -> anyhow::Result<String> {
 
 pub struct Target {
     pub ingest_url: String,
+    pub elections_url: String,
     pub events_url: String,
     pub members_url: String,
     pub worker_url: Option<String>,
@@ -91,13 +94,15 @@ impl Target {
             bail!("S2S_KEYS has no key for tenant {tenant} (source the dev keys file)");
         }
         let ingest_url = loopback(&config.ingest_url, "--ingest-url")?;
+        let elections_url = loopback(&config.elections_url, "--elections-url")?;
         let worker_url = config
             .worker_url
             .as_deref()
             .map(|u| loopback(u, "--worker-url"))
             .transpose()?;
         Ok(Self {
-            s2s: Client::new(&ingest_url, keyring, RetrySettings::default()),
+            s2s: Client::new(&elections_url, keyring, RetrySettings::default()),
+            elections_url,
             events_url: loopback(&config.events_url, "--events-url")?,
             members_url: loopback(&config.members_url, "--members-url")?,
             ingest_url,
@@ -445,7 +450,7 @@ impl Target {
     /// Snapshots of ingest's and the worker's metrics.
     pub async fn snapshot(&self) -> Snapshot {
         Snapshot {
-            ingest: self.metrics_text(Some(&self.ingest_url)).await,
+            ingest: self.metrics_text(Some(&self.elections_url)).await,
             worker: self.metrics_text(self.worker_url.as_deref()).await,
         }
     }

@@ -72,6 +72,7 @@ async fn start(voters: u32) -> Stack {
     let mut env = pubsub_env(Role::Ingest);
     env.extend([
         ("INGEST_ADDR", "127.0.0.1:0".to_owned()),
+        ("INTERNAL_ADDR", "127.0.0.1:0".to_owned()),
         ("VOTING_TOKEN_PUBLIC_KEYS", keys.public_keys_config()),
         ("RECEIPT_KEY", keys.receipt_key_b64.clone()),
         ("VOTE_KEYS", keys.vote_keys_config.clone()),
@@ -85,6 +86,10 @@ async fn start(voters: u32) -> Stack {
     .await
     .expect("ingest builds");
     let ingest_url = format!("http://{}", ingest.local_addr());
+    let internal_url = format!(
+        "http://{}",
+        ingest.internal_addr().expect("ingest's internal API")
+    );
     serve(ingest.run_until(std::future::pending()));
 
     let mut env = pubsub_env(Role::Worker);
@@ -113,7 +118,7 @@ async fn start(voters: u32) -> Stack {
         events_svc::Settings::from(Env::from_map([
             ("EVENTS_ADDR", "127.0.0.1:0".to_owned()),
             ("DATABASE_URL", db.url(Role::Events)),
-            ("ELECTIONS_URL", ingest_url.clone()),
+            ("ELECTIONS_URL", internal_url.clone()),
             ("S2S_KEYS", keys.s2s_config.clone()),
             ("VOTING_TOKEN_SIGNING_KEYS", signing_keys.clone()),
             ("TOKEN_SLOT_KEYS", keys.slot_keys_config.clone()),
@@ -150,6 +155,7 @@ async fn start(voters: u32) -> Stack {
     Stack {
         config: TargetConfig {
             ingest_url,
+            elections_url: internal_url,
             events_url,
             members_url,
             worker_url: Some(worker_url),

@@ -136,8 +136,12 @@ pub fn operational_routes<S: Clone + Send + Sync + 'static>(
     metrics: HttpMetrics,
     ready: ReadinessCheck,
 ) -> Router<S> {
+    probe_routes(ready).route("/metrics", get(move || async move { metrics.render() }))
+}
+
+/// `/healthz` and `/readyz` only (a public listener that keeps its metrics to itself).
+pub fn probe_routes<S: Clone + Send + Sync + 'static>(ready: ReadinessCheck) -> Router<S> {
     Router::new()
-        .route("/metrics", get(move || async move { metrics.render() }))
         .route(
             "/healthz",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),

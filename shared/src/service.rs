@@ -46,6 +46,38 @@ pub fn router(
     ))
 }
 
+/// [`router`] for a listener the public reaches: no `/metrics` (turnout counters, internal
+/// figures), and the caller's `X-Correlation-ID` is not taken over: each request gets one of the
+/// server's, so a client reusing one id across its requests (login, token, vote) cannot join
+/// them in the logs or the queue's messages.
+pub fn public_router(
+    api: Router,
+    openapi: utoipa::openapi::OpenApi,
+    metrics: HttpMetrics,
+    ready: ReadinessCheck,
+) -> Router {
+    api.route(
+        "/openapi.json",
+        axum::routing::get(move || async move { axum::Json(openapi) }),
+    )
+    .merge(crate::metrics::probe_routes(ready))
+    .fallback(crate::problem::not_found_fallback)
+    .method_not_allowed_fallback(crate::problem::method_not_allowed_fallback)
+    .route_layer(middleware::from_fn(crate::telemetry::record_route))
+    .layer(middleware::from_fn_with_state(
+        metrics,
+        crate::telemetry::observe_requests,
+    ))
+    .layer(middleware::from_fn(forget_client_correlation))
+}
+
+async fn forget_client_correlation(mut request: Request, next: Next) -> Response {
+    request
+        .headers_mut()
+        .remove(&crate::telemetry::CORRELATION_HEADER);
+    next.run(request).await
+}
+
 /// Ready when the database answers; asked at most once a second however often `/readyz` is
 /// called, so probes (or a stranger) cannot spend the service's few connections.
 pub fn database_readiness(pool: PgPool) -> ReadinessCheck {

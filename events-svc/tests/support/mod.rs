@@ -94,6 +94,7 @@ impl World {
         let ingest = ingest::startup::Application::build(
             ingest::configuration::Settings::from(Env::from_map([
                 ("INGEST_ADDR", "127.0.0.1:0".to_owned()),
+                ("INTERNAL_ADDR", "127.0.0.1:0".to_owned()),
                 ("DATABASE_URL", db.url(Role::Ingest)),
                 (
                     "PUBSUB_EMULATOR_HOST",
@@ -114,8 +115,8 @@ impl World {
         )
         .await
         .expect("ingest builds");
-        let ingest_addr = ingest.local_addr();
-        let ingest_url = format!("http://{ingest_addr}");
+        let ingest_url = format!("http://{}", ingest.local_addr());
+        let internal_addr = ingest.internal_addr().expect("ingest's internal API");
         serve(ingest.run_until(std::future::pending()));
 
         let worker = worker::startup::Application::build(
@@ -140,7 +141,7 @@ impl World {
         .expect("worker builds");
         serve(worker.run_until(std::future::pending()));
 
-        let elections_link = TcpProxy::start(ingest_addr).await;
+        let elections_link = TcpProxy::start(internal_addr).await;
         let signing_keys = keys
             .signers
             .iter()

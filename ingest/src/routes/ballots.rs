@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use shared::domain::{Ballot, TenantId, TokenHash};
 use shared::receipt::{submission_digest, Receipt};
 use shared::telemetry::CorrelationId;
+use shared::token::VerifiedToken;
 use shared::vote::VoteMessage;
 use uuid::Uuid;
 
@@ -108,12 +109,19 @@ async fn cast_inner(
     body: Result<Json<BallotRequest>, JsonRejection>,
     queue_mode: bool,
 ) -> Result<Response, IngestError> {
-    state
-        .limits
-        .check(peer.ip())
-        .map_err(|retry_after| IngestError::RateLimited { retry_after })?;
     let Path(election_id) = path.map_err(shared::problem::from_path_rejection)?;
-    let vote = verify(state, headers, election_id, body).await?;
+    let token = verify_token(state, headers, election_id)?;
+    // Only a genuine token spends a budget, narrowest first: its own (one token cannot flood
+    // the queue), then its client's, then the instance's. Forged requests cost a voter nothing.
+    let rate_limited = |retry_after| IngestError::RateLimited { retry_after };
+    state
+        .token_limits
+        .check(&token.token_hash().0)
+        .map_err(rate_limited)?;
+    let client =
+        shared::ratelimit::client_address(peer, headers, state.settings.trusted_proxy_hops);
+    state.limits.check(client).map_err(rate_limited)?;
+    let vote = verify(state, headers, token, body).await?;
     if queue_mode {
         publish(state, correlation, vote).await
     } else {
@@ -132,24 +140,33 @@ struct VerifiedVote {
     accepted_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// Where a vote is verified: the token's signature and claims, the election's state, the
-/// ballot against its definition; and where its receipt is derived (one per submission).
-async fn verify(
+/// Where a vote's token is verified: signature, claims, this election. No database, no budget.
+fn verify_token(
     state: &AppState,
     headers: &HeaderMap,
     election_id: Uuid,
-    body: Result<Json<BallotRequest>, JsonRejection>,
-) -> Result<VerifiedVote, IngestError> {
+) -> Result<VerifiedToken, IngestError> {
     let span = tracing::Span::current();
     span.record("election_id", tracing::field::display(election_id));
-    let token = bearer(headers)?;
-    let now = chrono::Utc::now();
-    let token = state
-        .settings
-        .token_verifier
-        .verify(token, election_id, now)?;
+    let token =
+        state
+            .settings
+            .token_verifier
+            .verify(bearer(headers)?, election_id, chrono::Utc::now())?;
     span.record("tenant", token.tenant.as_str());
+    Ok(token)
+}
 
+/// Where the rest of a vote is verified: the election's state and the ballot against its
+/// definition; and where its receipt is derived (one per submission).
+async fn verify(
+    state: &AppState,
+    headers: &HeaderMap,
+    token: VerifiedToken,
+    body: Result<Json<BallotRequest>, JsonRejection>,
+) -> Result<VerifiedVote, IngestError> {
+    let election_id = token.election_id;
+    let now = chrono::Utc::now();
     let Json(request) = body.map_err(shared::problem::from_json_rejection)?;
     let definition = state
         .definitions

@@ -1,6 +1,13 @@
-//! `GET /v1/receipts/{receipt}`: what became of a vote.
+//! What became of a vote: `POST /v1/receipts:lookup` (the receipt in the body, so it stays out
+//! of request logs that record URLs) and `GET /v1/receipts/{receipt}` (the contract's form).
+//! Both are rate-limited per client and per instance: a look-up costs a database round trip,
+//! and polling must not take the connections votes need.
 
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::HeaderMap;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +23,40 @@ pub struct ReceiptStatus {
     pub reason: Option<String>,
 }
 
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptLookup {
+    /// The receipt a vote was answered with.
+    pub receipt: String,
+}
+
+/// Look a receipt up (the receipt in the body).
+#[utoipa::path(
+    post,
+    path = "/v1/receipts:lookup",
+    request_body = ReceiptLookup,
+    responses(
+        (status = 200, description = "The vote's status", body = ReceiptStatus),
+        (status = 400, description = "Malformed request", body = shared::Problem),
+        (status = 404, description = "This system never issued the receipt", body = shared::Problem),
+        (status = 413, description = "Body too large", body = shared::Problem),
+        (status = 415, description = "Not JSON", body = shared::Problem),
+        (status = 429, description = "Too many look-ups (Retry-After)", body = shared::Problem),
+        (status = 503, description = "Database unavailable (Retry-After)", body = shared::Problem),
+    ),
+    tag = "votes"
+)]
+pub async fn lookup(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Json<ReceiptLookup>, JsonRejection>,
+) -> Result<Json<ReceiptStatus>, IngestError> {
+    charge(&state, peer, &headers)?;
+    let Json(lookup) = body.map_err(shared::problem::from_json_rejection)?;
+    find(&state, &lookup.receipt).await.map(Json)
+}
+
 /// Look a receipt up.
 #[utoipa::path(
     get,
@@ -23,16 +64,35 @@ pub struct ReceiptStatus {
     params(("receipt" = String, Path, description = "The receipt a vote was answered with")),
     responses(
         (status = 200, description = "The vote's status", body = ReceiptStatus),
+        (status = 400, description = "Malformed path", body = shared::Problem),
         (status = 404, description = "This system never issued the receipt", body = shared::Problem),
+        (status = 429, description = "Too many look-ups (Retry-After)", body = shared::Problem),
         (status = 503, description = "Database unavailable (Retry-After)", body = shared::Problem),
     ),
     tag = "votes"
 )]
 pub async fn status(
     State(state): State<AppState>,
-    Path(presented): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ReceiptStatus>, IngestError> {
-    let Some((receipt, _election)) = state.settings.receipt_key.check(&presented) else {
+    charge(&state, peer, &headers)?;
+    let Path(presented) = path.map_err(shared::problem::from_path_rejection)?;
+    find(&state, &presented).await.map(Json)
+}
+
+fn charge(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<(), IngestError> {
+    let client =
+        shared::ratelimit::client_address(peer, headers, state.settings.trusted_proxy_hops);
+    state
+        .receipt_limits
+        .check(client)
+        .map_err(|retry_after| IngestError::RateLimited { retry_after })
+}
+
+async fn find(state: &AppState, presented: &str) -> Result<ReceiptStatus, IngestError> {
+    let Some((receipt, _election)) = state.settings.receipt_key.check(presented) else {
         return Err(shared::Problem::not_found("this system never issued that receipt").into());
     };
     let row: Option<(String, Option<String>)> =
@@ -42,9 +102,9 @@ pub async fn status(
             .await?;
     // A genuine receipt with no outcome yet belongs to a vote still in the queue.
     let (status, reason) = row.unwrap_or_else(|| ("queued".into(), None));
-    Ok(Json(ReceiptStatus {
+    Ok(ReceiptStatus {
         receipt: receipt.to_string(),
         status,
         reason,
-    }))
+    })
 }

@@ -15,6 +15,8 @@ use super::verifier::{S2sCaller, Verifier, VerifyError};
 use super::{IDEMPOTENCY_KEY, MAX_BODY};
 use crate::problem::Problem;
 
+/// One answer for every refusal, whatever the reason (logged here, never told to the caller):
+/// a stranger learns nothing about which keys exist or what failed.
 fn verify_problem(error: &VerifyError) -> Problem {
     match error {
         // Not a refusal: the client retries 5xx with a fresh nonce.
@@ -27,7 +29,7 @@ fn verify_problem(error: &VerifyError) -> Problem {
             StatusCode::UNAUTHORIZED,
             "s2s-unauthorized",
             "Unauthorized",
-            error.to_string(),
+            "this request is not signed as the internal API requires",
         ),
     }
 }
@@ -40,6 +42,11 @@ pub async fn verify_layer(
     next: Next,
 ) -> Response {
     let (mut parts, body) = req.into_parts();
+    // Headers, key and timestamp first: an unsigned or stale request is refused before its
+    // body is read, however large or slow that body is.
+    if let Err(e) = verifier.precheck(&parts.headers, now()) {
+        return refused(&e);
+    }
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
         return crate::problem::body_too_large().into_response();
     };

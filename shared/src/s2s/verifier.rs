@@ -115,6 +115,14 @@ pub struct Verifier {
     pub(super) answers: Arc<Answers>,
 }
 
+/// The signature headers of a request, parsed, with the key they name.
+struct SignedHeaders<'h, 'k> {
+    key: &'k super::keys::S2sKey,
+    timestamp: i64,
+    nonce: &'h str,
+    signature: &'h str,
+}
+
 /// A request whose signature holds and whose nonce this instance had not seen yet.
 #[derive(Debug, PartialEq, Eq)]
 struct Checked {
@@ -168,17 +176,18 @@ impl Verifier {
         Ok(checked.caller)
     }
 
-    /// [`Self::verify`] up to the shared store, with the arrival instant given, so tests can
-    /// move the monotonic clock.
-    fn verify_at(
+    /// What can be checked before the body is read: the signature headers are there and well
+    /// formed, the key is known and the timestamp is in the window. A request failing this is
+    /// refused without reading (or waiting for) its body.
+    pub fn precheck(&self, headers: &HeaderMap, now: i64) -> Result<(), VerifyError> {
+        self.signed_headers(headers, now).map(|_| ())
+    }
+
+    fn signed_headers<'h>(
         &self,
-        method: &Method,
-        path: &str,
-        headers: &HeaderMap,
-        body: &[u8],
+        headers: &'h HeaderMap,
         now: i64,
-        arrived: Instant,
-    ) -> Result<Checked, VerifyError> {
+    ) -> Result<SignedHeaders<'h, '_>, VerifyError> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let (Some(key_id), Some(timestamp), Some(nonce), Some(signature)) = (
             header(KEY_ID),
@@ -193,9 +202,35 @@ impl Verifier {
         }
         let timestamp: i64 = timestamp.parse().map_err(|_| VerifyError::MissingHeaders)?;
         let key = self.keyring.by_id(key_id).ok_or(VerifyError::UnknownKey)?;
-        if (now - timestamp).unsigned_abs() > self.window.as_secs() {
+        // abs_diff: no overflow whatever timestamp a stranger sends.
+        if now.abs_diff(timestamp) > self.window.as_secs() {
             return Err(VerifyError::Skewed);
         }
+        Ok(SignedHeaders {
+            key,
+            timestamp,
+            nonce,
+            signature,
+        })
+    }
+
+    /// [`Self::verify`] up to the shared store, with the arrival instant given, so tests can
+    /// move the monotonic clock.
+    fn verify_at(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: i64,
+        arrived: Instant,
+    ) -> Result<Checked, VerifyError> {
+        let SignedHeaders {
+            key,
+            timestamp,
+            nonce,
+            signature,
+        } = self.signed_headers(headers, now)?;
         let signature = B64
             .decode(signature)
             .map_err(|_| VerifyError::BadSignature)?;

@@ -27,7 +27,10 @@ pub struct Stack {
     pub db: TestDb,
     pub pubsub: TestPubSub,
     pub keys: TestKeys,
+    /// The vote path.
     pub ingest_url: String,
+    /// The elections side's internal API (S2S) and ingest's `/metrics`.
+    pub internal_url: String,
     pub http: reqwest::Client,
     pub s2s: Client,
     /// The settings ingest was built from, for another instance of it.
@@ -64,6 +67,7 @@ impl Stack {
         let keys = TestKeys::new(&[TENANT, OTHER_TENANT]);
         let mut env: HashMap<&'static str, String> = HashMap::from([
             ("INGEST_ADDR", "127.0.0.1:0".to_owned()),
+            ("INTERNAL_ADDR", "127.0.0.1:0".to_owned()),
             ("DATABASE_URL", db.url(Role::Ingest)),
             ("DATABASE_MAX_CONNECTIONS", "3".to_owned()),
             (
@@ -91,12 +95,14 @@ impl Stack {
         }
         let ingest = spawn_ingest(&env).await;
         let ingest_url = ingest.url.clone();
-        let s2s = Client::new(&ingest_url, keys.s2s.clone(), RetrySettings::default());
+        let internal_url = ingest.internal_url.clone();
+        let s2s = Client::new(&internal_url, keys.s2s.clone(), RetrySettings::default());
         Self {
             db,
             pubsub,
             keys,
             ingest_url,
+            internal_url,
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(64)
                 .build()
@@ -523,6 +529,7 @@ impl Drop for Stack {
 /// An ingest serving in this process until dropped.
 pub struct Ingest {
     pub url: String,
+    pub internal_url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -541,12 +548,17 @@ async fn spawn_ingest(env: &HashMap<&'static str, String>) -> Ingest {
         .await
         .expect("ingest builds");
     let url = format!("http://{}", app.local_addr());
+    let internal_url = format!(
+        "http://{}",
+        app.internal_addr().expect("ingest serves its internal API")
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel();
     tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
     Ingest {
         url,
+        internal_url,
         stop: Some(stop),
     }
 }
