@@ -567,6 +567,22 @@ async fn publishes_its_contract_and_operational_routes() {
             "{path} in the OpenAPI document"
         );
     }
+    // The election id stays a documented path parameter although the handlers map its
+    // rejection themselves.
+    for (path, method) in [
+        ("/v1/elections/{id}", "get"),
+        ("/v1/elections/{id}/open", "post"),
+        ("/v1/elections/{id}/close", "post"),
+        ("/v1/elections/{id}/token", "post"),
+        ("/v1/elections/{id}/results", "get"),
+    ] {
+        let operation = &api.body["paths"][path][method];
+        assert_eq!(
+            operation["parameters"][0]["name"], "id",
+            "{method} {path}: {operation}"
+        );
+        assert!(operation["responses"].get("400").is_some(), "{path}");
+    }
     for path in ["/healthz", "/readyz", "/metrics"] {
         let answer = world
             .http
@@ -575,5 +591,34 @@ async fn publishes_its_contract_and_operational_routes() {
             .await
             .unwrap();
         assert_eq!(answer.status(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_election_id_is_a_problem_on_every_route() {
+    let world = World::start(true).await;
+    let admin = world
+        .dev_login(&world.person(TENANT, &["member", "admin"]).await)
+        .await;
+    for (method, path) in [
+        (Method::GET, "/v1/elections/not-a-uuid"),
+        (Method::POST, "/v1/elections/not-a-uuid/open"),
+        (Method::POST, "/v1/elections/not-a-uuid/close"),
+        (Method::POST, "/v1/elections/not-a-uuid/token"),
+        (Method::GET, "/v1/elections/not-a-uuid/results"),
+        (Method::GET, "/v1/elections/%FF/results"),
+    ] {
+        let answer = world.events(method.clone(), path, &admin, None).await;
+        assert_eq!(
+            (answer.status, answer.slug()),
+            (400, "invalid-path"),
+            "{method} {path}: {}",
+            answer.body
+        );
+        assert_eq!(
+            answer.headers["content-type"],
+            shared::problem::CONTENT_TYPE,
+            "{method} {path}"
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! transaction: if the push fails the change is rolled back and the caller gets a 503, so
 //! the two sides never disagree about an election's status.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -71,6 +72,13 @@ const ELECTION_COLUMNS: &str = concat!(
     effective_status!(),
     " AS status, e.opens_at, e.closes_at"
 );
+
+/// The `{id}` of a path: a malformed one is a problem+json 400 like every other bad input,
+/// not axum's plain-text answer.
+pub fn election_id(id: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, EventsError> {
+    id.map(|Path(id)| id)
+        .map_err(|rejection| shared::problem::from_path_rejection(rejection).into())
+}
 
 impl Election {
     fn definition(&self, tenant: &TenantId) -> Result<ElectionDefinition, EventsError> {
@@ -163,8 +171,10 @@ pub async fn create(
 
 /// Open an election for voting (from draft).
 #[utoipa::path(post, path = "/v1/elections/{id}/open",
+    params(("id" = Uuid, Path, description = "The election")),
     responses(
         (status = 200, description = "Open", body = Election),
+        (status = 400, description = "The id is not a UUID (`invalid-path`)", body = shared::Problem),
         (status = 403, description = "Not an admin", body = shared::Problem),
         (status = 404, description = "No such election", body = shared::Problem),
         (status = 409, description = "A closed election cannot be reopened", body = shared::Problem),
@@ -175,16 +185,25 @@ pub async fn open(
     state: State<AppState>,
     caller: Caller,
     correlation: CorrelationId,
-    id: Path<Uuid>,
+    id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Json<Election>, EventsError> {
-    transition(state, caller, correlation, id, ElectionStatus::Open).await
+    transition(
+        state,
+        caller,
+        correlation,
+        election_id(id)?,
+        ElectionStatus::Open,
+    )
+    .await
 }
 
 /// Close an election: no vote is accepted after this; results become final once the
 /// queue has drained.
 #[utoipa::path(post, path = "/v1/elections/{id}/close",
+    params(("id" = Uuid, Path, description = "The election")),
     responses(
         (status = 200, description = "Closed", body = Election),
+        (status = 400, description = "The id is not a UUID (`invalid-path`)", body = shared::Problem),
         (status = 403, description = "Not an admin", body = shared::Problem),
         (status = 404, description = "No such election", body = shared::Problem),
         (status = 503, description = "Elections side unavailable; nothing changed (Retry-After)", body = shared::Problem),
@@ -194,16 +213,23 @@ pub async fn close(
     state: State<AppState>,
     caller: Caller,
     correlation: CorrelationId,
-    id: Path<Uuid>,
+    id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Json<Election>, EventsError> {
-    transition(state, caller, correlation, id, ElectionStatus::Closed).await
+    transition(
+        state,
+        caller,
+        correlation,
+        election_id(id)?,
+        ElectionStatus::Closed,
+    )
+    .await
 }
 
 async fn transition(
     State(state): State<AppState>,
     caller: Caller,
     correlation: CorrelationId,
-    Path(id): Path<Uuid>,
+    id: Uuid,
     to: ElectionStatus,
 ) -> Result<Json<Election>, EventsError> {
     caller.require(Role::Admin)?;
@@ -300,16 +326,19 @@ pub async fn list(
 
 /// One election of the caller's organisation.
 #[utoipa::path(get, path = "/v1/elections/{id}",
+    params(("id" = Uuid, Path, description = "The election")),
     responses(
         (status = 200, description = "The election", body = Election),
+        (status = 400, description = "The id is not a UUID (`invalid-path`)", body = shared::Problem),
         (status = 404, description = "No such election in your organisation", body = shared::Problem),
     ),
     tag = "elections")]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Json<Election>, EventsError> {
+    let id = election_id(id)?;
     let election = load(&state, &caller, id).await?;
     if election.status == "draft" {
         caller.require(Role::Admin)?;
@@ -336,8 +365,10 @@ pub async fn load(state: &AppState, caller: &Caller, id: Uuid) -> Result<Electio
 /// The tally. Admins may read it at any time; members once the election is closed.
 /// `final` is true only when the election is closed and the queue has drained.
 #[utoipa::path(get, path = "/v1/elections/{id}/results",
+    params(("id" = Uuid, Path, description = "The election")),
     responses(
         (status = 200, description = "Tally", body = Results),
+        (status = 400, description = "The id is not a UUID (`invalid-path`)", body = shared::Problem),
         (status = 403, description = "Members read results only after the close", body = shared::Problem),
         (status = 404, description = "No such election in your organisation", body = shared::Problem),
         (status = 503, description = "Elections side unavailable (Retry-After)", body = shared::Problem),
@@ -347,8 +378,9 @@ pub async fn results(
     State(state): State<AppState>,
     caller: Caller,
     correlation: CorrelationId,
-    Path(id): Path<Uuid>,
+    id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Json<Results>, EventsError> {
+    let id = election_id(id)?;
     let election = load(&state, &caller, id).await?;
     if election.status != "closed" && !caller.0.has(Role::Admin) {
         return Err(shared::Problem::new(

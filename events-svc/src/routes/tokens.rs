@@ -12,6 +12,7 @@
 //! The events schema records *that* the member received a token, never the token, its id or
 //! its hash.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -37,8 +38,10 @@ pub struct IssuedToken {
 
 /// Issue the caller's voting token for an open election, once.
 #[utoipa::path(post, path = "/v1/elections/{id}/token",
+    params(("id" = Uuid, Path, description = "The election")),
     responses(
         (status = 201, description = "The voting token (Cache-Control: no-store)", body = IssuedToken),
+        (status = 400, description = "The id is not a UUID (`invalid-path`)", body = shared::Problem),
         (status = 403, description = "The election is not open", body = shared::Problem),
         (status = 404, description = "No such election in your organisation", body = shared::Problem),
         (status = 409, description = "A token was already issued to this member", body = shared::Problem),
@@ -49,8 +52,9 @@ pub async fn issue(
     State(state): State<AppState>,
     caller: Caller,
     correlation: CorrelationId,
-    Path(id): Path<Uuid>,
+    id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<impl IntoResponse, EventsError> {
+    let id = crate::routes::elections::election_id(id)?;
     let outcome = issue_token(&state, &caller, &correlation, id).await;
     let label = match &outcome {
         Ok(_) => "issued".to_owned(),
