@@ -622,3 +622,78 @@ async fn a_malformed_election_id_is_a_problem_on_every_route() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_tenant_without_keys_gets_404_for_another_tenants_election_and_a_clear_503_for_its_own() {
+    // Tenant B has neither a voting-token signing key nor a slot key yet.
+    let signer_a = shared::token::TokenSigner::generate("a-only", TenantId::parse(TENANT).unwrap());
+    let world = World::start_with(
+        true,
+        &[
+            (
+                "VOTING_TOKEN_SIGNING_KEYS",
+                format!("a-only:{TENANT}:{}", signer_a.seed()),
+            ),
+            (
+                "TOKEN_SLOT_KEYS",
+                format!(
+                    "a-slots:{TENANT}:{}",
+                    base64::Engine::encode(
+                        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                        rand::random::<[u8; 32]>()
+                    )
+                ),
+            ),
+        ],
+    )
+    .await;
+    let admin_a = world
+        .dev_login(&world.person(TENANT, &["member", "admin"]).await)
+        .await;
+    let election_a = world.open_election(&admin_a).await;
+    let member_b = world
+        .dev_login(&world.person(OTHER_TENANT, &["member", "admin"]).await)
+        .await;
+
+    for election in [election_a, uuid::Uuid::new_v4()] {
+        let answer = world.token(&member_b, election).await;
+        assert_eq!(
+            (answer.status, answer.slug()),
+            (404, "not-found"),
+            "{}",
+            answer.body
+        );
+    }
+
+    // B's own open election: the problem an operator must fix, with nothing recorded.
+    let created = world
+        .events(
+            Method::POST,
+            "/v1/elections",
+            &member_b,
+            Some(json!({
+                "title": "t", "question": "q", "kind": "single",
+                "options": [{"id": "yes", "label": "Yes"}], "max_choices": 1})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let election_b: uuid::Uuid = created.body["id"].as_str().unwrap().parse().unwrap();
+    sqlx::query("UPDATE events.elections SET status = 'open' WHERE id = $1")
+        .bind(election_b)
+        .execute(&world.db.owner)
+        .await
+        .unwrap();
+    let refused = world.token(&member_b, election_b).await;
+    assert_eq!(
+        (refused.status, refused.slug()),
+        (503, "tenant-not-configured"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.headers.contains_key("retry-after"));
+    let issued: i64 = sqlx::query_scalar("SELECT count(*) FROM events.token_issuance")
+        .fetch_one(&world.db.owner)
+        .await
+        .unwrap();
+    assert_eq!(issued, 0);
+}

@@ -80,13 +80,9 @@ async fn issue_token(
 ) -> Result<IssuedToken, EventsError> {
     caller.require(Role::Member)?;
     let tenant = &caller.0.org;
-    let signer = state.settings.token_signers.get(tenant).ok_or_else(|| {
-        tracing::error!(tenant = %tenant, "VOTING_TOKEN_SIGNING_KEYS has no key for this tenant");
-        EventsError::TenantNotConfigured
-    })?;
-    // Fail before anything is written (an election's own key is checked when its slot is taken).
-    crate::slots::current_key(state, tenant)?;
     let mut tx = shared::db::begin_for_tenant(&state.pool, tenant).await?;
+    // The election first: another tenant's (or no) election is a 404 for everyone, whether or
+    // not the caller's tenant has keys yet.
     let election: Option<StatusAndWindow> =
         sqlx::query_as("SELECT status, opens_at, closes_at FROM events.elections WHERE id = $1")
             .bind(id)
@@ -101,6 +97,12 @@ async fn issue_token(
     if closes_at.is_some_and(|t| now >= t) {
         return Err(DomainError::OutsideWindow.into());
     }
+    let signer = state.settings.token_signers.get(tenant).ok_or_else(|| {
+        tracing::error!(tenant = %tenant, "VOTING_TOKEN_SIGNING_KEYS has no key for this tenant");
+        EventsError::TenantNotConfigured
+    })?;
+    // Fail before anything is written (an election's own key is checked when its slot is taken).
+    crate::slots::current_key(state, tenant)?;
     let first = sqlx::query(
         "INSERT INTO events.token_issuance (org_id, election_id, member_id) VALUES ($1, $2, $3) \
          ON CONFLICT DO NOTHING",
