@@ -22,7 +22,7 @@ use crate::routes::{elections, ops, tokens};
 #[openapi(
     info(
         title = "Ekklesia events-svc",
-        description = "Elections, one anonymous voting token per member, results, the queue flag."
+        description = "Elections, one anonymous voting token per member, results (turnout before the seal, tally after), the platform-wide queue flag."
     ),
     components(schemas(shared::Problem))
 )]

@@ -697,3 +697,68 @@ async fn a_tenant_without_keys_gets_404_for_another_tenants_election_and_a_clear
         .unwrap();
     assert_eq!(issued, 0);
 }
+
+#[tokio::test]
+async fn results_show_the_turnout_before_the_seal_and_the_tally_only_after() {
+    // Direct mode: each vote is recorded before its answer, so the turnout is known at once.
+    let world = World::start(false).await;
+    let admin = world
+        .dev_login(&world.person(TENANT, &["member", "admin"]).await)
+        .await;
+    let election = world.open_election(&admin).await;
+    let path = format!("/v1/elections/{election}/results");
+    let mut voters = Vec::new();
+    for choice in ["yes", "yes", "no"] {
+        let voter = world
+            .dev_login(&world.person(TENANT, &["member"]).await)
+            .await;
+        let token = world.token(&voter, election).await;
+        assert_eq!(token.status, 201, "{}", token.body);
+        let vote = world
+            .vote(token.body["token"].as_str().unwrap(), election, &[choice])
+            .await;
+        assert_eq!(vote.status, 201, "{}", vote.body);
+        voters.push(voter);
+    }
+
+    // The chair, watching the hall, learns how many voted and nothing about how.
+    let live = world.events(Method::GET, &path, &admin, None).await;
+    assert_eq!(live.status, 200, "{}", live.body);
+    assert_eq!(live.body["total"], 3, "{}", live.body);
+    assert_eq!(live.body["tally"], json!({}), "{}", live.body);
+    assert_eq!(live.body["sealed"], false);
+    assert_eq!(live.body["final"], false);
+    for option in ["yes", "no", "abstain"] {
+        assert!(
+            !live.body.to_string().contains(&format!("\"{option}\"")),
+            "no count per option: {}",
+            live.body
+        );
+    }
+    // Members read nothing before the close.
+    let early = world.events(Method::GET, &path, &voters[0], None).await;
+    assert_eq!(
+        (early.status, early.slug()),
+        (403, "results-not-published"),
+        "{}",
+        early.body
+    );
+
+    // After the close and the seal: the tally, for members too.
+    let closed = world
+        .events(
+            Method::POST,
+            &format!("/v1/elections/{election}/close"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(closed.status, 200, "{}", closed.body);
+    let sealed = world.final_results(&voters[0], election).await;
+    assert_eq!(sealed["sealed"], true);
+    assert_eq!(
+        sealed["tally"],
+        json!({"yes": 2, "no": 1, "abstain": 0}),
+        "{sealed}"
+    );
+}

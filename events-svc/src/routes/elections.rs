@@ -1,4 +1,5 @@
-//! Election administration (admins), the list members vote from, and results.
+//! Election administration (admins), the list members vote from, and results (turnout before
+//! the seal, tally after).
 //!
 //! Every change is written here and pushed to the elections side inside one database
 //! transaction: if the push fails the change is rolled back and the caller gets a 503, so
@@ -362,12 +363,16 @@ pub async fn load(state: &AppState, caller: &Caller, id: Uuid) -> Result<Electio
     election.ok_or(EventsError::UnknownElection)
 }
 
-/// The tally. Admins may read it at any time; members once the election is closed.
-/// `final` is true only when the election is closed and the queue has drained.
+/// Turnout before the seal, tally after. Admins may read the results at any time, members
+/// once the election is closed. Until the ballots are sealed (after the close, once the queue
+/// has drained) the answer holds only the turnout (`total`, `used_tokens`) and an empty
+/// `tally`, for everyone: a per-option count while votes come in would let an observer pair
+/// a voter with a choice. After the seal it holds the tally; `final` is true when the sealed
+/// ballots equal the used tokens (otherwise `integrity_problem` says why not).
 #[utoipa::path(get, path = "/v1/elections/{id}/results",
     params(("id" = Uuid, Path, description = "The election")),
     responses(
-        (status = 200, description = "Tally", body = Results),
+        (status = 200, description = "Turnout before the seal (`sealed` false, empty `tally`), tally after (`sealed` true; `final` unless `integrity_problem`)", body = Results),
         (status = 400, description = "The id is not a UUID (`invalid-path`)", body = shared::Problem),
         (status = 403, description = "Members read results only after the close", body = shared::Problem),
         (status = 404, description = "No such election in your organisation", body = shared::Problem),
@@ -391,10 +396,16 @@ pub async fn results(
         )
         .into());
     }
-    Ok(Json(
-        state
-            .elections
-            .results(&caller.0.org, id, &correlation)
-            .await?,
-    ))
+    let mut results = state
+        .elections
+        .results(&caller.0.org, id, &correlation)
+        .await?;
+    if !results.sealed && !results.tally.is_empty() {
+        // The elections side sends no tally before the seal; should one ever come (an older
+        // or faulty elections side), it does not leave this service.
+        tracing::error!(election_id = %id, tenant = %caller.0.org,
+            "the elections side sent a tally for an unsealed election; withheld");
+        results.tally.clear();
+    }
+    Ok(Json(results))
 }
