@@ -3,6 +3,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use shared::domain::TenantId;
 use shared::session::{Role, SessionClaims, SessionError};
 
 use crate::error::EventsError;
@@ -17,6 +18,22 @@ impl Caller {
             Ok(())
         } else {
             Err(EventsError::Forbidden(role))
+        }
+    }
+
+    /// A platform operator: `ops` in the platform organisation. Each party loads its own
+    /// registry and could grant itself `ops`; only the platform team loads the platform
+    /// organisation's, so a tenant's `ops` (including sessions minted before this rule) is
+    /// not enough for what concerns every tenant.
+    pub fn is_platform_ops(&self, platform_org: &TenantId) -> bool {
+        &self.0.org == platform_org && self.0.has(Role::Ops)
+    }
+
+    pub fn require_platform_ops(&self, platform_org: &TenantId) -> Result<(), EventsError> {
+        if self.is_platform_ops(platform_org) {
+            Ok(())
+        } else {
+            Err(EventsError::NotPlatformOps)
         }
     }
 

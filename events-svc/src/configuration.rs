@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::config::{ConfigError, DatabaseSettings, Env};
-use shared::domain::TenantId;
+use shared::domain::{TenantId, DEFAULT_PLATFORM_ORG};
 use shared::s2s::{Keyring, RetrySettings};
 use shared::token::TokenSigner;
 
@@ -40,6 +40,12 @@ pub struct Settings {
     pub session_jwks_url: String,
     /// `SESSION_ISSUER`: the `iss` members-fn signs with (default `ekklesia-members`).
     pub session_issuer: String,
+    /// `PLATFORM_ORG` (default `platform`): the organisation whose members with the `ops` role
+    /// are platform operators, the only ones who may read or change the queue flag.
+    pub platform_org: TenantId,
+    /// `QUEUE_MODE_CHANGE_INTERVAL_MS` (default 10000): the least time between two changes of
+    /// the queue flag through events-svc, platform-wide (a change sooner is a 429).
+    pub queue_mode_change_interval: Duration,
 }
 
 impl Settings {
@@ -81,6 +87,11 @@ impl Settings {
                 "TOKEN_SLOT_CHUNK must be 1 to {MAX_HASHES_PER_CALL}"
             ));
         }
+        let platform_org = TenantId::parse(&env.string_or("PLATFORM_ORG", DEFAULT_PLATFORM_ORG))
+            .unwrap_or_else(|_| {
+                env.problem("PLATFORM_ORG is not a tenant id (2-63 of a-z, 0-9, -)");
+                TenantId::parse(DEFAULT_PLATFORM_ORG).expect("the default is a tenant id")
+            });
         let budget = env.millis_or("S2S_RETRY_BUDGET_MS", 3000);
         let attempt = env.millis_or("S2S_ATTEMPT_TIMEOUT_MS", 2000);
         let settings = Self {
@@ -103,6 +114,8 @@ impl Settings {
                 "http://127.0.0.1:8082/.well-known/jwks.json",
             ),
             session_issuer: env.string_or("SESSION_ISSUER", "ekklesia-members"),
+            platform_org,
+            queue_mode_change_interval: env.millis_or("QUEUE_MODE_CHANGE_INTERVAL_MS", 10_000),
         };
         env.finish(settings)
     }

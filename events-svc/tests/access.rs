@@ -15,7 +15,7 @@ use serde_json::json;
 use shared::domain::TenantId;
 use shared::session::{Role, SessionClaims, SessionSigner};
 use shared::testkit::Role as DbRole;
-use support::{World, OTHER_TENANT, TENANT};
+use support::{World, OTHER_TENANT, PLATFORM, TENANT};
 
 #[tokio::test]
 async fn a_member_of_tenant_b_can_neither_see_nor_vote_in_tenant_a() {
@@ -235,36 +235,71 @@ async fn sessions_must_be_genuine_and_current() {
 }
 
 #[tokio::test]
-async fn the_queue_flag_needs_ops_is_audited_and_ingest_follows_it() {
-    let world = World::start(true).await;
-    let ops = world
-        .dev_login(&world.person(TENANT, &["member", "ops"]).await)
+async fn the_queue_flag_needs_a_platform_operator_is_audited_rate_limited_and_ingest_follows_it() {
+    let interval = Duration::from_secs(2);
+    let world = World::start_with(
+        true,
+        &[(
+            "QUEUE_MODE_CHANGE_INTERVAL_MS",
+            interval.as_millis().to_string(),
+        )],
+    )
+    .await;
+    let platform_ops = world
+        .dev_login_answer(&world.person(PLATFORM, &["member", "ops"]).await)
         .await;
+    assert_eq!(platform_ops.status, 200, "{}", platform_ops.body);
+    let ops_member = platform_ops.body["member"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ops = platform_ops.body["session_token"].as_str().unwrap();
     let admin = world
         .dev_login(&world.person(TENANT, &["member", "admin"]).await)
         .await;
-    let refused = world
-        .events(
-            Method::PUT,
-            "/v1/ops/queue-mode",
-            &admin,
-            Some(json!({"enabled": false})),
+    // A party grants roles in its own export: its `ops` (a session from a registry loaded
+    // before members-import refused the role) neither changes the platform-wide flag nor reads
+    // who changed it.
+    let tenant_ops = world
+        .dev_login(
+            &world
+                .person(OTHER_TENANT, &["member", "ops", "admin"])
+                .await,
         )
         .await;
-    assert_eq!(refused.status, 403);
-    assert_eq!(
-        world
-            .events(Method::GET, "/v1/ops/queue-mode", &admin, None)
+    for session in [&tenant_ops, &admin] {
+        let refused = world
+            .events(
+                Method::PUT,
+                "/v1/ops/queue-mode",
+                session,
+                Some(json!({"enabled": false})),
+            )
+            .await;
+        assert_eq!(
+            (refused.status, refused.slug()),
+            (403, "not-platform-ops"),
+            "{}",
+            refused.body
+        );
+        let read = world
+            .events(Method::GET, "/v1/ops/queue-mode", session, None)
+            .await;
+        assert_eq!((read.status, read.slug()), (403, "not-platform-ops"));
+    }
+    let changes = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ops.queue_mode_audit")
+            .fetch_one(&world.db.owner)
             .await
-            .status,
-        403
-    );
+            .unwrap()
+    };
+    assert_eq!(changes().await, 0, "nothing changed");
 
     let switched = world
         .events(
             Method::PUT,
             "/v1/ops/queue-mode",
-            &ops,
+            ops,
             Some(json!({"enabled": false})),
         )
         .await;
@@ -272,17 +307,42 @@ async fn the_queue_flag_needs_ops_is_audited_and_ingest_follows_it() {
     assert_eq!(switched.body["enabled"], false);
     let change = &switched.body["recent_changes"][0];
     assert_eq!(change["new_enabled"], false);
-    assert!(
-        change["changed_by"]
-            .as_str()
-            .unwrap()
-            .starts_with("member:"),
-        "{change}"
+    assert_eq!(
+        change["changed_by"],
+        format!("member:{ops_member}@{PLATFORM}"),
+        "the operator: {change}"
     );
-    assert!(
-        change["changed_by"].as_str().unwrap().ends_with("@party-a"),
-        "{change}"
+    assert_eq!(
+        change["database_user"],
+        DbRole::Events.login(),
+        "and the database user: {change}"
     );
+
+    // A second change within the interval is refused, platform-wide; nothing changes.
+    let again = world
+        .events(
+            Method::PUT,
+            "/v1/ops/queue-mode",
+            ops,
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(
+        (again.status, again.slug()),
+        (429, "queue-mode-changed-recently"),
+        "{}",
+        again.body
+    );
+    let retry_after: u64 = again.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=interval.as_secs()).contains(&retry_after),
+        "{retry_after}"
+    );
+    assert_eq!(changes().await, 1);
 
     // Ingest follows within its poll interval: a vote is now recorded synchronously.
     let election = world.open_election(&admin).await;
@@ -293,20 +353,79 @@ async fn the_queue_flag_needs_ops_is_audited_and_ingest_follows_it() {
         .as_str()
         .unwrap()
         .to_owned();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    world.until_ingest_mode(election, false).await;
     let vote = world.vote(&token, election, &["no"]).await;
     assert_eq!(vote.status, 201, "{}", vote.body);
 
-    let back = world
+    // Once the interval has passed since the last change, the flag changes again.
+    let deadline = std::time::Instant::now() + interval + Duration::from_secs(10);
+    let back = loop {
+        let answer = world
+            .events(
+                Method::PUT,
+                "/v1/ops/queue-mode",
+                ops,
+                Some(json!({"enabled": true})),
+            )
+            .await;
+        if answer.status != 429 {
+            break answer;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", answer.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(back.status, 200, "{}", back.body);
+    assert_eq!(back.body["enabled"], true);
+    assert_eq!(back.body["recent_changes"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn the_queue_mode_cli_path_records_the_database_user_whatever_actor_it_is_given() {
+    let world = World::start(true).await;
+    // What `queue-mode set off --actor ...` does, with the database owner's credentials (the
+    // emergency path, without a session and without the change interval).
+    let (old, new) = ingest::queue_mode::set(&world.db.owner, false, "alice@example")
+        .await
+        .unwrap();
+    assert_eq!((old, new), (None, false));
+    let (old, new) = ingest::queue_mode::set(&world.db.owner, true, "bob@example")
+        .await
+        .unwrap();
+    assert_eq!((old, new), (Some(false), true));
+    let owner: String = sqlx::query_scalar("SELECT session_user::text")
+        .fetch_one(&world.db.owner)
+        .await
+        .unwrap();
+    let audit: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT changed_by, database_user FROM ops.queue_mode_audit ORDER BY id")
+            .fetch_all(&world.db.owner)
+            .await
+            .unwrap();
+    assert_eq!(
+        audit,
+        vec![
+            ("alice@example".to_owned(), Some(owner.clone())),
+            ("bob@example".to_owned(), Some(owner)),
+        ]
+    );
+    // A change by the CLI counts for the interval of the API's changes too.
+    let platform_ops = world
+        .dev_login(&world.person(PLATFORM, &["member", "ops"]).await)
+        .await;
+    let refused = world
         .events(
             Method::PUT,
             "/v1/ops/queue-mode",
-            &ops,
-            Some(json!({"enabled": true})),
+            &platform_ops,
+            Some(json!({"enabled": false})),
         )
         .await;
-    assert_eq!(back.body["enabled"], true);
-    assert_eq!(back.body["recent_changes"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        (refused.status, refused.slug()),
+        (429, "queue-mode-changed-recently"),
+        "{}",
+        refused.body
+    );
 }
 
 #[tokio::test]
