@@ -1,4 +1,5 @@
-//! Who is calling: the session token members-fn issued, verified on every request.
+//! Who is calling: the session token members-fn issued, verified on every request, and held
+//! to the caller's request budget (`crate::limits`).
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -55,7 +56,14 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(SessionError::Missing)?;
-        let claims = state.sessions.verify(token).await?;
-        Ok(Self(claims))
+        let caller = Self(state.sessions.verify(token).await?);
+        // Budgets are per verified member: a forged or expired session spends nobody's.
+        let counts_globally =
+            !(caller.0.has(Role::Admin) || caller.is_platform_ops(&state.settings.platform_org));
+        state
+            .limits
+            .check(caller.0.sub, counts_globally)
+            .map_err(|retry_after| EventsError::RateLimited { retry_after })?;
+        Ok(caller)
     }
 }

@@ -15,6 +15,8 @@ pub enum EventsError {
     Forbidden(Role),
     #[error("this needs a platform operator")]
     NotPlatformOps,
+    #[error("rate limited")]
+    RateLimited { retry_after: u64 },
     #[error("the queue flag changed too recently")]
     QueueModeChangedRecently { retry_after: u64 },
     #[error("election not found")]
@@ -69,6 +71,13 @@ impl EventsError {
                 "Forbidden",
                 "the queue flag is platform-wide: it needs the ops role in the platform organisation",
             ),
+            Self::RateLimited { retry_after } => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+                "too many requests from this member or in total; retry after the indicated delay",
+            )
+            .retry_after(*retry_after),
             Self::QueueModeChangedRecently { retry_after } => Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "queue-mode-changed-recently",

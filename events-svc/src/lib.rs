@@ -11,6 +11,7 @@ pub mod auth;
 pub mod configuration;
 pub mod elections_side;
 pub mod error;
+pub mod limits;
 pub mod routes;
 pub mod slots;
 pub mod startup;

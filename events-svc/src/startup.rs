@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 
 use crate::configuration::Settings;
 use crate::elections_side::ElectionsSide;
+use crate::limits::Limits;
 use crate::routes::{elections, ops, tokens};
 
 #[derive(OpenApi)]
@@ -33,6 +34,8 @@ pub struct Inner {
     pub pool: PgPool,
     pub sessions: SessionVerifier,
     pub elections: ElectionsSide,
+    /// Requests per member and per instance (checked with the session, `auth`).
+    pub limits: Limits,
     /// Token requests by outcome (`issued` or the problem slug).
     pub tokens: IntCounterVec,
 }
@@ -76,6 +79,7 @@ impl Application {
                 settings.s2s_retry.clone(),
             )),
             tokens,
+            limits: Limits::new(settings.rate_limit_per_member, settings.rate_limit_global),
             pool: pool.clone(),
             settings,
         }));

@@ -881,3 +881,80 @@ async fn results_show_the_turnout_before_the_seal_and_the_tally_only_after() {
         "{sealed}"
     );
 }
+
+/// Sends `count` `GET /v1/elections` as `session` at once; returns how many got 429, checking
+/// that each of those is a problem with Retry-After and every other one a 200.
+async fn flood(world: &World, session: &str, count: usize) -> usize {
+    let answers = futures::future::join_all(
+        (0..count).map(|_| world.events(Method::GET, "/v1/elections", session, None)),
+    )
+    .await;
+    let mut refused = 0;
+    for answer in answers {
+        match answer.status {
+            200 => {}
+            429 => {
+                assert_eq!(answer.slug(), "rate-limited", "{}", answer.body);
+                assert!(answer.headers.contains_key("retry-after"));
+                refused += 1;
+            }
+            other => panic!("{other}: {}", answer.body),
+        }
+    }
+    refused
+}
+
+#[tokio::test]
+async fn a_member_flooding_gets_429_and_neither_other_members_nor_the_chair_are_held_up() {
+    let world = World::start_with(
+        true,
+        &[
+            ("EVENTS_RATE_PER_MEMBER", "5".to_owned()),
+            ("EVENTS_RATE_GLOBAL", "20".to_owned()),
+        ],
+    )
+    .await;
+    let admin = world
+        .dev_login(&world.person(TENANT, &["member", "admin"]).await)
+        .await;
+    let election = world.open_election(&admin).await;
+    let flooder = world
+        .dev_login(&world.person(TENANT, &["member"]).await)
+        .await;
+    let neighbour = world
+        .dev_login(&world.person(TENANT, &["member"]).await)
+        .await;
+
+    // A burst of two seconds' worth (10) passes, the rest of 60 is refused...
+    let refused = flood(&world, &flooder, 60).await;
+    assert!(refused >= 45, "{refused} of 60 refused");
+    // ...without spending the budget everyone shares (40): the neighbour is served.
+    assert_eq!(flood(&world, &neighbour, 5).await, 0);
+
+    // A crowd of members within their own budgets drains the shared one; the chair, held to
+    // their own budget only, still closes the election.
+    let mut crowd = Vec::new();
+    for _ in 0..8 {
+        crowd.push(
+            world
+                .dev_login(&world.person(TENANT, &["member"]).await)
+                .await,
+        );
+    }
+    let refused: usize =
+        futures::future::join_all(crowd.iter().map(|session| flood(&world, session, 8)))
+            .await
+            .into_iter()
+            .sum();
+    assert!(refused > 0, "the shared budget ran out");
+    let closed = world
+        .events(
+            Method::POST,
+            &format!("/v1/elections/{election}/close"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(closed.status, 200, "{}", closed.body);
+    assert_eq!(closed.body["status"], "closed");
+}

@@ -103,6 +103,7 @@ impl Election {
         (status = 403, description = "Not an admin", body = shared::Problem),
         (status = 422, description = "The definition is not valid", body = shared::Problem),
         (status = 503, description = "Elections side or database unavailable; nothing created (Retry-After)", body = shared::Problem),
+        (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
     ),
     tag = "elections")]
 pub async fn create(
@@ -180,6 +181,7 @@ pub async fn create(
         (status = 404, description = "No such election", body = shared::Problem),
         (status = 409, description = "A closed election cannot be reopened", body = shared::Problem),
         (status = 503, description = "Elections side unavailable, or voting tokens not set up for the organisation (`tenant-not-configured`); nothing changed (Retry-After)", body = shared::Problem),
+        (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
     ),
     tag = "elections")]
 pub async fn open(
@@ -208,6 +210,7 @@ pub async fn open(
         (status = 403, description = "Not an admin", body = shared::Problem),
         (status = 404, description = "No such election", body = shared::Problem),
         (status = 503, description = "Elections side unavailable; nothing changed (Retry-After)", body = shared::Problem),
+        (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
     ),
     tag = "elections")]
 pub async fn close(
@@ -286,6 +289,7 @@ pub struct ListQuery {
         (status = 200, description = "Elections", body = Vec<Election>),
         (status = 400, description = "Unknown status filter", body = shared::Problem),
         (status = 403, description = "Only admins see drafts and closed elections", body = shared::Problem),
+        (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
     ),
     tag = "elections")]
 pub async fn list(
@@ -332,6 +336,7 @@ pub async fn list(
         (status = 200, description = "The election", body = Election),
         (status = 400, description = "The id is not a UUID (`invalid-path`)", body = shared::Problem),
         (status = 404, description = "No such election in your organisation", body = shared::Problem),
+        (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
     ),
     tag = "elections")]
 pub async fn get(
@@ -377,6 +382,7 @@ pub async fn load(state: &AppState, caller: &Caller, id: Uuid) -> Result<Electio
         (status = 403, description = "Members read results only after the close", body = shared::Problem),
         (status = 404, description = "No such election in your organisation", body = shared::Problem),
         (status = 503, description = "Elections side unavailable (Retry-After)", body = shared::Problem),
+        (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
     ),
     tag = "elections")]
 pub async fn results(

@@ -48,6 +48,7 @@ pub struct QueueModeUpdate {
     responses(
         (status = 200, description = "The flag", body = QueueModeState),
         (status = 403, description = "Not a platform operator (`not-platform-ops`)", body = shared::Problem),
+        (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
     ),
     tag = "ops")]
 pub async fn get(
@@ -64,7 +65,7 @@ pub async fn get(
     responses(
         (status = 200, description = "The flag after the change", body = QueueModeState),
         (status = 403, description = "Not a platform operator (`not-platform-ops`)", body = shared::Problem),
-        (status = 429, description = "The flag changed less than the change interval ago (`queue-mode-changed-recently`, Retry-After); nothing changed", body = shared::Problem),
+        (status = 429, description = "The flag changed less than the change interval ago (`queue-mode-changed-recently`), or too many requests (`rate-limited`); Retry-After, nothing changed", body = shared::Problem),
     ),
     tag = "ops")]
 pub async fn put(

@@ -46,6 +46,7 @@ pub struct IssuedToken {
         (status = 404, description = "No such election in your organisation", body = shared::Problem),
         (status = 409, description = "A token was already issued to this member", body = shared::Problem),
         (status = 503, description = "Elections side or database unavailable, or voting tokens not set up for the organisation (`tenant-not-configured`); no token issued (Retry-After)", body = shared::Problem),
+        (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
     ),
     tag = "tokens")]
 pub async fn issue(
