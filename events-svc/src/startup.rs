@@ -36,6 +36,8 @@ pub struct Inner {
     pub elections: ElectionsSide,
     /// Requests per member and per instance (checked with the session, `auth`).
     pub limits: Limits,
+    /// Held while this instance registers more token slots (`slots::register_more`).
+    pub slot_registrations: tokio::sync::Mutex<()>,
     /// Token requests by outcome (`issued` or the problem slug).
     pub tokens: IntCounterVec,
 }
@@ -80,6 +82,7 @@ impl Application {
             )),
             tokens,
             limits: Limits::new(settings.rate_limit_per_member, settings.rate_limit_global),
+            slot_registrations: tokio::sync::Mutex::new(()),
             pool: pool.clone(),
             settings,
         }));

@@ -958,3 +958,71 @@ async fn a_member_flooding_gets_429_and_neither_other_members_nor_the_chair_are_
     assert_eq!(closed.status, 200, "{}", closed.body);
     assert_eq!(closed.body["status"], "closed");
 }
+
+#[tokio::test]
+async fn a_token_that_needs_more_slots_holds_no_lock_while_the_elections_side_answers() {
+    let world = World::start(true).await;
+    let admin = world
+        .dev_login(&world.person(TENANT, &["member", "admin"]).await)
+        .await;
+    let election = world.open_election(&admin).await;
+    let voter = world
+        .dev_login(&world.person(TENANT, &["member"]).await)
+        .await;
+    // The slots registered at opening are spent: this token needs a registration first, and
+    // the elections side goes silent (each attempt waits for its timeout).
+    sqlx::query("UPDATE events.elections SET slots_issued = slots_registered WHERE id = $1")
+        .bind(election)
+        .execute(&world.db.owner)
+        .await
+        .unwrap();
+    world.elections_link.freeze();
+    let request = world.token(&voter, election);
+    tokio::pin!(request);
+    let (mut looks, mut held) = (0, 0);
+    let refused = loop {
+        tokio::select! {
+            answer = &mut request => break answer,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        looks += 1;
+        // Is the election's row held by a transaction, longer than any of issuance's own
+        // statements takes? (pg_stat_activity hides other logins' transactions from the owner.)
+        let mut probe = world.db.owner.begin().await.unwrap();
+        sqlx::query("SET LOCAL lock_timeout = '20ms'")
+            .execute(&mut *probe)
+            .await
+            .unwrap();
+        let locked = sqlx::query("SELECT 1 FROM events.elections WHERE id = $1 FOR UPDATE")
+            .bind(election)
+            .execute(&mut *probe)
+            .await;
+        probe.rollback().await.unwrap();
+        match locked {
+            Ok(_) => {}
+            Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("55P03") => {
+                held += 1
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(
+        (refused.status, refused.slug()),
+        (503, "elections-side-unavailable"),
+        "{}",
+        refused.body
+    );
+    assert!(
+        looks >= 5,
+        "the elections side was waited for ({looks} looks)"
+    );
+    assert_eq!(
+        held, 0,
+        "the election's row was held in {held} of {looks} looks"
+    );
+    let issued: i64 = sqlx::query_scalar("SELECT count(*) FROM events.token_issuance")
+        .fetch_one(&world.db.owner)
+        .await
+        .unwrap();
+    assert_eq!(issued, 0, "nothing recorded");
+}
