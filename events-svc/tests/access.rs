@@ -1026,3 +1026,34 @@ async fn a_token_that_needs_more_slots_holds_no_lock_while_the_elections_side_an
         .unwrap();
     assert_eq!(issued, 0, "nothing recorded");
 }
+
+#[tokio::test]
+async fn of_concurrent_changes_of_the_queue_flag_one_goes_through() {
+    // As many events-svc instances would, each on its own connection.
+    let db = shared::testkit::TestDb::create().await;
+    let events = db.pool(DbRole::Events).await;
+    let changes = futures::future::join_all((0..8).map(|n| {
+        let events = events.clone();
+        async move {
+            sqlx::query_as::<_, (bool, i64)>(
+                "SELECT * FROM ops.change_queue_mode($1, $2, interval '10 seconds')",
+            )
+            .bind(n % 2 == 0)
+            .bind(format!("instance-{n}"))
+            .fetch_one(&events)
+            .await
+            .unwrap()
+        }
+    }))
+    .await;
+    let changed = changes.iter().filter(|(changed, _)| *changed).count();
+    assert_eq!(changed, 1, "{changes:?}");
+    assert!(changes
+        .iter()
+        .all(|&(changed, wait)| changed || (1..=10_000).contains(&wait)));
+    let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM ops.queue_mode_audit")
+        .fetch_one(&db.owner)
+        .await
+        .unwrap();
+    assert_eq!(audited, 1);
+}
