@@ -1,8 +1,11 @@
 //! Who may do what: tenants cannot see or vote in each other's elections, admin actions need
-//! the admin role, sessions must be genuine, the queue flag needs the ops role and is audited,
-//! an outage of the elections side gives a clear 503 rather than a token that cannot vote, a
-//! member removed from the registry and imported again is the same member (no second token), and
-//! a close whose S2S attempts were cancelled behind a row lock still goes through.
+//! the admin role, sessions must be genuine, the queue flag needs a platform operator, is
+//! audited (actor and database user) and changes at most once per interval, an outage of the
+//! elections side gives a clear 503 rather than a token that cannot vote, a member removed from
+//! the registry and imported again is the same member (no second token), a close whose S2S
+//! attempts were cancelled behind a row lock still goes through, every bad election id is a
+//! problem, a tenant without keys gets 404 for others' elections, results hold no tally before
+//! the seal, and a flooding member is held to their budget while the chair can still close.
 
 mod support;
 
