@@ -1,8 +1,10 @@
-//! Who is calling: the session token members-fn issued, verified on every request.
+//! Who is calling: the session token members-fn issued, verified on every request, and held
+//! to the caller's request budget (`crate::limits`).
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use shared::domain::TenantId;
 use shared::session::{Role, SessionClaims, SessionError};
 
 use crate::error::EventsError;
@@ -17,6 +19,22 @@ impl Caller {
             Ok(())
         } else {
             Err(EventsError::Forbidden(role))
+        }
+    }
+
+    /// A platform operator: `ops` in the platform organisation. Each party loads its own
+    /// registry and could grant itself `ops`; only the platform team loads the platform
+    /// organisation's, so a tenant's `ops` (including sessions minted before this rule) is
+    /// not enough for what concerns every tenant.
+    pub fn is_platform_ops(&self, platform_org: &TenantId) -> bool {
+        &self.0.org == platform_org && self.0.has(Role::Ops)
+    }
+
+    pub fn require_platform_ops(&self, platform_org: &TenantId) -> Result<(), EventsError> {
+        if self.is_platform_ops(platform_org) {
+            Ok(())
+        } else {
+            Err(EventsError::NotPlatformOps)
         }
     }
 
@@ -38,7 +56,14 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(SessionError::Missing)?;
-        let claims = state.sessions.verify(token).await?;
-        Ok(Self(claims))
+        let caller = Self(state.sessions.verify(token).await?);
+        // Budgets are per verified member: a forged or expired session spends nobody's.
+        let counts_globally =
+            !(caller.0.has(Role::Admin) || caller.is_platform_ops(&state.settings.platform_org));
+        state
+            .limits
+            .check(caller.0.sub, counts_globally)
+            .map_err(|retry_after| EventsError::RateLimited { retry_after })?;
+        Ok(caller)
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::config::{ConfigError, DatabaseSettings, Env};
-use shared::domain::TenantId;
+use shared::domain::{TenantId, DEFAULT_PLATFORM_ORG};
 use shared::s2s::{Keyring, RetrySettings};
 use shared::token::TokenSigner;
 
@@ -40,6 +40,18 @@ pub struct Settings {
     pub session_jwks_url: String,
     /// `SESSION_ISSUER`: the `iss` members-fn signs with (default `ekklesia-members`).
     pub session_issuer: String,
+    /// `PLATFORM_ORG` (default `platform`): the organisation whose members with the `ops` role
+    /// are platform operators, the only ones who may read or change the queue flag.
+    pub platform_org: TenantId,
+    /// `QUEUE_MODE_CHANGE_INTERVAL_MS` (default 10000): the least time between two changes of
+    /// the queue flag through events-svc, platform-wide (a change sooner is a 429).
+    pub queue_mode_change_interval: Duration,
+    /// `EVENTS_RATE_PER_MEMBER` (default 10) and `EVENTS_RATE_GLOBAL` (default 1000): requests
+    /// per second per member (session `sub`) and per instance, bursts of two seconds' worth.
+    /// Admins and platform operators count against their own budget only, so a crowd cannot
+    /// keep the chair from closing an election.
+    pub rate_limit_per_member: u32,
+    pub rate_limit_global: u32,
 }
 
 impl Settings {
@@ -81,6 +93,16 @@ impl Settings {
                 "TOKEN_SLOT_CHUNK must be 1 to {MAX_HASHES_PER_CALL}"
             ));
         }
+        let platform_org = TenantId::parse(&env.string_or("PLATFORM_ORG", DEFAULT_PLATFORM_ORG))
+            .unwrap_or_else(|_| {
+                env.problem("PLATFORM_ORG is not a tenant id (2-63 of a-z, 0-9, -)");
+                TenantId::parse(DEFAULT_PLATFORM_ORG).expect("the default is a tenant id")
+            });
+        let rate_limit_per_member = env.parse_or("EVENTS_RATE_PER_MEMBER", 10u32);
+        let rate_limit_global = env.parse_or("EVENTS_RATE_GLOBAL", 1000u32);
+        if rate_limit_per_member == 0 || rate_limit_global == 0 {
+            env.problem("EVENTS_RATE_PER_MEMBER and EVENTS_RATE_GLOBAL must be at least 1");
+        }
         let budget = env.millis_or("S2S_RETRY_BUDGET_MS", 3000);
         let attempt = env.millis_or("S2S_ATTEMPT_TIMEOUT_MS", 2000);
         let settings = Self {
@@ -103,6 +125,10 @@ impl Settings {
                 "http://127.0.0.1:8082/.well-known/jwks.json",
             ),
             session_issuer: env.string_or("SESSION_ISSUER", "ekklesia-members"),
+            platform_org,
+            queue_mode_change_interval: env.millis_or("QUEUE_MODE_CHANGE_INTERVAL_MS", 10_000),
+            rate_limit_per_member,
+            rate_limit_global,
         };
         env.finish(settings)
     }

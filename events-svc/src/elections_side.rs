@@ -78,6 +78,8 @@ impl ElectionsSide {
         Ok(())
     }
 
+    /// The election's results as the elections side has them: turnout before the seal, tally
+    /// after.
     pub async fn results(
         &self,
         tenant: &TenantId,

@@ -13,6 +13,12 @@ pub enum EventsError {
     Session(#[from] SessionError),
     #[error("this needs the {0} role")]
     Forbidden(Role),
+    #[error("this needs a platform operator")]
+    NotPlatformOps,
+    #[error("rate limited")]
+    RateLimited { retry_after: u64 },
+    #[error("the queue flag changed too recently")]
+    QueueModeChangedRecently { retry_after: u64 },
     #[error("election not found")]
     UnknownElection,
     #[error(transparent)]
@@ -59,6 +65,27 @@ impl EventsError {
                 "Forbidden",
                 format!("this needs the {role} role"),
             ),
+            Self::NotPlatformOps => Problem::new(
+                StatusCode::FORBIDDEN,
+                "not-platform-ops",
+                "Forbidden",
+                "the queue flag is platform-wide: it needs the ops role in the platform organisation",
+            ),
+            Self::RateLimited { retry_after } => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+                "too many requests from this member or in total; retry after the indicated delay",
+            )
+            .retry_after(*retry_after),
+            Self::QueueModeChangedRecently { retry_after } => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "queue-mode-changed-recently",
+                "Too many requests",
+                "the queue flag was changed moments ago; it changes at most once per interval, \
+                 platform-wide: retry after the indicated delay",
+            )
+            .retry_after(*retry_after),
             Self::UnknownElection => Problem::not_found("no such election in your organisation"),
             Self::Domain(e @ (DomainError::NotOpen(_) | DomainError::OutsideWindow)) => {
                 Problem::new(

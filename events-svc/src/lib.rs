@@ -1,4 +1,5 @@
-//! Ekklesia events-svc: elections, one anonymous voting token per member, results.
+//! Ekklesia events-svc: elections, one anonymous voting token per member, results (turnout
+//! before the seal, tally after).
 //!
 //! Admins create, open and close elections (`routes::elections`); every change reaches the
 //! elections side over signed service-to-service calls (`elections_side`) before it is
@@ -10,6 +11,7 @@ pub mod auth;
 pub mod configuration;
 pub mod elections_side;
 pub mod error;
+pub mod limits;
 pub mod routes;
 pub mod slots;
 pub mod startup;

@@ -10,10 +10,11 @@
 //! a counter: without the secret nobody can tell which hash belongs to which slot.
 //!
 //! When the slots run out (members added while the election is open), the next
-//! `TOKEN_SLOT_CHUNK` are registered, shuffled, before the slot is handed out, serialised by
-//! the election's row lock; an election opened before slots existed registers on its first
-//! issuance. A hash is always registered before its token is handed out, so no token that
-//! cannot vote ever leaves (the database checks `slots_issued <= slots_registered` too).
+//! `TOKEN_SLOT_CHUNK` are registered, shuffled, before the slot is handed out, with no
+//! transaction open during the call (`register_more`); an election opened before slots existed
+//! registers on its first issuance. A hash is always registered before its slot is counted as
+//! registered, so no token that cannot vote ever leaves (the database checks
+//! `slots_issued <= slots_registered` too).
 
 use std::ops::Range;
 
@@ -258,18 +259,17 @@ pub async fn register_at_open(
     Ok(())
 }
 
-/// Takes the next slot of the open `election` for a member's token, in the issuing
-/// transaction: returns its number and the key to derive its id with. The row lock this takes
-/// is held until the transaction ends, so slots are handed out one at a time, in order (which
-/// tells nothing: slot numbers are not visible on the elections side).
+/// Takes the next registered slot of the open `election` for a member's token, in the issuing
+/// transaction: its number and the key to derive its id with, or `None` when every registered
+/// slot is taken (then [`register_more`], with the transaction closed, and try again). The row
+/// lock this takes is held until the transaction ends, so slots are handed out one at a time,
+/// in order (which tells nothing: slot numbers are not visible on the elections side).
 pub async fn take<'a>(
     state: &'a AppState,
     tx: &mut Transaction<'_, Postgres>,
     tenant: &TenantId,
     election: Uuid,
-    correlation: &CorrelationId,
-) -> Result<(u64, &'a SlotKey), EventsError> {
-    // The usual case: a registered slot is free.
+) -> Result<Option<(u64, &'a SlotKey)>, EventsError> {
     let taken: Option<(i64, Option<String>)> = sqlx::query_as(
         "UPDATE events.elections SET slots_issued = slots_issued + 1 \
          WHERE id = $1 AND status = 'open' AND slots_issued < slots_registered \
@@ -278,19 +278,38 @@ pub async fn take<'a>(
     .bind(election)
     .fetch_optional(&mut **tx)
     .await?;
-    if let Some((slot, kid)) = taken {
-        // A registered slot always has its key (constraint `slots_keyed`).
-        let kid = kid.ok_or_else(shared::Problem::internal)?;
-        return Ok((slot as u64, key_by_id(state, tenant, &kid)?));
-    }
-    // None free: lock the row (NO KEY UPDATE, so members' token_issuance inserts, which hold
-    // KEY SHARE on it, neither wait for this nor deadlock with it) and register more.
+    let Some((slot, kid)) = taken else {
+        return Ok(None);
+    };
+    // A registered slot always has its key (constraint `slots_keyed`).
+    let kid = kid.ok_or_else(shared::Problem::internal)?;
+    Ok(Some((slot as u64, key_by_id(state, tenant, &kid)?)))
+}
+
+/// Registers more slots of the open `election` once every registered one is taken: the next
+/// `TOKEN_SLOT_CHUNK`, shuffled (an election opened before slots existed registers as an
+/// opening would). No transaction is open while the elections side is called, so a slow
+/// elections side holds neither a database connection nor the election's row (review L7).
+///
+/// Registrations are one at a time per instance (`AppState::slot_registrations`), and one
+/// that finds free slots again (another request registered them) calls nobody. Instances may
+/// still register the same range at once: the hashes are derived, not random, so the elections
+/// side keeps each once, and the count only grows (`GREATEST`). A slot is counted as registered
+/// only after its hash was registered, so no token that cannot vote is ever handed out.
+pub async fn register_more(
+    state: &AppState,
+    tenant: &TenantId,
+    election: Uuid,
+    correlation: &CorrelationId,
+) -> Result<(), EventsError> {
+    let _one_at_a_time = state.slot_registrations.lock().await;
+    let mut tx = shared::db::begin_for_tenant(&state.pool, tenant).await?;
     let row: (String, Option<String>, i64, i64) = sqlx::query_as(
         "SELECT status, slot_key_id, slots_registered, slots_issued FROM events.elections \
-         WHERE id = $1 FOR NO KEY UPDATE",
+         WHERE id = $1",
     )
     .bind(election)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await?
     .ok_or(EventsError::UnknownElection)?;
     let (status, kid, registered, issued) = row;
@@ -298,37 +317,39 @@ pub async fn take<'a>(
     if status != ElectionStatus::Open {
         return Err(DomainError::NotOpen(status).into());
     }
+    let (registered, issued) = (registered.max(0) as u64, issued.max(0) as u64);
+    if issued < registered {
+        return Ok(());
+    }
     let key = match kid.as_deref() {
         Some(kid) => key_by_id(state, tenant, kid)?,
         None => current_key(state, tenant)?,
     };
-    let (registered, issued) = (registered.max(0) as u64, issued.max(0) as u64);
-    // Another request may have registered more while this one waited for the lock.
-    let registered = if issued < registered {
-        registered
+    let chunk = state.settings.token_slot_chunk;
+    let wanted = if registered == 0 {
+        initial_slots(member_count(&mut tx).await?, chunk)
     } else {
-        let chunk = state.settings.token_slot_chunk;
-        let wanted = if registered == 0 {
-            // Opened before token slots existed: register as an opening would have.
-            initial_slots(member_count(tx).await?, chunk)
-        } else {
-            registered + chunk
-        };
-        let wanted = wanted.max(issued + 1);
-        register(state, key, election, registered..wanted, correlation).await?;
-        wanted
-    };
-    let slot: i64 = sqlx::query_scalar(
+        registered + chunk
+    }
+    .max(issued + 1);
+    tx.commit().await?;
+    register(state, key, election, registered..wanted, correlation).await?;
+    let mut tx = shared::db::begin_for_tenant(&state.pool, tenant).await?;
+    // Only under the key the election's slots are derived with (another instance may have
+    // started a legacy election's slots with another current key meanwhile: then this round
+    // counts nothing and the next one uses that key).
+    sqlx::query(
         "UPDATE events.elections \
-         SET slot_key_id = $2, slots_registered = $3, slots_issued = slots_issued + 1 \
-         WHERE id = $1 RETURNING slots_issued - 1",
+         SET slot_key_id = $2, slots_registered = GREATEST(slots_registered, $3) \
+         WHERE id = $1 AND status = 'open' AND (slot_key_id IS NULL OR slot_key_id = $2)",
     )
     .bind(election)
     .bind(key.kid())
-    .bind(registered as i64)
-    .fetch_one(&mut **tx)
+    .bind(wanted as i64)
+    .execute(&mut *tx)
     .await?;
-    Ok((slot as u64, key))
+    tx.commit().await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,13 +16,14 @@ use utoipa_axum::routes;
 
 use crate::configuration::Settings;
 use crate::elections_side::ElectionsSide;
+use crate::limits::Limits;
 use crate::routes::{elections, ops, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Ekklesia events-svc",
-        description = "Elections, one anonymous voting token per member, results, the queue flag."
+        description = "Elections, one anonymous voting token per member, results (turnout before the seal, tally after), the platform-wide queue flag."
     ),
     components(schemas(shared::Problem))
 )]
@@ -33,6 +34,10 @@ pub struct Inner {
     pub pool: PgPool,
     pub sessions: SessionVerifier,
     pub elections: ElectionsSide,
+    /// Requests per member and per instance (checked with the session, `auth`).
+    pub limits: Limits,
+    /// Held while this instance registers more token slots (`slots::register_more`).
+    pub slot_registrations: tokio::sync::Mutex<()>,
     /// Token requests by outcome (`issued` or the problem slug).
     pub tokens: IntCounterVec,
 }
@@ -76,6 +81,8 @@ impl Application {
                 settings.s2s_retry.clone(),
             )),
             tokens,
+            limits: Limits::new(settings.rate_limit_per_member, settings.rate_limit_global),
+            slot_registrations: tokio::sync::Mutex::new(()),
             pool: pool.clone(),
             settings,
         }));

@@ -1,8 +1,11 @@
 //! Who may do what: tenants cannot see or vote in each other's elections, admin actions need
-//! the admin role, sessions must be genuine, the queue flag needs the ops role and is audited,
-//! an outage of the elections side gives a clear 503 rather than a token that cannot vote, a
-//! member removed from the registry and imported again is the same member (no second token), and
-//! a close whose S2S attempts were cancelled behind a row lock still goes through.
+//! the admin role, sessions must be genuine, the queue flag needs a platform operator, is
+//! audited (actor and database user) and changes at most once per interval, an outage of the
+//! elections side gives a clear 503 rather than a token that cannot vote, a member removed from
+//! the registry and imported again is the same member (no second token), a close whose S2S
+//! attempts were cancelled behind a row lock still goes through, every bad election id is a
+//! problem, a tenant without keys gets 404 for others' elections, results hold no tally before
+//! the seal, and a flooding member is held to their budget while the chair can still close.
 
 mod support;
 
@@ -15,7 +18,7 @@ use serde_json::json;
 use shared::domain::TenantId;
 use shared::session::{Role, SessionClaims, SessionSigner};
 use shared::testkit::Role as DbRole;
-use support::{World, OTHER_TENANT, TENANT};
+use support::{World, OTHER_TENANT, PLATFORM, TENANT};
 
 #[tokio::test]
 async fn a_member_of_tenant_b_can_neither_see_nor_vote_in_tenant_a() {
@@ -235,36 +238,71 @@ async fn sessions_must_be_genuine_and_current() {
 }
 
 #[tokio::test]
-async fn the_queue_flag_needs_ops_is_audited_and_ingest_follows_it() {
-    let world = World::start(true).await;
-    let ops = world
-        .dev_login(&world.person(TENANT, &["member", "ops"]).await)
+async fn the_queue_flag_needs_a_platform_operator_is_audited_rate_limited_and_ingest_follows_it() {
+    let interval = Duration::from_secs(2);
+    let world = World::start_with(
+        true,
+        &[(
+            "QUEUE_MODE_CHANGE_INTERVAL_MS",
+            interval.as_millis().to_string(),
+        )],
+    )
+    .await;
+    let platform_ops = world
+        .dev_login_answer(&world.person(PLATFORM, &["member", "ops"]).await)
         .await;
+    assert_eq!(platform_ops.status, 200, "{}", platform_ops.body);
+    let ops_member = platform_ops.body["member"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ops = platform_ops.body["session_token"].as_str().unwrap();
     let admin = world
         .dev_login(&world.person(TENANT, &["member", "admin"]).await)
         .await;
-    let refused = world
-        .events(
-            Method::PUT,
-            "/v1/ops/queue-mode",
-            &admin,
-            Some(json!({"enabled": false})),
+    // A party grants roles in its own export: its `ops` (a session from a registry loaded
+    // before members-import refused the role) neither changes the platform-wide flag nor reads
+    // who changed it.
+    let tenant_ops = world
+        .dev_login(
+            &world
+                .person(OTHER_TENANT, &["member", "ops", "admin"])
+                .await,
         )
         .await;
-    assert_eq!(refused.status, 403);
-    assert_eq!(
-        world
-            .events(Method::GET, "/v1/ops/queue-mode", &admin, None)
+    for session in [&tenant_ops, &admin] {
+        let refused = world
+            .events(
+                Method::PUT,
+                "/v1/ops/queue-mode",
+                session,
+                Some(json!({"enabled": false})),
+            )
+            .await;
+        assert_eq!(
+            (refused.status, refused.slug()),
+            (403, "not-platform-ops"),
+            "{}",
+            refused.body
+        );
+        let read = world
+            .events(Method::GET, "/v1/ops/queue-mode", session, None)
+            .await;
+        assert_eq!((read.status, read.slug()), (403, "not-platform-ops"));
+    }
+    let changes = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ops.queue_mode_audit")
+            .fetch_one(&world.db.owner)
             .await
-            .status,
-        403
-    );
+            .unwrap()
+    };
+    assert_eq!(changes().await, 0, "nothing changed");
 
     let switched = world
         .events(
             Method::PUT,
             "/v1/ops/queue-mode",
-            &ops,
+            ops,
             Some(json!({"enabled": false})),
         )
         .await;
@@ -272,17 +310,42 @@ async fn the_queue_flag_needs_ops_is_audited_and_ingest_follows_it() {
     assert_eq!(switched.body["enabled"], false);
     let change = &switched.body["recent_changes"][0];
     assert_eq!(change["new_enabled"], false);
-    assert!(
-        change["changed_by"]
-            .as_str()
-            .unwrap()
-            .starts_with("member:"),
-        "{change}"
+    assert_eq!(
+        change["changed_by"],
+        format!("member:{ops_member}@{PLATFORM}"),
+        "the operator: {change}"
     );
-    assert!(
-        change["changed_by"].as_str().unwrap().ends_with("@party-a"),
-        "{change}"
+    assert_eq!(
+        change["database_user"],
+        DbRole::Events.login(),
+        "and the database user: {change}"
     );
+
+    // A second change within the interval is refused, platform-wide; nothing changes.
+    let again = world
+        .events(
+            Method::PUT,
+            "/v1/ops/queue-mode",
+            ops,
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(
+        (again.status, again.slug()),
+        (429, "queue-mode-changed-recently"),
+        "{}",
+        again.body
+    );
+    let retry_after: u64 = again.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=interval.as_secs()).contains(&retry_after),
+        "{retry_after}"
+    );
+    assert_eq!(changes().await, 1);
 
     // Ingest follows within its poll interval: a vote is now recorded synchronously.
     let election = world.open_election(&admin).await;
@@ -293,20 +356,79 @@ async fn the_queue_flag_needs_ops_is_audited_and_ingest_follows_it() {
         .as_str()
         .unwrap()
         .to_owned();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    world.until_ingest_mode(election, false).await;
     let vote = world.vote(&token, election, &["no"]).await;
     assert_eq!(vote.status, 201, "{}", vote.body);
 
-    let back = world
+    // Once the interval has passed since the last change, the flag changes again.
+    let deadline = std::time::Instant::now() + interval + Duration::from_secs(10);
+    let back = loop {
+        let answer = world
+            .events(
+                Method::PUT,
+                "/v1/ops/queue-mode",
+                ops,
+                Some(json!({"enabled": true})),
+            )
+            .await;
+        if answer.status != 429 {
+            break answer;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", answer.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(back.status, 200, "{}", back.body);
+    assert_eq!(back.body["enabled"], true);
+    assert_eq!(back.body["recent_changes"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn the_queue_mode_cli_path_records_the_database_user_whatever_actor_it_is_given() {
+    let world = World::start(true).await;
+    // What `queue-mode set off --actor ...` does, with the database owner's credentials (the
+    // emergency path, without a session and without the change interval).
+    let (old, new) = ingest::queue_mode::set(&world.db.owner, false, "alice@example")
+        .await
+        .unwrap();
+    assert_eq!((old, new), (None, false));
+    let (old, new) = ingest::queue_mode::set(&world.db.owner, true, "bob@example")
+        .await
+        .unwrap();
+    assert_eq!((old, new), (Some(false), true));
+    let owner: String = sqlx::query_scalar("SELECT session_user::text")
+        .fetch_one(&world.db.owner)
+        .await
+        .unwrap();
+    let audit: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT changed_by, database_user FROM ops.queue_mode_audit ORDER BY id")
+            .fetch_all(&world.db.owner)
+            .await
+            .unwrap();
+    assert_eq!(
+        audit,
+        vec![
+            ("alice@example".to_owned(), Some(owner.clone())),
+            ("bob@example".to_owned(), Some(owner)),
+        ]
+    );
+    // A change by the CLI counts for the interval of the API's changes too.
+    let platform_ops = world
+        .dev_login(&world.person(PLATFORM, &["member", "ops"]).await)
+        .await;
+    let refused = world
         .events(
             Method::PUT,
             "/v1/ops/queue-mode",
-            &ops,
-            Some(json!({"enabled": true})),
+            &platform_ops,
+            Some(json!({"enabled": false})),
         )
         .await;
-    assert_eq!(back.body["enabled"], true);
-    assert_eq!(back.body["recent_changes"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        (refused.status, refused.slug()),
+        (429, "queue-mode-changed-recently"),
+        "{}",
+        refused.body
+    );
 }
 
 #[tokio::test]
@@ -567,6 +689,22 @@ async fn publishes_its_contract_and_operational_routes() {
             "{path} in the OpenAPI document"
         );
     }
+    // The election id stays a documented path parameter although the handlers map its
+    // rejection themselves.
+    for (path, method) in [
+        ("/v1/elections/{id}", "get"),
+        ("/v1/elections/{id}/open", "post"),
+        ("/v1/elections/{id}/close", "post"),
+        ("/v1/elections/{id}/token", "post"),
+        ("/v1/elections/{id}/results", "get"),
+    ] {
+        let operation = &api.body["paths"][path][method];
+        assert_eq!(
+            operation["parameters"][0]["name"], "id",
+            "{method} {path}: {operation}"
+        );
+        assert!(operation["responses"].get("400").is_some(), "{path}");
+    }
     for path in ["/healthz", "/readyz", "/metrics"] {
         let answer = world
             .http
@@ -576,4 +714,349 @@ async fn publishes_its_contract_and_operational_routes() {
             .unwrap();
         assert_eq!(answer.status(), 200, "{path}");
     }
+}
+
+#[tokio::test]
+async fn a_malformed_election_id_is_a_problem_on_every_route() {
+    let world = World::start(true).await;
+    let admin = world
+        .dev_login(&world.person(TENANT, &["member", "admin"]).await)
+        .await;
+    for (method, path) in [
+        (Method::GET, "/v1/elections/not-a-uuid"),
+        (Method::POST, "/v1/elections/not-a-uuid/open"),
+        (Method::POST, "/v1/elections/not-a-uuid/close"),
+        (Method::POST, "/v1/elections/not-a-uuid/token"),
+        (Method::GET, "/v1/elections/not-a-uuid/results"),
+        (Method::GET, "/v1/elections/%FF/results"),
+    ] {
+        let answer = world.events(method.clone(), path, &admin, None).await;
+        assert_eq!(
+            (answer.status, answer.slug()),
+            (400, "invalid-path"),
+            "{method} {path}: {}",
+            answer.body
+        );
+        assert_eq!(
+            answer.headers["content-type"],
+            shared::problem::CONTENT_TYPE,
+            "{method} {path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_without_keys_gets_404_for_another_tenants_election_and_a_clear_503_for_its_own() {
+    // Tenant B has neither a voting-token signing key nor a slot key yet.
+    let signer_a = shared::token::TokenSigner::generate("a-only", TenantId::parse(TENANT).unwrap());
+    let world = World::start_with(
+        true,
+        &[
+            (
+                "VOTING_TOKEN_SIGNING_KEYS",
+                format!("a-only:{TENANT}:{}", signer_a.seed()),
+            ),
+            (
+                "TOKEN_SLOT_KEYS",
+                format!(
+                    "a-slots:{TENANT}:{}",
+                    base64::Engine::encode(
+                        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                        rand::random::<[u8; 32]>()
+                    )
+                ),
+            ),
+        ],
+    )
+    .await;
+    let admin_a = world
+        .dev_login(&world.person(TENANT, &["member", "admin"]).await)
+        .await;
+    let election_a = world.open_election(&admin_a).await;
+    let member_b = world
+        .dev_login(&world.person(OTHER_TENANT, &["member", "admin"]).await)
+        .await;
+
+    for election in [election_a, uuid::Uuid::new_v4()] {
+        let answer = world.token(&member_b, election).await;
+        assert_eq!(
+            (answer.status, answer.slug()),
+            (404, "not-found"),
+            "{}",
+            answer.body
+        );
+    }
+
+    // B's own open election: the problem an operator must fix, with nothing recorded.
+    let created = world
+        .events(
+            Method::POST,
+            "/v1/elections",
+            &member_b,
+            Some(json!({
+                "title": "t", "question": "q", "kind": "single",
+                "options": [{"id": "yes", "label": "Yes"}], "max_choices": 1})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let election_b: uuid::Uuid = created.body["id"].as_str().unwrap().parse().unwrap();
+    sqlx::query("UPDATE events.elections SET status = 'open' WHERE id = $1")
+        .bind(election_b)
+        .execute(&world.db.owner)
+        .await
+        .unwrap();
+    let refused = world.token(&member_b, election_b).await;
+    assert_eq!(
+        (refused.status, refused.slug()),
+        (503, "tenant-not-configured"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.headers.contains_key("retry-after"));
+    let issued: i64 = sqlx::query_scalar("SELECT count(*) FROM events.token_issuance")
+        .fetch_one(&world.db.owner)
+        .await
+        .unwrap();
+    assert_eq!(issued, 0);
+}
+
+#[tokio::test]
+async fn results_show_the_turnout_before_the_seal_and_the_tally_only_after() {
+    // Direct mode: each vote is recorded before its answer, so the turnout is known at once.
+    let world = World::start(false).await;
+    let admin = world
+        .dev_login(&world.person(TENANT, &["member", "admin"]).await)
+        .await;
+    let election = world.open_election(&admin).await;
+    let path = format!("/v1/elections/{election}/results");
+    let mut voters = Vec::new();
+    for choice in ["yes", "yes", "no"] {
+        let voter = world
+            .dev_login(&world.person(TENANT, &["member"]).await)
+            .await;
+        let token = world.token(&voter, election).await;
+        assert_eq!(token.status, 201, "{}", token.body);
+        let vote = world
+            .vote(token.body["token"].as_str().unwrap(), election, &[choice])
+            .await;
+        assert_eq!(vote.status, 201, "{}", vote.body);
+        voters.push(voter);
+    }
+
+    // The chair, watching the hall, learns how many voted and nothing about how.
+    let live = world.events(Method::GET, &path, &admin, None).await;
+    assert_eq!(live.status, 200, "{}", live.body);
+    assert_eq!(live.body["total"], 3, "{}", live.body);
+    assert_eq!(live.body["tally"], json!({}), "{}", live.body);
+    assert_eq!(live.body["sealed"], false);
+    assert_eq!(live.body["final"], false);
+    for option in ["yes", "no", "abstain"] {
+        assert!(
+            !live.body.to_string().contains(&format!("\"{option}\"")),
+            "no count per option: {}",
+            live.body
+        );
+    }
+    // Members read nothing before the close.
+    let early = world.events(Method::GET, &path, &voters[0], None).await;
+    assert_eq!(
+        (early.status, early.slug()),
+        (403, "results-not-published"),
+        "{}",
+        early.body
+    );
+
+    // After the close and the seal: the tally, for members too.
+    let closed = world
+        .events(
+            Method::POST,
+            &format!("/v1/elections/{election}/close"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(closed.status, 200, "{}", closed.body);
+    let sealed = world.final_results(&voters[0], election).await;
+    assert_eq!(sealed["sealed"], true);
+    assert_eq!(
+        sealed["tally"],
+        json!({"yes": 2, "no": 1, "abstain": 0}),
+        "{sealed}"
+    );
+}
+
+/// Sends `count` `GET /v1/elections` as `session` at once; returns how many got 429, checking
+/// that each of those is a problem with Retry-After and every other one a 200.
+async fn flood(world: &World, session: &str, count: usize) -> usize {
+    let answers = futures::future::join_all(
+        (0..count).map(|_| world.events(Method::GET, "/v1/elections", session, None)),
+    )
+    .await;
+    let mut refused = 0;
+    for answer in answers {
+        match answer.status {
+            200 => {}
+            429 => {
+                assert_eq!(answer.slug(), "rate-limited", "{}", answer.body);
+                assert!(answer.headers.contains_key("retry-after"));
+                refused += 1;
+            }
+            other => panic!("{other}: {}", answer.body),
+        }
+    }
+    refused
+}
+
+#[tokio::test]
+async fn a_member_flooding_gets_429_and_neither_other_members_nor_the_chair_are_held_up() {
+    let world = World::start_with(
+        true,
+        &[
+            ("EVENTS_RATE_PER_MEMBER", "5".to_owned()),
+            ("EVENTS_RATE_GLOBAL", "20".to_owned()),
+        ],
+    )
+    .await;
+    let admin = world
+        .dev_login(&world.person(TENANT, &["member", "admin"]).await)
+        .await;
+    let election = world.open_election(&admin).await;
+    let flooder = world
+        .dev_login(&world.person(TENANT, &["member"]).await)
+        .await;
+    let neighbour = world
+        .dev_login(&world.person(TENANT, &["member"]).await)
+        .await;
+
+    // A burst of two seconds' worth (10) passes, the rest of 60 is refused...
+    let refused = flood(&world, &flooder, 60).await;
+    assert!(refused >= 45, "{refused} of 60 refused");
+    // ...without spending the budget everyone shares (40): the neighbour is served.
+    assert_eq!(flood(&world, &neighbour, 5).await, 0);
+
+    // A crowd of members within their own budgets drains the shared one; the chair, held to
+    // their own budget only, still closes the election.
+    let mut crowd = Vec::new();
+    for _ in 0..8 {
+        crowd.push(
+            world
+                .dev_login(&world.person(TENANT, &["member"]).await)
+                .await,
+        );
+    }
+    let refused: usize =
+        futures::future::join_all(crowd.iter().map(|session| flood(&world, session, 8)))
+            .await
+            .into_iter()
+            .sum();
+    assert!(refused > 0, "the shared budget ran out");
+    let closed = world
+        .events(
+            Method::POST,
+            &format!("/v1/elections/{election}/close"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(closed.status, 200, "{}", closed.body);
+    assert_eq!(closed.body["status"], "closed");
+}
+
+#[tokio::test]
+async fn a_token_that_needs_more_slots_holds_no_lock_while_the_elections_side_answers() {
+    let world = World::start(true).await;
+    let admin = world
+        .dev_login(&world.person(TENANT, &["member", "admin"]).await)
+        .await;
+    let election = world.open_election(&admin).await;
+    let voter = world
+        .dev_login(&world.person(TENANT, &["member"]).await)
+        .await;
+    // The slots registered at opening are spent: this token needs a registration first, and
+    // the elections side goes silent (each attempt waits for its timeout).
+    sqlx::query("UPDATE events.elections SET slots_issued = slots_registered WHERE id = $1")
+        .bind(election)
+        .execute(&world.db.owner)
+        .await
+        .unwrap();
+    world.elections_link.freeze();
+    let request = world.token(&voter, election);
+    tokio::pin!(request);
+    let (mut looks, mut held) = (0, 0);
+    let refused = loop {
+        tokio::select! {
+            answer = &mut request => break answer,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        looks += 1;
+        // Is the election's row held by a transaction, longer than any of issuance's own
+        // statements takes? (pg_stat_activity hides other logins' transactions from the owner.)
+        let mut probe = world.db.owner.begin().await.unwrap();
+        sqlx::query("SET LOCAL lock_timeout = '20ms'")
+            .execute(&mut *probe)
+            .await
+            .unwrap();
+        let locked = sqlx::query("SELECT 1 FROM events.elections WHERE id = $1 FOR UPDATE")
+            .bind(election)
+            .execute(&mut *probe)
+            .await;
+        probe.rollback().await.unwrap();
+        match locked {
+            Ok(_) => {}
+            Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("55P03") => {
+                held += 1
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(
+        (refused.status, refused.slug()),
+        (503, "elections-side-unavailable"),
+        "{}",
+        refused.body
+    );
+    assert!(
+        looks >= 5,
+        "the elections side was waited for ({looks} looks)"
+    );
+    assert_eq!(
+        held, 0,
+        "the election's row was held in {held} of {looks} looks"
+    );
+    let issued: i64 = sqlx::query_scalar("SELECT count(*) FROM events.token_issuance")
+        .fetch_one(&world.db.owner)
+        .await
+        .unwrap();
+    assert_eq!(issued, 0, "nothing recorded");
+}
+
+#[tokio::test]
+async fn of_concurrent_changes_of_the_queue_flag_one_goes_through() {
+    // As many events-svc instances would, each on its own connection.
+    let db = shared::testkit::TestDb::create().await;
+    let events = db.pool(DbRole::Events).await;
+    let changes = futures::future::join_all((0..8).map(|n| {
+        let events = events.clone();
+        async move {
+            sqlx::query_as::<_, (bool, i64)>(
+                "SELECT * FROM ops.change_queue_mode($1, $2, interval '10 seconds')",
+            )
+            .bind(n % 2 == 0)
+            .bind(format!("instance-{n}"))
+            .fetch_one(&events)
+            .await
+            .unwrap()
+        }
+    }))
+    .await;
+    let changed = changes.iter().filter(|(changed, _)| *changed).count();
+    assert_eq!(changed, 1, "{changes:?}");
+    assert!(changes
+        .iter()
+        .all(|&(changed, wait)| changed || (1..=10_000).contains(&wait)));
+    let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM ops.queue_mode_audit")
+        .fetch_one(&db.owner)
+        .await
+        .unwrap();
+    assert_eq!(audited, 1);
 }

@@ -146,6 +146,9 @@ export INTERNAL_ADDR=127.0.0.1:18079 ELECTIONS_URL=http://127.0.0.1:18079
 export SESSION_JWKS_URL=$MEMBERS_URL/.well-known/jwks.json
 export QUEUE_MODE_DEFAULT=true QUEUE_MODE_POLL_MS=200 SEAL_DELAY_MS=3000
 export RATE_LIMIT_PER_CLIENT=100000 RATE_LIMIT_GLOBAL=100000 LOGIN_RATE_PER_CLIENT=2000 LOGIN_RATE_GLOBAL=2000
+export EVENTS_RATE_GLOBAL=100000
+# The harness switches the queue flag between its queue and direct runs.
+export QUEUE_MODE_CHANGE_INTERVAL_MS=1000
 export EKKLESIA_PROFILE=local DEV_LOGIN_ENABLED=true
 
 stop_services
@@ -180,6 +183,9 @@ done
 
 "$bin/loadtest" members-csv --voters "${LOADTEST_MEMBERS:-2000}" |
   DATABASE_URL="postgres://members_dev:members_dev@$PGHOST:$PGPORT/$EKKLESIA_DB_NAME" "$bin/members-import" --org demo-party - >/dev/null
+# The platform operator who switches the queue flag (`ops` only in the platform organisation).
+"$bin/loadtest" members-csv --platform-ops |
+  DATABASE_URL="postgres://members_dev:members_dev@$PGHOST:$PGPORT/$EKKLESIA_DB_NAME" "$bin/members-import" --org platform - >/dev/null
 echo "[loadtest] stack up (release): ingest $INGEST_URL, events-svc $EVENTS_URL, members-fn $MEMBERS_URL, worker $WORKER_URL"
 
 pids=()

@@ -76,10 +76,13 @@ echo
 echo "== loading the demo membership export (members-import)"
 "$bin/loadtest" members-csv --voters 5 |
   DATABASE_URL="postgres://members_dev:members_dev@$PGHOST:$PGPORT/$EKKLESIA_DB_NAME" "$bin/members-import" --org demo-party -
+echo "== loading the platform organisation's registry (its platform operator switches the queue flag)"
+"$bin/loadtest" members-csv --platform-ops |
+  DATABASE_URL="postgres://members_dev:members_dev@$PGHOST:$PGPORT/$EKKLESIA_DB_NAME" "$bin/members-import" --org platform -
 echo
 echo "== the journey"
 "$bin/loadtest" journey --voters 5
 echo
 echo "The stack keeps running. Logs: $EKKLESIA_STATE_DIR/{members-fn,events-svc,ingest,worker}.log"
-echo "Queue flag: PUT $EVENTS_URL/v1/ops/queue-mode (ops role), or $bin/queue-mode --database-url \$EKKLESIA_ADMIN_DATABASE_URL get"
+echo "Queue flag: PUT $EVENTS_URL/v1/ops/queue-mode (a platform operator: ops in the platform organisation), or $bin/queue-mode --database-url \$EKKLESIA_ADMIN_DATABASE_URL get"
 echo "Stop everything: infra/local/down.sh"

@@ -3,7 +3,7 @@
 //! open an election, each member lists the open elections, gets a voting token (once: a
 //! second request is refused), votes through ingest and checks the receipt; the admin closes
 //! the election and everyone reads the final results. Run once in queue mode and once in
-//! direct mode, switching the queue flag through events-svc as ops staff would.
+//! direct mode, switching the queue flag through events-svc as a platform operator would.
 
 use std::time::{Duration, Instant};
 
@@ -55,11 +55,15 @@ impl Api {
     }
 }
 
-/// The members CSV export for the demo: one admin (also ops) and `voters` members.
+/// The demo platform operator's person number (`national_id::synthetic`), beyond any demo
+/// party's members (`members-csv --voters` stays below it).
+pub const PLATFORM_OPERATOR: u32 = 33_599;
+
+/// The members CSV export for the demo party: one admin and `voters` members.
 pub fn members_csv(voters: u32) -> String {
     let mut csv = String::from("kennitala,name,roles\n");
     csv.push_str(&format!(
-        "{},Demo Admin,admin;ops\n",
+        "{},Demo Admin,admin\n",
         members_fn::national_id::synthetic(0).as_str()
     ));
     for n in 1..=voters {
@@ -69,6 +73,15 @@ pub fn members_csv(voters: u32) -> String {
         ));
     }
     csv
+}
+
+/// The platform organisation's export for the demo: one platform operator (`ops` may be
+/// granted only there; it switches the platform-wide queue flag).
+pub fn platform_ops_csv() -> String {
+    format!(
+        "kennitala,name,roles\n{},Demo Platform Operator,ops\n",
+        members_fn::national_id::synthetic(PLATFORM_OPERATOR).as_str()
+    )
 }
 
 async fn login(api: &Api, urls: &Urls, national_id: &str) -> anyhow::Result<String> {
@@ -104,6 +117,13 @@ pub async fn run(urls: Urls, voters: u32) -> anyhow::Result<()> {
     };
     let admin = login(&api, &urls, members_fn::national_id::synthetic(0).as_str()).await?;
     println!("admin logged in through the identity provider (OIDC, PKCE)");
+    let ops = login(
+        &api,
+        &urls,
+        members_fn::national_id::synthetic(PLATFORM_OPERATOR).as_str(),
+    )
+    .await?;
+    println!("platform operator logged in the same way");
     let mut sessions = Vec::new();
     for n in 1..=voters {
         sessions.push(login(&api, &urls, members_fn::national_id::synthetic(n).as_str()).await?);
@@ -114,15 +134,7 @@ pub async fn run(urls: Urls, voters: u32) -> anyhow::Result<()> {
         (false, "Elect the treasurer?"),
     ] {
         println!();
-        let flag = api
-            .expect(
-                200,
-                Method::PUT,
-                &format!("{}/v1/ops/queue-mode", urls.events),
-                Some(&admin),
-                Some(json!({ "enabled": queue_mode })),
-            )
-            .await?;
+        let flag = crate::target::put_queue_mode(&api.http, &urls.events, &ops, queue_mode).await?;
         println!(
             "queue mode {} by {} (audited; ingest follows within a second)",
             if queue_mode { "ON" } else { "OFF" },
@@ -131,14 +143,7 @@ pub async fn run(urls: Urls, voters: u32) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         election(&api, &urls, &admin, &sessions, title).await?;
     }
-    api.expect(
-        200,
-        Method::PUT,
-        &format!("{}/v1/ops/queue-mode", urls.events),
-        Some(&admin),
-        Some(json!({ "enabled": true })),
-    )
-    .await?;
+    crate::target::put_queue_mode(&api.http, &urls.events, &ops, true).await?;
     println!("\nqueue mode back ON");
     Ok(())
 }

@@ -42,10 +42,13 @@ enum Command {
         #[arg(long, default_value = "demo-party")]
         tenant: String,
     },
-    /// Print a demo membership export: one admin (also ops) and `--voters` members.
+    /// Print a demo membership export: one admin and `--voters` members; with `--platform-ops`
+    /// the platform organisation's instead (one platform operator, role `ops`).
     MembersCsv {
         #[arg(long, default_value_t = 5)]
         voters: u32,
+        #[arg(long)]
+        platform_ops: bool,
     },
     /// The whole journey through every running service, in queue and in direct mode.
     Journey {
@@ -182,9 +185,13 @@ struct ServiceArgs {
     /// `keyid:tenant:secret`: the S2S keys (bulk path, results).
     #[arg(long, env = "S2S_KEYS", hide_env_values = true)]
     s2s_keys: String,
-    /// The admin (with the ops role) in the registry; default: the first of `members-csv`.
+    /// The admin in the registry; default: the first of `members-csv`.
     #[arg(long)]
     admin_national_id: Option<String>,
+    /// A platform operator (`ops` in the platform organisation), for the queue flag; default:
+    /// the one of `members-csv --platform-ops`.
+    #[arg(long)]
+    ops_national_id: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -292,6 +299,11 @@ impl RunArgs {
                 .admin_national_id
                 .clone()
                 .unwrap_or_else(|| members_fn::national_id::synthetic(0).as_str().to_owned()),
+            ops_national_id: s.ops_national_id.clone().unwrap_or_else(|| {
+                members_fn::national_id::synthetic(loadtest::journey::PLATFORM_OPERATOR)
+                    .as_str()
+                    .to_owned()
+            }),
         })?))
     }
 }
@@ -361,8 +373,21 @@ async fn main() -> anyhow::Result<ExitCode> {
             print!("{}", loadtest::keys::dev_keys(&tenant)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::MembersCsv { voters } => {
-            print!("{}", loadtest::journey::members_csv(voters));
+        Command::MembersCsv {
+            voters,
+            platform_ops,
+        } => {
+            if platform_ops {
+                print!("{}", loadtest::journey::platform_ops_csv());
+            } else {
+                if voters >= loadtest::journey::PLATFORM_OPERATOR {
+                    bail!(
+                        "--voters must be below {}",
+                        loadtest::journey::PLATFORM_OPERATOR
+                    );
+                }
+                print!("{}", loadtest::journey::members_csv(voters));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Journey {

@@ -256,8 +256,9 @@ impl Probe {
         http: &reqwest::Client,
         mode: Mode,
     ) -> anyhow::Result<Duration> {
-        let started = Instant::now();
         target.set_queue_mode(mode == Mode::Queue).await?;
+        // From the change: the PUT may have waited out the flag's change interval.
+        let started = Instant::now();
         let deadline = started + Duration::from_secs(15);
         loop {
             let status = self.vote(target, http).await?;

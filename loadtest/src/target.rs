@@ -1,5 +1,6 @@
-//! The running services, as the harness uses them: an admin (also ops) who creates, opens
-//! and closes elections and flips the queue flag through events-svc; the events side's bulk
+//! The running services, as the harness uses them: an admin who creates, opens and closes
+//! elections and a platform operator who flips the queue flag through events-svc; the events
+//! side's bulk
 //! path (sign voting tokens with the tenant's key, register their hashes over the signed S2S
 //! API, exactly as events-svc does); members who log in (dev login) and ask events-svc for
 //! their token; the elections side's tally; receipts; the worker's counters.
@@ -38,8 +39,10 @@ pub struct TargetConfig {
     pub signing_keys: String,
     /// `S2S_KEYS` (a secret: never printed).
     pub s2s_keys: String,
-    /// The admin (with the ops role) in the member registry.
+    /// The admin in the tenant's member registry.
     pub admin_national_id: String,
+    /// A platform operator (`ops` in the platform organisation's registry), for the queue flag.
+    pub ops_national_id: String,
 }
 
 /// Refuses anything but a loopback http URL.
@@ -64,6 +67,8 @@ pub struct Target {
     http: reqwest::Client,
     admin_national_id: String,
     admin: tokio::sync::Mutex<Option<(String, Instant)>>,
+    ops_national_id: String,
+    ops: tokio::sync::Mutex<Option<(String, Instant)>>,
     correlation: CorrelationId,
 }
 
@@ -116,6 +121,8 @@ impl Target {
                 .unwrap_or_default(),
             admin_national_id: config.admin_national_id,
             admin: tokio::sync::Mutex::new(None),
+            ops_national_id: config.ops_national_id,
+            ops: tokio::sync::Mutex::new(None),
             correlation: CorrelationId::new(),
         })
     }
@@ -169,17 +176,33 @@ impl Target {
     }
 
     async fn admin_session(&self) -> anyhow::Result<String> {
-        let mut admin = self.admin.lock().await;
-        if let Some((session, at)) = admin.as_ref() {
+        self.cached_session(&self.admin, &self.admin_national_id, "the admin")
+            .await
+    }
+
+    async fn ops_session(&self) -> anyhow::Result<String> {
+        self.cached_session(&self.ops, &self.ops_national_id, "the platform operator")
+            .await
+    }
+
+    /// A session of `national_id`, logged in again once it is 10 minutes old.
+    async fn cached_session(
+        &self,
+        cache: &tokio::sync::Mutex<Option<(String, Instant)>>,
+        national_id: &str,
+        who: &str,
+    ) -> anyhow::Result<String> {
+        let mut cached = cache.lock().await;
+        if let Some((session, at)) = cached.as_ref() {
             if at.elapsed() < Duration::from_secs(600) {
                 return Ok(session.clone());
             }
         }
         let (session, _) = self
-            .login(&self.admin_national_id)
+            .login(national_id)
             .await
-            .context("logging in as the admin")?;
-        *admin = Some((session.clone(), Instant::now()));
+            .with_context(|| format!("logging in as {who}"))?;
+        *cached = Some((session.clone(), Instant::now()));
         Ok(session)
     }
 
@@ -377,21 +400,22 @@ impl Target {
 
     /// The live queue flag (`None` while ops never set it).
     pub async fn queue_mode(&self) -> anyhow::Result<Option<bool>> {
-        let state = self
-            .as_admin(200, Method::GET, "/v1/ops/queue-mode", None)
-            .await?;
+        let session = self.ops_session().await?;
+        let url = format!("{}/v1/ops/queue-mode", self.events_url);
+        let (status, _, state) = self.call(Method::GET, &url, Some(&session), None).await?;
+        if status != 200 {
+            bail!(
+                "GET /v1/ops/queue-mode at events-svc: expected 200, got {status}: {}",
+                state["detail"]
+            );
+        }
         Ok(state["enabled"].as_bool())
     }
 
-    /// Flips the live queue flag as ops (audited by events-svc).
+    /// Flips the live queue flag as a platform operator (audited by events-svc).
     pub async fn set_queue_mode(&self, enabled: bool) -> anyhow::Result<()> {
-        self.as_admin(
-            200,
-            Method::PUT,
-            "/v1/ops/queue-mode",
-            Some(json!({ "enabled": enabled })),
-        )
-        .await?;
+        let session = self.ops_session().await?;
+        put_queue_mode(&self.http, &self.events_url, &session, enabled).await?;
         Ok(())
     }
 
@@ -600,6 +624,38 @@ fn redact_national_id(id: &str) -> String {
 
 /// One JSON request to a service: its status, its `Retry-After` (seconds) if any, and its body
 /// (`null` when it is not JSON).
+/// Switches the live queue flag through events-svc as the platform operator `session`. The
+/// flag changes at most once per interval, platform-wide: a 429 is waited out (Retry-After).
+pub(crate) async fn put_queue_mode(
+    http: &reqwest::Client,
+    events_url: &str,
+    session: &str,
+    enabled: bool,
+) -> anyhow::Result<Value> {
+    let url = format!("{events_url}/v1/ops/queue-mode");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, retry_after, answer) = call_json(
+            http,
+            Method::PUT,
+            &url,
+            Some(session),
+            Some(json!({ "enabled": enabled })),
+        )
+        .await?;
+        match status {
+            200 => return Ok(answer),
+            429 if Instant::now() < deadline => {
+                tokio::time::sleep(retry_after.unwrap_or(Duration::from_secs(1))).await;
+            }
+            _ => bail!(
+                "PUT /v1/ops/queue-mode at events-svc: expected 200, got {status}: {}",
+                answer["detail"]
+            ),
+        }
+    }
+}
+
 pub(crate) async fn call_json(
     http: &reqwest::Client,
     method: Method,

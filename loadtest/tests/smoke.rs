@@ -122,6 +122,8 @@ async fn start(voters: u32) -> Stack {
             ("S2S_KEYS", keys.s2s_config.clone()),
             ("VOTING_TOKEN_SIGNING_KEYS", signing_keys.clone()),
             ("TOKEN_SLOT_KEYS", keys.slot_keys_config.clone()),
+            // The harness flips the flag between its queue and direct runs.
+            ("QUEUE_MODE_CHANGE_INTERVAL_MS", "100".into()),
             (
                 "SESSION_JWKS_URL",
                 format!("{members_url}/.well-known/jwks.json"),
@@ -134,17 +136,21 @@ async fn start(voters: u32) -> Stack {
     let events_url = format!("http://{}", events.local_addr());
     serve(events.run_until(std::future::pending()));
 
-    // The registry: an admin with the ops role, and the voters.
-    for n in 0..=voters {
-        let roles: Vec<String> = if n == 0 {
-            vec!["member".into(), "admin".into(), "ops".into()]
-        } else {
-            vec!["member".into()]
+    // The registries: the party's admin and voters, and a platform operator (the queue flag).
+    let operator = loadtest::journey::PLATFORM_OPERATOR;
+    for n in (0..=voters).chain([operator]) {
+        let (org, roles): (&str, Vec<String>) = match n {
+            0 => (TENANT, vec!["member".into(), "admin".into()]),
+            n if n == operator => (
+                shared::domain::DEFAULT_PLATFORM_ORG,
+                vec!["member".into(), "ops".into()],
+            ),
+            _ => (TENANT, vec!["member".into()]),
         };
         sqlx::query(
             "INSERT INTO members.members (org_id, national_id, name, roles) VALUES ($1, $2, 'Smoke', $3)",
         )
-        .bind(TENANT)
+        .bind(org)
         .bind(members_fn::national_id::synthetic(n).as_str())
         .bind(&roles)
         .execute(&db.owner)
@@ -163,6 +169,9 @@ async fn start(voters: u32) -> Stack {
             signing_keys,
             s2s_keys: keys.s2s_config.clone(),
             admin_national_id: members_fn::national_id::synthetic(0).as_str().to_owned(),
+            ops_national_id: members_fn::national_id::synthetic(operator)
+                .as_str()
+                .to_owned(),
         },
         _db: db,
         _pubsub: pubsub,

@@ -9,6 +9,11 @@
 //!
 //! The file has a header row with `national_id` (or `kennitala`), optionally `name` and
 //! `roles` (`member`, `admin`, `ops`, separated by `;` or spaces; `member` is implied).
+//!
+//! `ops` switches the platform-wide queue flag, so a party cannot grant it to its own members:
+//! only the platform organisation's registry (`PLATFORM_ORG`, default `platform`), which the
+//! platform team loads, may list it. Any other organisation's file naming `ops` is refused
+//! with the line, and nothing is imported.
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -46,9 +51,15 @@ pub enum ImportError {
     Database(#[from] sqlx::Error),
 }
 
-/// Parses the export. Lines are numbered as a spreadsheet shows them (header = line 1).
-/// Errors name the line and the problem, not the national id.
-pub fn parse_csv(input: impl Read) -> Result<Vec<MemberRecord>, ImportError> {
+/// Parses `org`'s export. Lines are numbered as a spreadsheet shows them (header = line 1).
+/// Errors name the line and the problem, not the national id. The `ops` role is accepted only
+/// when `org` is `platform_org`.
+pub fn parse_csv(
+    input: impl Read,
+    org: &TenantId,
+    platform_org: &TenantId,
+) -> Result<Vec<MemberRecord>, ImportError> {
+    let ops_allowed = org == platform_org;
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .flexible(false)
@@ -102,6 +113,10 @@ pub fn parse_csv(input: impl Read) -> Result<Vec<MemberRecord>, ImportError> {
             .filter(|r| !r.is_empty())
         {
             match Role::parse(&raw.to_ascii_lowercase()) {
+                Some(Role::Ops) if !ops_allowed => problems.push(format!(
+                    "line {line}: the `ops` role is for platform operators; only the platform \
+                     organisation's registry (`{platform_org}`) may grant it"
+                )),
                 Some(role) if !roles.contains(&role) => roles.push(role),
                 Some(_) => {}
                 None => problems.push(format!(

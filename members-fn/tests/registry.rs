@@ -1,15 +1,30 @@
 //! The member registry follows the party's export: counts of added, updated, removed and
 //! unchanged members; a second run of the same file changes nothing; a bad file changes
 //! nothing and names every bad line; one tenant's import never touches another's members; a
-//! removed member keeps their row and id, cannot log in, and is the same member when re-added.
+//! removed member keeps their row and id, cannot log in, and is the same member when re-added;
+//! only the platform organisation's export may grant the `ops` role.
 
 mod support;
 
 use members_fn::registry::{self, ImportError, ImportReport};
 use serde_json::json;
 use shared::domain::TenantId;
+use shared::session::Role as SessionRole;
 use shared::testkit::Role;
 use support::{kennitala, Members};
+
+/// Parses an export of party-a (not the platform organisation).
+fn parse(file: &str) -> Result<Vec<registry::MemberRecord>, ImportError> {
+    parse_for("party-a", file)
+}
+
+fn parse_for(org: &str, file: &str) -> Result<Vec<registry::MemberRecord>, ImportError> {
+    registry::parse_csv(
+        file.as_bytes(),
+        &TenantId::parse(org).unwrap(),
+        &TenantId::parse(shared::domain::DEFAULT_PLATFORM_ORG).unwrap(),
+    )
+}
 
 fn csv(rows: &[(String, &str, &str)]) -> String {
     let mut out = String::from("kennitala,name,roles\n");
@@ -32,9 +47,9 @@ async fn an_import_makes_the_registry_equal_to_the_export_and_is_idempotent() {
     let first = csv(&[
         (kennitala(1), "Anna Jónsdóttir", ""),
         (kennitala(2), "Björn, the chair", "admin"),
-        (kennitala(3), "Cecilía", "member;ops"),
+        (kennitala(3), "Cecilía", "member;admin"),
     ]);
-    let records = registry::parse_csv(first.as_bytes()).unwrap();
+    let records = parse(&first).unwrap();
     let report = registry::sync(&pool, &org, &records, false).await.unwrap();
     assert_eq!(
         report,
@@ -64,9 +79,9 @@ async fn an_import_makes_the_registry_equal_to_the_export_and_is_idempotent() {
             "Björn, the chair",
             "",
         ),
-        (kennitala(4), "Davíð", "admin ops"),
+        (kennitala(4), "Davíð", "admin member"),
     ]);
-    let records = registry::parse_csv(second.as_bytes()).unwrap();
+    let records = parse(&second).unwrap();
     let expected = ImportReport {
         added: 1,
         updated: 1,
@@ -103,7 +118,7 @@ async fn an_import_makes_the_registry_equal_to_the_export_and_is_idempotent() {
         (
             kennitala(4),
             "party-a".to_owned(),
-            vec!["member".into(), "admin".into(), "ops".into()],
+            vec!["member".into(), "admin".into()],
         ),
         (
             kennitala(99),
@@ -138,11 +153,12 @@ async fn a_removed_member_keeps_their_row_and_id_cannot_log_in_and_comes_back_as
     let members = Members::start(&[]).await;
     let pool = members.db.pool(Role::Members).await;
     let org = TenantId::parse("party-a").unwrap();
-    let both = registry::parse_csv(
-        csv(&[(kennitala(1), "Anna", ""), (kennitala(2), "Björn", "")]).as_bytes(),
-    )
+    let both = parse(&csv(&[
+        (kennitala(1), "Anna", ""),
+        (kennitala(2), "Björn", ""),
+    ]))
     .unwrap();
-    let without_anna = registry::parse_csv(csv(&[(kennitala(2), "Björn", "")]).as_bytes()).unwrap();
+    let without_anna = parse(&csv(&[(kennitala(2), "Björn", "")])).unwrap();
     registry::sync(&pool, &org, &both, false).await.unwrap();
     let (anna, _) = row(&members, &kennitala(1)).await;
     let login = json!({ "national_id": kennitala(1) });
@@ -179,9 +195,10 @@ async fn a_removed_member_keeps_their_row_and_id_cannot_log_in_and_comes_back_as
 
     // Back in the export, with a new role: counted as added (to the operator, a person who
     // could not log in now can), under the same id; a dry run says so and changes nothing.
-    let back = registry::parse_csv(
-        csv(&[(kennitala(1), "Anna", "admin"), (kennitala(2), "Björn", "")]).as_bytes(),
-    )
+    let back = parse(&csv(&[
+        (kennitala(1), "Anna", "admin"),
+        (kennitala(2), "Björn", ""),
+    ]))
     .unwrap();
     let readd = ImportReport {
         added: 1,
@@ -221,7 +238,7 @@ fn a_bad_file_names_every_bad_line_and_no_national_id() {
         kennitala(2),
         kennitala(3)
     );
-    let Err(ImportError::Invalid(problems)) = registry::parse_csv(file.as_bytes()) else {
+    let Err(ImportError::Invalid(problems)) = parse(&file) else {
         panic!("refused");
     };
     let text = problems.join("\n");
@@ -238,16 +255,13 @@ fn a_bad_file_names_every_bad_line_and_no_national_id() {
         !text.contains("0101302979") && !text.contains(&kennitala(2)),
         "{text}"
     );
+    assert!(matches!(parse("name\nx\n"), Err(ImportError::Invalid(_))));
     assert!(matches!(
-        registry::parse_csv("name\nx\n".as_bytes()),
-        Err(ImportError::Invalid(_))
-    ));
-    assert!(matches!(
-        registry::parse_csv("national_id,name\n".as_bytes()),
+        parse("national_id,name\n"),
         Err(ImportError::Empty)
     ));
     assert!(matches!(
-        registry::parse_csv("national_id,name\n0101302989\n".as_bytes()),
+        parse("national_id,name\n0101302989\n"),
         Err(ImportError::Invalid(_))
     ));
 }
@@ -289,5 +303,104 @@ async fn the_import_command_reports_json_and_refuses_a_bad_file_with_exit_2() {
         .await
         .unwrap();
     assert_eq!(count, 2, "the bad file changed nothing");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn only_the_platform_organisations_export_may_grant_ops() {
+    // A party cannot make its own members platform operators: every line naming `ops` is
+    // refused, by line, and nothing of the file is taken.
+    let file = csv(&[
+        (kennitala(1), "Anna", "admin"),
+        (kennitala(2), "Björn", "ops"),
+        (kennitala(3), "Cecilía", "member;OPS"),
+    ]);
+    let Err(ImportError::Invalid(problems)) = parse(&file) else {
+        panic!("a party's export granting ops was accepted");
+    };
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].starts_with("line 3: the `ops` role is for platform operators"));
+    assert!(problems[1].starts_with("line 4: the `ops` role is for platform operators"));
+    assert!(problems[0].contains("`platform`"), "{problems:?}");
+
+    let staff = parse_for("platform", &file).unwrap();
+    assert_eq!(
+        staff.iter().map(|r| r.roles.clone()).collect::<Vec<_>>(),
+        vec![
+            vec![SessionRole::Member, SessionRole::Admin],
+            vec![SessionRole::Member, SessionRole::Ops],
+            vec![SessionRole::Member, SessionRole::Ops],
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_import_command_refuses_ops_in_a_partys_export_and_takes_it_in_the_platforms() {
+    let members = Members::start(&[]).await;
+    let dir = std::env::temp_dir().join(format!("members-import-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("export.csv");
+    std::fs::write(
+        &file,
+        csv(&[(kennitala(1), "A", "admin"), (kennitala(2), "B", "ops")]),
+    )
+    .unwrap();
+    let run = |org: &str, platform_org: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_members-import"));
+        command
+            .args(["--org", org])
+            .arg(&file)
+            .env("DATABASE_URL", members.db.url(Role::Members))
+            .env_remove("PLATFORM_ORG");
+        if let Some(platform_org) = platform_org {
+            command.env("PLATFORM_ORG", platform_org);
+        }
+        command.output().unwrap()
+    };
+    let ops_rows = || async {
+        sqlx::query_as::<_, (String, i64)>(
+            "SELECT org_id, count(*) FROM members.members GROUP BY org_id ORDER BY org_id",
+        )
+        .fetch_all(&members.db.owner)
+        .await
+        .unwrap()
+    };
+
+    let refused = run("party-a", None);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("line 3: the `ops` role is for platform operators"),
+        "{stderr}"
+    );
+    assert_eq!(ops_rows().await, vec![], "nothing imported");
+
+    // Another platform organisation configured: `platform` is then a party like any other.
+    let refused = run("platform", Some("ekklesia-staff"));
+    assert_eq!(refused.status.code(), Some(2));
+    assert_eq!(ops_rows().await, vec![]);
+
+    for (org, platform_org) in [
+        ("platform", None),
+        ("ekklesia-staff", Some("ekklesia-staff")),
+    ] {
+        let out = run(org, platform_org);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        ops_rows().await,
+        vec![("ekklesia-staff".to_owned(), 2), ("platform".to_owned(), 2)]
+    );
+    let roles: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT r FROM members.members, unnest(roles) AS r WHERE org_id = 'platform' ORDER BY r",
+    )
+    .fetch_all(&members.db.owner)
+    .await
+    .unwrap();
+    assert_eq!(roles, vec!["admin", "member", "ops"]);
     std::fs::remove_dir_all(dir).ok();
 }

@@ -38,6 +38,11 @@ impl TenantId {
     }
 }
 
+/// The organisation whose members with the `ops` role are platform operators (the queue flag
+/// is platform-wide). events-svc and members-import read it from `PLATFORM_ORG`; no party may
+/// be onboarded under this id.
+pub const DEFAULT_PLATFORM_ORG: &str = "platform";
+
 impl TryFrom<String> for TenantId {
     type Error = DomainError;
     fn try_from(value: String) -> Result<Self, Self::Error> {

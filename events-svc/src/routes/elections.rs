@@ -1,9 +1,11 @@
-//! Election administration (admins), the list members vote from, and results.
+//! Election administration (admins), the list members vote from, and results (turnout before
+//! the seal, tally after).
 //!
 //! Every change is written here and pushed to the elections side inside one database
 //! transaction: if the push fails the change is rolled back and the caller gets a 503, so
 //! the two sides never disagree about an election's status.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -72,6 +74,13 @@ const ELECTION_COLUMNS: &str = concat!(
     " AS status, e.opens_at, e.closes_at"
 );
 
+/// The `{id}` of a path: a malformed one is a problem+json 400 like every other bad input,
+/// not axum's plain-text answer.
+pub fn election_id(id: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, EventsError> {
+    id.map(|Path(id)| id)
+        .map_err(|rejection| shared::problem::from_path_rejection(rejection).into())
+}
+
 impl Election {
     fn definition(&self, tenant: &TenantId) -> Result<ElectionDefinition, EventsError> {
         Ok(ElectionDefinition {
@@ -94,6 +103,7 @@ impl Election {
         (status = 403, description = "Not an admin", body = shared::Problem),
         (status = 422, description = "The definition is not valid", body = shared::Problem),
         (status = 503, description = "Elections side or database unavailable; nothing created (Retry-After)", body = shared::Problem),
+        (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
     ),
     tag = "elections")]
 pub async fn create(
@@ -163,47 +173,67 @@ pub async fn create(
 
 /// Open an election for voting (from draft).
 #[utoipa::path(post, path = "/v1/elections/{id}/open",
+    params(("id" = Uuid, Path, description = "The election")),
     responses(
         (status = 200, description = "Open", body = Election),
+        (status = 400, description = "The id is not a UUID (`invalid-path`)", body = shared::Problem),
         (status = 403, description = "Not an admin", body = shared::Problem),
         (status = 404, description = "No such election", body = shared::Problem),
         (status = 409, description = "A closed election cannot be reopened", body = shared::Problem),
         (status = 503, description = "Elections side unavailable, or voting tokens not set up for the organisation (`tenant-not-configured`); nothing changed (Retry-After)", body = shared::Problem),
+        (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
     ),
     tag = "elections")]
 pub async fn open(
     state: State<AppState>,
     caller: Caller,
     correlation: CorrelationId,
-    id: Path<Uuid>,
+    id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Json<Election>, EventsError> {
-    transition(state, caller, correlation, id, ElectionStatus::Open).await
+    transition(
+        state,
+        caller,
+        correlation,
+        election_id(id)?,
+        ElectionStatus::Open,
+    )
+    .await
 }
 
 /// Close an election: no vote is accepted after this; results become final once the
 /// queue has drained.
 #[utoipa::path(post, path = "/v1/elections/{id}/close",
+    params(("id" = Uuid, Path, description = "The election")),
     responses(
         (status = 200, description = "Closed", body = Election),
+        (status = 400, description = "The id is not a UUID (`invalid-path`)", body = shared::Problem),
         (status = 403, description = "Not an admin", body = shared::Problem),
         (status = 404, description = "No such election", body = shared::Problem),
         (status = 503, description = "Elections side unavailable; nothing changed (Retry-After)", body = shared::Problem),
+        (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
     ),
     tag = "elections")]
 pub async fn close(
     state: State<AppState>,
     caller: Caller,
     correlation: CorrelationId,
-    id: Path<Uuid>,
+    id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Json<Election>, EventsError> {
-    transition(state, caller, correlation, id, ElectionStatus::Closed).await
+    transition(
+        state,
+        caller,
+        correlation,
+        election_id(id)?,
+        ElectionStatus::Closed,
+    )
+    .await
 }
 
 async fn transition(
     State(state): State<AppState>,
     caller: Caller,
     correlation: CorrelationId,
-    Path(id): Path<Uuid>,
+    id: Uuid,
     to: ElectionStatus,
 ) -> Result<Json<Election>, EventsError> {
     caller.require(Role::Admin)?;
@@ -259,6 +289,7 @@ pub struct ListQuery {
         (status = 200, description = "Elections", body = Vec<Election>),
         (status = 400, description = "Unknown status filter", body = shared::Problem),
         (status = 403, description = "Only admins see drafts and closed elections", body = shared::Problem),
+        (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
     ),
     tag = "elections")]
 pub async fn list(
@@ -300,16 +331,20 @@ pub async fn list(
 
 /// One election of the caller's organisation.
 #[utoipa::path(get, path = "/v1/elections/{id}",
+    params(("id" = Uuid, Path, description = "The election")),
     responses(
         (status = 200, description = "The election", body = Election),
+        (status = 400, description = "The id is not a UUID (`invalid-path`)", body = shared::Problem),
         (status = 404, description = "No such election in your organisation", body = shared::Problem),
+        (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
     ),
     tag = "elections")]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Json<Election>, EventsError> {
+    let id = election_id(id)?;
     let election = load(&state, &caller, id).await?;
     if election.status == "draft" {
         caller.require(Role::Admin)?;
@@ -333,22 +368,30 @@ pub async fn load(state: &AppState, caller: &Caller, id: Uuid) -> Result<Electio
     election.ok_or(EventsError::UnknownElection)
 }
 
-/// The tally. Admins may read it at any time; members once the election is closed.
-/// `final` is true only when the election is closed and the queue has drained.
+/// Turnout before the seal, tally after. Admins may read the results at any time, members
+/// once the election is closed. Until the ballots are sealed (after the close, once the queue
+/// has drained) the answer holds only the turnout (`total`, `used_tokens`) and an empty
+/// `tally`, for everyone: a per-option count while votes come in would let an observer pair
+/// a voter with a choice. After the seal it holds the tally; `final` is true when the sealed
+/// ballots equal the used tokens (otherwise `integrity_problem` says why not).
 #[utoipa::path(get, path = "/v1/elections/{id}/results",
+    params(("id" = Uuid, Path, description = "The election")),
     responses(
-        (status = 200, description = "Tally", body = Results),
+        (status = 200, description = "Turnout before the seal (`sealed` false, empty `tally`), tally after (`sealed` true; `final` unless `integrity_problem`)", body = Results),
+        (status = 400, description = "The id is not a UUID (`invalid-path`)", body = shared::Problem),
         (status = 403, description = "Members read results only after the close", body = shared::Problem),
         (status = 404, description = "No such election in your organisation", body = shared::Problem),
         (status = 503, description = "Elections side unavailable (Retry-After)", body = shared::Problem),
+        (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
     ),
     tag = "elections")]
 pub async fn results(
     State(state): State<AppState>,
     caller: Caller,
     correlation: CorrelationId,
-    Path(id): Path<Uuid>,
+    id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Json<Results>, EventsError> {
+    let id = election_id(id)?;
     let election = load(&state, &caller, id).await?;
     if election.status != "closed" && !caller.0.has(Role::Admin) {
         return Err(shared::Problem::new(
@@ -359,10 +402,16 @@ pub async fn results(
         )
         .into());
     }
-    Ok(Json(
-        state
-            .elections
-            .results(&caller.0.org, id, &correlation)
-            .await?,
-    ))
+    let mut results = state
+        .elections
+        .results(&caller.0.org, id, &correlation)
+        .await?;
+    if !results.sealed && !results.tally.is_empty() {
+        // The elections side sends no tally before the seal; should one ever come (an older
+        // or faulty elections side), it does not leave this service.
+        tracing::error!(election_id = %id, tenant = %caller.0.org,
+            "the elections side sent a tally for an unsealed election; withheld");
+        results.tally.clear();
+    }
+    Ok(Json(results))
 }

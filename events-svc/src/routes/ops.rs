@@ -1,12 +1,14 @@
-//! The live queue flag (ops role). Every ingest instance follows it within its poll
-//! interval; each change goes through `ops.set_queue_mode`, which writes the audit row in
-//! the same statement. The flag is platform-wide, not per tenant.
+//! The live queue flag, for platform operators only (`ops` in the platform organisation,
+//! `Caller::require_platform_ops`): the flag is platform-wide, not per tenant, so a tenant's own
+//! `ops` role is not enough. Every ingest instance follows it within its poll interval; each
+//! change goes through `ops.change_queue_mode`, which refuses a change sooner than
+//! `QUEUE_MODE_CHANGE_INTERVAL_MS` after the last one (platform-wide, in the database) and
+//! otherwise writes the flag and its audit row (actor and database user) in the same statement.
 
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared::session::Role;
 use sqlx::FromRow;
 
 use crate::auth::Caller;
@@ -16,7 +18,11 @@ use crate::startup::AppState;
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema, FromRow)]
 pub struct QueueModeChange {
     pub changed_at: DateTime<Utc>,
+    /// Who asked: `member:<id>@<org>` through this API, the operator's `--actor` through the CLI.
     pub changed_by: String,
+    /// The database login that made the change (`session_user`), which no caller can choose;
+    /// `null` for changes made before it was recorded.
+    pub database_user: Option<String>,
     pub old_enabled: Option<bool>,
     pub new_enabled: bool,
 }
@@ -37,26 +43,29 @@ pub struct QueueModeUpdate {
     pub enabled: bool,
 }
 
-/// The queue flag and its latest audited changes.
+/// The queue flag and its latest audited changes (platform operators only).
 #[utoipa::path(get, path = "/v1/ops/queue-mode",
     responses(
         (status = 200, description = "The flag", body = QueueModeState),
-        (status = 403, description = "Not ops", body = shared::Problem),
+        (status = 403, description = "Not a platform operator (`not-platform-ops`)", body = shared::Problem),
+        (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
     ),
     tag = "ops")]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<QueueModeState>, EventsError> {
-    caller.require(Role::Ops)?;
+    caller.require_platform_ops(&state.settings.platform_org)?;
     current(&state).await.map(Json)
 }
 
-/// Switch queue mode on or off (audited: who, when, old, new).
+/// Switch queue mode on or off, platform-wide (platform operators only; audited: who, which
+/// database user, when, old, new). At most one change per `QUEUE_MODE_CHANGE_INTERVAL_MS`.
 #[utoipa::path(put, path = "/v1/ops/queue-mode", request_body = QueueModeUpdate,
     responses(
         (status = 200, description = "The flag after the change", body = QueueModeState),
-        (status = 403, description = "Not ops", body = shared::Problem),
+        (status = 403, description = "Not a platform operator (`not-platform-ops`)", body = shared::Problem),
+        (status = 429, description = "The flag changed less than the change interval ago (`queue-mode-changed-recently`), or too many requests (`rate-limited`); Retry-After, nothing changed", body = shared::Problem),
     ),
     tag = "ops")]
 pub async fn put(
@@ -64,14 +73,21 @@ pub async fn put(
     caller: Caller,
     body: Result<Json<QueueModeUpdate>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<QueueModeState>, EventsError> {
-    caller.require(Role::Ops)?;
+    caller.require_platform_ops(&state.settings.platform_org)?;
     let Json(update) = body.map_err(shared::problem::from_json_rejection)?;
     let actor = caller.actor();
-    sqlx::query("SELECT * FROM ops.set_queue_mode($1, $2)")
-        .bind(update.enabled)
-        .bind(&actor)
-        .execute(&state.pool)
-        .await?;
+    let interval = state.settings.queue_mode_change_interval;
+    let (changed, retry_after_ms): (bool, i64) =
+        sqlx::query_as("SELECT * FROM ops.change_queue_mode($1, $2, make_interval(secs => $3))")
+            .bind(update.enabled)
+            .bind(&actor)
+            .bind(interval.as_secs_f64())
+            .fetch_one(&state.pool)
+            .await?;
+    if !changed {
+        let retry_after = (retry_after_ms.max(0) as u64).div_ceil(1000);
+        return Err(EventsError::QueueModeChangedRecently { retry_after });
+    }
     tracing::warn!(actor = %actor, enabled = update.enabled, "queue mode changed");
     current(&state).await.map(Json)
 }
@@ -82,7 +98,8 @@ async fn current(state: &AppState) -> Result<QueueModeState, EventsError> {
             .fetch_optional(&state.pool)
             .await?;
     let recent_changes: Vec<QueueModeChange> = sqlx::query_as(
-        "SELECT changed_at, changed_by, old_enabled, new_enabled FROM ops.queue_mode_audit \
+        "SELECT changed_at, changed_by, database_user, old_enabled, new_enabled \
+         FROM ops.queue_mode_audit \
          ORDER BY id DESC LIMIT 20",
     )
     .fetch_all(&state.pool)

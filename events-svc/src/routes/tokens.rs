@@ -5,13 +5,15 @@
 //! token carrying that slot's id, commit, and only then hand the token out. The slot's hash was
 //! registered with the elections side in advance, in a shuffled batch (`crate::slots`), so
 //! there is no call to the elections side here and nothing is written, on either side, in an
-//! order that pairs this member with the token's hash. If the slots have run out, more are
-//! registered first; if that fails the transaction rolls back and the member gets a 503 and
-//! may ask again, never a token that cannot vote.
+//! order that pairs this member with the token's hash. If the slots have run out, the
+//! transaction is rolled back, more are registered with no transaction open (a slow elections
+//! side holds no connection or lock), and the issuance starts again; if the registration fails
+//! the member gets a 503 and may ask again, never a token that cannot vote.
 //!
 //! The events schema records *that* the member received a token, never the token, its id or
 //! its hash.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -37,20 +39,24 @@ pub struct IssuedToken {
 
 /// Issue the caller's voting token for an open election, once.
 #[utoipa::path(post, path = "/v1/elections/{id}/token",
+    params(("id" = Uuid, Path, description = "The election")),
     responses(
         (status = 201, description = "The voting token (Cache-Control: no-store)", body = IssuedToken),
+        (status = 400, description = "The id is not a UUID (`invalid-path`)", body = shared::Problem),
         (status = 403, description = "The election is not open", body = shared::Problem),
         (status = 404, description = "No such election in your organisation", body = shared::Problem),
         (status = 409, description = "A token was already issued to this member", body = shared::Problem),
-        (status = 503, description = "Elections side or database unavailable, or voting tokens not set up for the organisation (`tenant-not-configured`); no token issued (Retry-After)", body = shared::Problem),
+        (status = 503, description = "Elections side or database unavailable, voting tokens not set up for the organisation (`tenant-not-configured`), or more being prepared (`token-slots-busy`); no token issued (Retry-After)", body = shared::Problem),
+        (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
     ),
     tag = "tokens")]
 pub async fn issue(
     State(state): State<AppState>,
     caller: Caller,
     correlation: CorrelationId,
-    Path(id): Path<Uuid>,
+    id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<impl IntoResponse, EventsError> {
+    let id = crate::routes::elections::election_id(id)?;
     let outcome = issue_token(&state, &caller, &correlation, id).await;
     let label = match &outcome {
         Ok(_) => "issued".to_owned(),
@@ -75,14 +81,36 @@ async fn issue_token(
     id: Uuid,
 ) -> Result<IssuedToken, EventsError> {
     caller.require(Role::Member)?;
+    // Each round hands out a registered slot or registers more first; other members may take
+    // the new ones in between, so a few rounds, then a 503 to retry.
+    for _ in 0..ISSUE_ROUNDS {
+        if let Some(issued) = try_issue(state, caller, id).await? {
+            return Ok(issued);
+        }
+        crate::slots::register_more(state, &caller.0.org, id, correlation).await?;
+    }
+    Err(shared::Problem::unavailable(
+        "token-slots-busy",
+        "voting tokens for this election are being prepared; try again",
+        1,
+    )
+    .into())
+}
+
+/// How many times one request tries to take a slot, registering more in between.
+const ISSUE_ROUNDS: usize = 3;
+
+/// One attempt, in one transaction: the token, or `None` (nothing written) when every
+/// registered slot is taken.
+async fn try_issue(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<Option<IssuedToken>, EventsError> {
     let tenant = &caller.0.org;
-    let signer = state.settings.token_signers.get(tenant).ok_or_else(|| {
-        tracing::error!(tenant = %tenant, "VOTING_TOKEN_SIGNING_KEYS has no key for this tenant");
-        EventsError::TenantNotConfigured
-    })?;
-    // Fail before anything is written (an election's own key is checked when its slot is taken).
-    crate::slots::current_key(state, tenant)?;
     let mut tx = shared::db::begin_for_tenant(&state.pool, tenant).await?;
+    // The election first: another tenant's (or no) election is a 404 for everyone, whether or
+    // not the caller's tenant has keys yet.
     let election: Option<StatusAndWindow> =
         sqlx::query_as("SELECT status, opens_at, closes_at FROM events.elections WHERE id = $1")
             .bind(id)
@@ -97,6 +125,12 @@ async fn issue_token(
     if closes_at.is_some_and(|t| now >= t) {
         return Err(DomainError::OutsideWindow.into());
     }
+    let signer = state.settings.token_signers.get(tenant).ok_or_else(|| {
+        tracing::error!(tenant = %tenant, "VOTING_TOKEN_SIGNING_KEYS has no key for this tenant");
+        EventsError::TenantNotConfigured
+    })?;
+    // Fail before anything is written (an election's own key is checked when its slot is taken).
+    crate::slots::current_key(state, tenant)?;
     let first = sqlx::query(
         "INSERT INTO events.token_issuance (org_id, election_id, member_id) VALUES ($1, $2, $3) \
          ON CONFLICT DO NOTHING",
@@ -115,12 +149,15 @@ async fn issue_token(
     let expires_at = closes_at.map_or(now + ttl, |close| close.min(now + ttl));
     // A minute of slack for clocks; never earlier than the election opens.
     let not_before = opens_at.map_or(now, |open| open.max(now)) - Duration::seconds(60);
-    let (slot, key) = crate::slots::take(state, &mut tx, tenant, id, correlation).await?;
+    let Some((slot, key)) = crate::slots::take(state, &mut tx, tenant, id).await? else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
     let (token, _) = signer.issue_with_id(id, &key.token_id(id, slot), not_before, expires_at);
     tx.commit().await?;
-    Ok(IssuedToken {
+    Ok(Some(IssuedToken {
         token,
         expires_at,
         election_id: id,
-    })
+    }))
 }

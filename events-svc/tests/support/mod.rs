@@ -17,6 +17,9 @@ use uuid::Uuid;
 
 pub const TENANT: &str = "party-a";
 pub const OTHER_TENANT: &str = "party-b";
+/// The platform organisation (events-svc's default `PLATFORM_ORG`): its `ops` members are the
+/// platform operators.
+pub const PLATFORM: &str = shared::domain::DEFAULT_PLATFORM_ORG;
 
 pub struct World {
     pub db: TestDb,
@@ -342,6 +345,36 @@ impl World {
             Some(json!({ "choices": choices })),
         )
         .await
+    }
+
+    /// Waits until ingest answers votes on `election` (an open election of `TENANT`) in queue
+    /// mode (202) or in direct mode: probes with tokens whose ids were never registered, which
+    /// count nowhere (direct mode refuses them, `token-not-registered`; in queue mode the
+    /// worker rejects them later).
+    pub async fn until_ingest_mode(&self, election: Uuid, queue: bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = chrono::Utc::now();
+            let (probe, _) = self.keys.signer(TENANT).issue(
+                election,
+                now - chrono::Duration::seconds(60),
+                now + chrono::Duration::minutes(5),
+            );
+            let answer = self.vote(&probe, election, &["yes"]).await;
+            let in_queue_mode = match (answer.status, answer.slug()) {
+                (202, _) => true,
+                (403, "token-not-registered") => false,
+                _ => panic!("probe vote: {} {}", answer.status, answer.body),
+            };
+            if in_queue_mode == queue {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ingest did not follow the queue flag in time"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Polls the results (as `session`) until they are final.

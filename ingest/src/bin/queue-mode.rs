@@ -1,5 +1,11 @@
 //! Read or flip the live queue flag: `queue-mode get`, `queue-mode set on|off --actor NAME`.
 //! Every ingest instance follows a change within `QUEUE_MODE_POLL_MS`; each change is audited.
+//!
+//! The emergency path, for when no platform operator's session is at hand (events-svc or
+//! members-fn down): run it with the database owner's credentials (in production a personal
+//! Cloud SQL IAM login). `--actor` is free text, so the audit also records the database login
+//! (`session_user`), which the operator cannot choose. Not subject to events-svc's change
+//! interval, but its changes count for it.
 
 use std::io::Write;
 
@@ -8,7 +14,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(about = "Read or change Ekklesia's live queue flag")]
 struct Cli {
-    /// A connection allowed to call ops.set_queue_mode (e.g. the events role or the owner).
+    /// A connection allowed to call ops.set_queue_mode: the database owner's (the login is
+    /// recorded in the audit).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
     #[command(subcommand)]
@@ -23,7 +30,7 @@ enum Command {
     Set {
         #[arg(value_parser = ["on", "off"])]
         mode: String,
-        /// Who is making the change (recorded in the audit trail).
+        /// Who is making the change (recorded in the audit trail, next to the database login).
         #[arg(long)]
         actor: String,
     },
@@ -57,21 +64,31 @@ async fn main() -> anyhow::Result<()> {
                     "queue mode: not set (each ingest uses QUEUE_MODE_DEFAULT)"
                 ),
             }
-            let audit: Vec<(chrono::DateTime<chrono::Utc>, String, Option<bool>, bool)> = sqlx::query_as(
-                "SELECT changed_at, changed_by, old_enabled, new_enabled FROM ops.queue_mode_audit ORDER BY id DESC LIMIT 5",
+            let audit: Vec<AuditRow> = sqlx::query_as(
+                "SELECT changed_at, changed_by, database_user, old_enabled, new_enabled \
+                 FROM ops.queue_mode_audit ORDER BY id DESC LIMIT 5",
             )
             .fetch_all(&pool)
             .await
             .unwrap_or_default();
-            for (at, by, old, new) in audit {
-                say!(out, "  {at} {by}: {} -> {}", label(old), label(Some(new)));
+            for (at, by, database_user, old, new) in audit {
+                let database_user = database_user.as_deref().unwrap_or("?");
+                say!(
+                    out,
+                    "  {at} {by} (database user {database_user}): {} -> {}",
+                    label(old),
+                    label(Some(new))
+                );
             }
         }
         Command::Set { mode, actor } => {
             let (old, new) = ingest::queue_mode::set(&pool, mode == "on", &actor).await?;
+            let database_user: String = sqlx::query_scalar("SELECT session_user::text")
+                .fetch_one(&pool)
+                .await?;
             say!(
                 out,
-                "queue mode: {} -> {} (by {actor}); every ingest follows within QUEUE_MODE_POLL_MS",
+                "queue mode: {} -> {} (by {actor}, database user {database_user}); every ingest follows within QUEUE_MODE_POLL_MS",
                 label(old),
                 label(Some(new))
             );
@@ -79,6 +96,15 @@ async fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// When, actor, database user (`None` before it was recorded), old and new value.
+type AuditRow = (
+    chrono::DateTime<chrono::Utc>,
+    String,
+    Option<String>,
+    Option<bool>,
+    bool,
+);
 
 fn label(mode: Option<bool>) -> &'static str {
     match mode {

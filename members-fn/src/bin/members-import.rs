@@ -4,7 +4,8 @@
 //!
 //! Prints what changed as JSON (`added`, `updated`, `removed`, `unchanged`; a person back after
 //! a removal is `added`, under their old member id). A file with any bad line changes nothing
-//! and lists every bad line. Reads `DATABASE_URL` (the members role).
+//! and lists every bad line. Reads `DATABASE_URL` (the members role) and `PLATFORM_ORG`
+//! (default `platform`): only that organisation's file may grant the `ops` role.
 
 use std::path::PathBuf;
 
@@ -12,7 +13,7 @@ use anyhow::Context;
 use clap::Parser;
 use members_fn::registry;
 use shared::config::{DatabaseSettings, Env};
-use shared::domain::TenantId;
+use shared::domain::{TenantId, DEFAULT_PLATFORM_ORG};
 
 #[derive(Parser)]
 #[command(about = "Load a membership export (CSV) into the member registry")]
@@ -33,13 +34,18 @@ async fn main() -> anyhow::Result<()> {
     let tenant = TenantId::parse(&args.org).context("--org")?;
     let mut env = Env::from_process();
     let database = DatabaseSettings::from_env(&mut env);
+    let platform_org = TenantId::parse(&env.string_or("PLATFORM_ORG", DEFAULT_PLATFORM_ORG));
+    if platform_org.is_err() {
+        env.problem("PLATFORM_ORG is not a tenant id (2-63 of a-z, 0-9, -)");
+    }
     let database = env.finish(database)?;
+    let platform_org = platform_org.context("PLATFORM_ORG")?;
     let records = if args.file.as_os_str() == "-" {
-        registry::parse_csv(std::io::stdin().lock())
+        registry::parse_csv(std::io::stdin().lock(), &tenant, &platform_org)
     } else {
         let file = std::fs::File::open(&args.file)
             .with_context(|| format!("cannot open {}", args.file.display()))?;
-        registry::parse_csv(file)
+        registry::parse_csv(file, &tenant, &platform_org)
     };
     let records = match records {
         Ok(r) => r,
