@@ -15,6 +15,8 @@ pub enum EventsError {
     Forbidden(Role),
     #[error("election not found")]
     UnknownElection,
+    #[error("the caller is not an active member of this organisation")]
+    NotAMember,
     #[error(transparent)]
     Domain(#[from] DomainError),
     #[error("{0}")]
@@ -60,6 +62,12 @@ impl EventsError {
                 format!("this needs the {role} role"),
             ),
             Self::UnknownElection => Problem::not_found("no such election in your organisation"),
+            Self::NotAMember => Problem::new(
+                StatusCode::FORBIDDEN,
+                "not-a-member",
+                "Forbidden",
+                "you are no longer in your organisation's member registry",
+            ),
             Self::Domain(e @ (DomainError::NotOpen(_) | DomainError::OutsideWindow)) => {
                 Problem::new(
                     StatusCode::FORBIDDEN,

@@ -1,8 +1,9 @@
 //! Who may do what: tenants cannot see or vote in each other's elections, admin actions need
 //! the admin role, sessions must be genuine, the queue flag needs the ops role and is audited,
 //! an outage of the elections side gives a clear 503 rather than a token that cannot vote, a
-//! member removed from the registry and imported again is the same member (no second token), and
-//! a close whose S2S attempts were cancelled behind a row lock still goes through.
+//! member removed from the registry and imported again is the same member (no second token), a
+//! member removed after logging in gets no token, and a close whose S2S attempts were cancelled
+//! behind a row lock still goes through.
 
 mod support;
 
@@ -473,6 +474,64 @@ async fn a_member_removed_and_imported_again_keeps_their_id_and_gets_no_second_t
         .await
         .unwrap();
     assert_eq!(issuances, 1);
+}
+
+#[tokio::test]
+async fn a_member_removed_after_logging_in_gets_no_token() {
+    let world = World::start(true).await;
+    let admin_id = world.national_id();
+    let staying = world.national_id();
+    let leaving = world.national_id();
+    let everyone: [(&str, &[Role]); 3] = [
+        (&admin_id, &[Role::Member, Role::Admin]),
+        (&staying, &[Role::Member]),
+        (&leaving, &[Role::Member]),
+    ];
+    import(&world, &everyone).await;
+    let admin = world.dev_login(&admin_id).await;
+    let election = world.open_election(&admin).await;
+    let staying = world.dev_login_answer(&staying).await;
+    let leaving = world.dev_login(&leaving).await;
+
+    // The next export omits them; their session (15 minutes) is still genuine.
+    let report = import(&world, &everyone[..2]).await;
+    assert_eq!(report.removed, 1, "{report:?}");
+    let refused = world.token(&leaving, election).await;
+    assert_eq!(
+        (refused.status, refused.slug()),
+        (403, "not-a-member"),
+        "{}",
+        refused.body
+    );
+    let session = staying.body["session_token"].as_str().unwrap();
+    let issued = world.token(session, election).await;
+    assert_eq!(issued.status, 201, "{}", issued.body);
+
+    // The registry answers for the session's own tenant only: a (genuinely signed) session of
+    // another tenant naming this tenant's member gets nothing.
+    let members_key = SessionSigner::from_config(
+        &world.session_signer_config,
+        "ekklesia-members".into(),
+        Duration::from_secs(900),
+    )
+    .unwrap();
+    let (foreign, _) = members_key.sign(
+        staying.body["member"]["id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap(),
+        TenantId::parse(OTHER_TENANT).unwrap(),
+        vec![Role::Member],
+        chrono::Utc::now(),
+    );
+    let refused = world.token(&foreign, election).await;
+    assert_eq!(
+        (refused.status, refused.slug()),
+        (403, "not-a-member"),
+        "{}",
+        refused.body
+    );
 }
 
 #[tokio::test]

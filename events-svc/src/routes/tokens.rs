@@ -39,7 +39,7 @@ pub struct IssuedToken {
 #[utoipa::path(post, path = "/v1/elections/{id}/token",
     responses(
         (status = 201, description = "The voting token (Cache-Control: no-store)", body = IssuedToken),
-        (status = 403, description = "The election is not open", body = shared::Problem),
+        (status = 403, description = "The election is not open, or the caller is no longer in the member registry (`not-a-member`)", body = shared::Problem),
         (status = 404, description = "No such election in your organisation", body = shared::Problem),
         (status = 409, description = "A token was already issued to this member", body = shared::Problem),
         (status = 503, description = "Elections side or database unavailable, or voting tokens not set up for the organisation (`tenant-not-configured`); no token issued (Retry-After)", body = shared::Problem),
@@ -83,6 +83,15 @@ async fn issue_token(
     // Fail before anything is written (an election's own key is checked when its slot is taken).
     crate::slots::current_key(state, tenant)?;
     let mut tx = shared::db::begin_for_tenant(&state.pool, tenant).await?;
+    // The session says who the member was when they logged in; the registry says whether they
+    // still are (a member removed since then gets no token; security review L15).
+    let active: bool = sqlx::query_scalar("SELECT members.is_active_member($1)")
+        .bind(caller.0.sub)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !active {
+        return Err(EventsError::NotAMember);
+    }
     let election: Option<StatusAndWindow> =
         sqlx::query_as("SELECT status, opens_at, closes_at FROM events.elections WHERE id = $1")
             .bind(id)
