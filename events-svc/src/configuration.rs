@@ -40,6 +40,10 @@ pub struct Settings {
     pub session_jwks_url: String,
     /// `SESSION_ISSUER`: the `iss` members-fn signs with (default `ekklesia-members`).
     pub session_issuer: String,
+    /// `SESSION_JWKS_TTL_SECS` (default 300): how long fetched session keys are trusted before
+    /// they are fetched again, so a key members-fn stops publishing is refused within it. If
+    /// members-fn cannot be reached then, the keys held are kept for one more TTL.
+    pub session_jwks_ttl: Duration,
 }
 
 impl Settings {
@@ -81,6 +85,10 @@ impl Settings {
                 "TOKEN_SLOT_CHUNK must be 1 to {MAX_HASHES_PER_CALL}"
             ));
         }
+        let session_jwks_ttl = Duration::from_secs(env.parse_or("SESSION_JWKS_TTL_SECS", 300u64));
+        if session_jwks_ttl.is_zero() {
+            env.problem("SESSION_JWKS_TTL_SECS must be at least 1");
+        }
         let budget = env.millis_or("S2S_RETRY_BUDGET_MS", 3000);
         let attempt = env.millis_or("S2S_ATTEMPT_TIMEOUT_MS", 2000);
         let settings = Self {
@@ -103,6 +111,7 @@ impl Settings {
                 "http://127.0.0.1:8082/.well-known/jwks.json",
             ),
             session_issuer: env.string_or("SESSION_ISSUER", "ekklesia-members"),
+            session_jwks_ttl,
         };
         env.finish(settings)
     }

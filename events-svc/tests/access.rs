@@ -2,8 +2,9 @@
 //! the admin role, sessions must be genuine, the queue flag needs the ops role and is audited,
 //! an outage of the elections side gives a clear 503 rather than a token that cannot vote, a
 //! member removed from the registry and imported again is the same member (no second token), a
-//! member removed after logging in gets no token, and a close whose S2S attempts were cancelled
-//! behind a row lock still goes through.
+//! member removed after logging in gets no token, a session key members-fn stops publishing is
+//! refused once the key TTL has passed, and a close whose S2S attempts were cancelled behind a
+//! row lock still goes through.
 
 mod support;
 
@@ -531,6 +532,100 @@ async fn a_member_removed_after_logging_in_gets_no_token() {
         (403, "not-a-member"),
         "{}",
         refused.body
+    );
+}
+
+/// A JSON Web Key Set served on 127.0.0.1 whose keys the test changes.
+struct KeySet {
+    url: String,
+    keys: std::sync::Arc<std::sync::Mutex<serde_json::Value>>,
+}
+
+impl KeySet {
+    async fn serve() -> Self {
+        let keys = std::sync::Arc::new(std::sync::Mutex::new(json!({ "keys": [] })));
+        let served = keys.clone();
+        let app = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || async move { axum::Json(served.lock().unwrap().clone()) }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, keys }
+    }
+
+    /// Publishes the public keys of `signers` (and only those).
+    fn publish(&self, signers: &[&SessionSigner]) {
+        let keys: Vec<serde_json::Value> = signers
+            .iter()
+            .flat_map(|s| s.jwks()["keys"].as_array().cloned().unwrap_or_default())
+            .collect();
+        *self.keys.lock().unwrap() = json!({ "keys": keys });
+    }
+}
+
+#[tokio::test]
+async fn a_session_key_no_longer_published_is_refused_once_the_key_ttl_has_passed() {
+    let key_set = KeySet::serve().await;
+    let world = World::start_with(
+        true,
+        &[
+            ("SESSION_JWKS_URL", key_set.url.clone()),
+            ("SESSION_JWKS_TTL_SECS", "1".into()),
+        ],
+    )
+    .await;
+    let key = |kid: &str| {
+        SessionSigner::generate(kid, "ekklesia-members".into(), Duration::from_secs(900))
+    };
+    let (compromised, next) = (key("s-old"), key("s-new"));
+    key_set.publish(&[&compromised, &next]);
+    let session = |signer: &SessionSigner| {
+        signer
+            .sign(
+                uuid::Uuid::new_v4(),
+                TenantId::parse(TENANT).unwrap(),
+                vec![Role::Member],
+                chrono::Utc::now(),
+            )
+            .0
+    };
+    let (old_session, new_session) = (session(&compromised), session(&next));
+    for s in [&old_session, &new_session] {
+        let answer = world.events(Method::GET, "/v1/elections", s, None).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+
+    // members-fn drops the compromised key from its JWKS. events-svc holds the key set it
+    // fetched; within about a TTL (1 s here) it fetches again and refuses the dropped key.
+    key_set.publish(&[&next]);
+    let dropped = std::time::Instant::now();
+    let deadline = dropped + Duration::from_secs(10);
+    loop {
+        let answer = world
+            .events(Method::GET, "/v1/elections", &old_session, None)
+            .await;
+        if answer.status == 401 {
+            assert_eq!(answer.slug(), "invalid-session", "{}", answer.body);
+            break;
+        }
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a session signed with a key members-fn no longer publishes is still accepted \
+             {:?} after the key was dropped",
+            dropped.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = world
+        .events(Method::GET, "/v1/elections", &new_session, None)
+        .await;
+    assert_eq!(
+        answer.status, 200,
+        "the key still published works: {}",
+        answer.body
     );
 }
 
