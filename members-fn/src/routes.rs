@@ -356,7 +356,9 @@ async fn session_for(
             .settings
             .session
             .sign(member_id, org.clone(), roles.clone(), Utc::now());
-    tracing::info!(member_id = %member_id, tenant = %org, "session issued");
+    // No member id here: this line carries the request's correlation id, which a client may
+    // reuse on the vote path (security review M11).
+    tracing::info!(tenant = %org, "session issued");
     Ok(Session {
         session_token,
         expires_at,

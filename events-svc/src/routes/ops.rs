@@ -72,7 +72,9 @@ pub async fn put(
         .bind(&actor)
         .execute(&state.pool)
         .await?;
-    tracing::warn!(actor = %actor, enabled = update.enabled, "queue mode changed");
+    // The actor (a member id) is in the audit table, not in a log line with the request's
+    // correlation id (security review M11).
+    tracing::warn!(enabled = update.enabled, "queue mode changed");
     current(&state).await.map(Json)
 }
 
