@@ -52,6 +52,10 @@ pub struct Settings {
     /// keep the chair from closing an election.
     pub rate_limit_per_member: u32,
     pub rate_limit_global: u32,
+    /// `SESSION_JWKS_TTL_SECS` (default 300): how long fetched session keys are trusted before
+    /// they are fetched again, so a key members-fn stops publishing is refused within it. If
+    /// members-fn cannot be reached then, the keys held are kept for one more TTL.
+    pub session_jwks_ttl: Duration,
 }
 
 impl Settings {
@@ -103,6 +107,10 @@ impl Settings {
         if rate_limit_per_member == 0 || rate_limit_global == 0 {
             env.problem("EVENTS_RATE_PER_MEMBER and EVENTS_RATE_GLOBAL must be at least 1");
         }
+        let session_jwks_ttl = Duration::from_secs(env.parse_or("SESSION_JWKS_TTL_SECS", 300u64));
+        if session_jwks_ttl.is_zero() {
+            env.problem("SESSION_JWKS_TTL_SECS must be at least 1");
+        }
         let budget = env.millis_or("S2S_RETRY_BUDGET_MS", 3000);
         let attempt = env.millis_or("S2S_ATTEMPT_TIMEOUT_MS", 2000);
         let settings = Self {
@@ -129,6 +137,7 @@ impl Settings {
             queue_mode_change_interval: env.millis_or("QUEUE_MODE_CHANGE_INTERVAL_MS", 10_000),
             rate_limit_per_member,
             rate_limit_global,
+            session_jwks_ttl,
         };
         env.finish(settings)
     }

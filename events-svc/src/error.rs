@@ -21,6 +21,8 @@ pub enum EventsError {
     QueueModeChangedRecently { retry_after: u64 },
     #[error("election not found")]
     UnknownElection,
+    #[error("the caller is not an active member of this organisation")]
+    NotAMember,
     #[error(transparent)]
     Domain(#[from] DomainError),
     #[error("{0}")]
@@ -87,6 +89,12 @@ impl EventsError {
             )
             .retry_after(*retry_after),
             Self::UnknownElection => Problem::not_found("no such election in your organisation"),
+            Self::NotAMember => Problem::new(
+                StatusCode::FORBIDDEN,
+                "not-a-member",
+                "Forbidden",
+                "you are no longer in your organisation's member registry",
+            ),
             Self::Domain(e @ (DomainError::NotOpen(_) | DomainError::OutsideWindow)) => {
                 Problem::new(
                     StatusCode::FORBIDDEN,

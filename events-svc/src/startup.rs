@@ -70,10 +70,11 @@ impl Application {
             .build()
             .unwrap_or_default();
         let state = AppState(Arc::new(Inner {
-            sessions: SessionVerifier::new(
+            sessions: SessionVerifier::with_key_ttl(
                 settings.session_jwks_url.clone(),
                 settings.session_issuer.clone(),
                 http,
+                settings.session_jwks_ttl,
             ),
             elections: ElectionsSide::new(Client::new(
                 settings.elections_url.clone(),

@@ -2,10 +2,12 @@
 //! the admin role, sessions must be genuine, the queue flag needs a platform operator, is
 //! audited (actor and database user) and changes at most once per interval, an outage of the
 //! elections side gives a clear 503 rather than a token that cannot vote, a member removed from
-//! the registry and imported again is the same member (no second token), a close whose S2S
-//! attempts were cancelled behind a row lock still goes through, every bad election id is a
-//! problem, a tenant without keys gets 404 for others' elections, results hold no tally before
-//! the seal, and a flooding member is held to their budget while the chair can still close.
+//! the registry and imported again is the same member (no second token), a member removed after
+//! logging in gets no token, a session key members-fn stops publishing is refused once the key
+//! TTL has passed, a close whose S2S attempts were cancelled behind a row lock still goes
+//! through, every bad election id is a problem, a tenant without keys gets 404 for others'
+//! elections, results hold no tally before the seal, and a flooding member is held to their
+//! budget while the chair can still close.
 
 mod support;
 
@@ -595,6 +597,158 @@ async fn a_member_removed_and_imported_again_keeps_their_id_and_gets_no_second_t
         .await
         .unwrap();
     assert_eq!(issuances, 1);
+}
+
+#[tokio::test]
+async fn a_member_removed_after_logging_in_gets_no_token() {
+    let world = World::start(true).await;
+    let admin_id = world.national_id();
+    let staying = world.national_id();
+    let leaving = world.national_id();
+    let everyone: [(&str, &[Role]); 3] = [
+        (&admin_id, &[Role::Member, Role::Admin]),
+        (&staying, &[Role::Member]),
+        (&leaving, &[Role::Member]),
+    ];
+    import(&world, &everyone).await;
+    let admin = world.dev_login(&admin_id).await;
+    let election = world.open_election(&admin).await;
+    let staying = world.dev_login_answer(&staying).await;
+    let leaving = world.dev_login(&leaving).await;
+
+    // The next export omits them; their session (15 minutes) is still genuine.
+    let report = import(&world, &everyone[..2]).await;
+    assert_eq!(report.removed, 1, "{report:?}");
+    let refused = world.token(&leaving, election).await;
+    assert_eq!(
+        (refused.status, refused.slug()),
+        (403, "not-a-member"),
+        "{}",
+        refused.body
+    );
+    let session = staying.body["session_token"].as_str().unwrap();
+    let issued = world.token(session, election).await;
+    assert_eq!(issued.status, 201, "{}", issued.body);
+
+    // The registry answers for the session's own tenant only: a (genuinely signed) session of
+    // another tenant naming this tenant's member gets nothing.
+    let members_key = SessionSigner::from_config(
+        &world.session_signer_config,
+        "ekklesia-members".into(),
+        Duration::from_secs(900),
+    )
+    .unwrap();
+    let (foreign, _) = members_key.sign(
+        staying.body["member"]["id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap(),
+        TenantId::parse(OTHER_TENANT).unwrap(),
+        vec![Role::Member],
+        chrono::Utc::now(),
+    );
+    let refused = world.token(&foreign, election).await;
+    assert_eq!(
+        (refused.status, refused.slug()),
+        (403, "not-a-member"),
+        "{}",
+        refused.body
+    );
+}
+
+/// A JSON Web Key Set served on 127.0.0.1 whose keys the test changes.
+struct KeySet {
+    url: String,
+    keys: std::sync::Arc<std::sync::Mutex<serde_json::Value>>,
+}
+
+impl KeySet {
+    async fn serve() -> Self {
+        let keys = std::sync::Arc::new(std::sync::Mutex::new(json!({ "keys": [] })));
+        let served = keys.clone();
+        let app = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || async move { axum::Json(served.lock().unwrap().clone()) }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, keys }
+    }
+
+    /// Publishes the public keys of `signers` (and only those).
+    fn publish(&self, signers: &[&SessionSigner]) {
+        let keys: Vec<serde_json::Value> = signers
+            .iter()
+            .flat_map(|s| s.jwks()["keys"].as_array().cloned().unwrap_or_default())
+            .collect();
+        *self.keys.lock().unwrap() = json!({ "keys": keys });
+    }
+}
+
+#[tokio::test]
+async fn a_session_key_no_longer_published_is_refused_once_the_key_ttl_has_passed() {
+    let key_set = KeySet::serve().await;
+    let world = World::start_with(
+        true,
+        &[
+            ("SESSION_JWKS_URL", key_set.url.clone()),
+            ("SESSION_JWKS_TTL_SECS", "1".into()),
+        ],
+    )
+    .await;
+    let key = |kid: &str| {
+        SessionSigner::generate(kid, "ekklesia-members".into(), Duration::from_secs(900))
+    };
+    let (compromised, next) = (key("s-old"), key("s-new"));
+    key_set.publish(&[&compromised, &next]);
+    let session = |signer: &SessionSigner| {
+        signer
+            .sign(
+                uuid::Uuid::new_v4(),
+                TenantId::parse(TENANT).unwrap(),
+                vec![Role::Member],
+                chrono::Utc::now(),
+            )
+            .0
+    };
+    let (old_session, new_session) = (session(&compromised), session(&next));
+    for s in [&old_session, &new_session] {
+        let answer = world.events(Method::GET, "/v1/elections", s, None).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+
+    // members-fn drops the compromised key from its JWKS. events-svc holds the key set it
+    // fetched; within about a TTL (1 s here) it fetches again and refuses the dropped key.
+    key_set.publish(&[&next]);
+    let dropped = std::time::Instant::now();
+    let deadline = dropped + Duration::from_secs(10);
+    loop {
+        let answer = world
+            .events(Method::GET, "/v1/elections", &old_session, None)
+            .await;
+        if answer.status == 401 {
+            assert_eq!(answer.slug(), "invalid-session", "{}", answer.body);
+            break;
+        }
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a session signed with a key members-fn no longer publishes is still accepted \
+             {:?} after the key was dropped",
+            dropped.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = world
+        .events(Method::GET, "/v1/elections", &new_session, None)
+        .await;
+    assert_eq!(
+        answer.status, 200,
+        "the key still published works: {}",
+        answer.body
+    );
 }
 
 #[tokio::test]

@@ -1,9 +1,10 @@
 //! The whole journey through every running service, as voters and an admin live it:
-//! log in at the identity provider (OIDC with PKCE, the local `oidc-provider`), create and
-//! open an election, each member lists the open elections, gets a voting token (once: a
-//! second request is refused), votes through ingest and checks the receipt; the admin closes
-//! the election and everyone reads the final results. Run once in queue mode and once in
-//! direct mode, switching the queue flag through events-svc as a platform operator would.
+//! log in at the identity provider (OIDC with PKCE, started and finished at members-fn; the
+//! local `oidc-provider`), create and open an election, each member lists the open elections,
+//! gets a voting token (once: a second request is refused), votes through ingest and checks
+//! the receipt; the admin closes the election and everyone reads the final results. Run once
+//! in queue mode and once in direct mode, switching the queue flag through events-svc as a
+//! platform operator would.
 
 use std::time::{Duration, Instant};
 
@@ -84,27 +85,14 @@ pub fn platform_ops_csv() -> String {
     )
 }
 
-async fn login(api: &Api, urls: &Urls, national_id: &str) -> anyhow::Result<String> {
-    let oidc = provider::Settings::from_env();
-    let auth = provider::authorize(
-        &oidc.issuer,
-        &oidc.client_id,
-        &oidc.redirect_uri,
-        national_id,
-    )
-    .await;
-    let session = api
-        .expect(
-            200,
-            Method::POST,
-            &format!("{}/v1/auth/oidc/callback", urls.members),
-            None,
-            Some(
-                json!({"code": auth.code, "code_verifier": auth.code_verifier,
-                        "redirect_uri": auth.redirect_uri, "nonce": auth.nonce}),
-            ),
-        )
-        .await?;
+/// Logs in as a browser does: start at members-fn (which sets the login cookie and sends the
+/// browser to the provider with its state, nonce and PKCE challenge), the provider, and the
+/// redirect back to members-fn with the cookie.
+async fn login(urls: &Urls, national_id: &str) -> anyhow::Result<String> {
+    let (status, session) = provider::login(&urls.members, national_id, "").await;
+    if status != 200 {
+        bail!("login at {}: {status} {session}", urls.members);
+    }
     Ok(session["session_token"]
         .as_str()
         .context("no session token")?
@@ -115,10 +103,11 @@ pub async fn run(urls: Urls, voters: u32) -> anyhow::Result<()> {
     let api = Api {
         http: reqwest::Client::new(),
     };
-    let admin = login(&api, &urls, members_fn::national_id::synthetic(0).as_str()).await?;
-    println!("admin logged in through the identity provider (OIDC, PKCE)");
+    let admin = login(&urls, members_fn::national_id::synthetic(0).as_str()).await?;
+    println!(
+        "admin logged in through the identity provider (OIDC with PKCE, started at members-fn)"
+    );
     let ops = login(
-        &api,
         &urls,
         members_fn::national_id::synthetic(PLATFORM_OPERATOR).as_str(),
     )
@@ -126,7 +115,7 @@ pub async fn run(urls: Urls, voters: u32) -> anyhow::Result<()> {
     println!("platform operator logged in the same way");
     let mut sessions = Vec::new();
     for n in 1..=voters {
-        sessions.push(login(&api, &urls, members_fn::national_id::synthetic(n).as_str()).await?);
+        sessions.push(login(&urls, members_fn::national_id::synthetic(n).as_str()).await?);
     }
     println!("{voters} members logged in the same way");
     for (queue_mode, title) in [

@@ -39,6 +39,12 @@ pub struct OidcSettings {
     pub client_id: String,
     /// `OIDC_CLIENT_SECRET`: sent as `client_secret_post`; omit for a public client.
     pub client_secret: Option<String>,
+    /// `OIDC_REDIRECT_URI` (required with `OIDC_ISSUER`): the redirect URI registered with the
+    /// provider, which reaches members-fn's `GET /v1/auth/oidc/redirect`.
+    pub redirect_uri: String,
+    /// `OIDC_SCOPES` (default `openid profile`): the scopes asked for; the national id claim
+    /// must come with them. Must include `openid`.
+    pub scopes: String,
     /// `OIDC_NATIONAL_ID_CLAIM` (default `national_id`, as Kenni.is names it).
     pub national_id_claim: String,
     /// `OIDC_TIMEOUT_MS`: budget for each call to the provider (default 5000).
@@ -70,9 +76,21 @@ impl Settings {
                 issuer: issuer.trim_end_matches('/').to_owned(),
                 client_id: env.string("OIDC_CLIENT_ID"),
                 client_secret: env.optional_string("OIDC_CLIENT_SECRET"),
+                redirect_uri: env.string("OIDC_REDIRECT_URI"),
+                scopes: env.string_or("OIDC_SCOPES", "openid profile"),
                 national_id_claim: env.string_or("OIDC_NATIONAL_ID_CLAIM", "national_id"),
                 timeout: env.millis_or("OIDC_TIMEOUT_MS", 5000),
             });
+        if let Some(oidc) = &oidc {
+            let absolute = reqwest::Url::parse(&oidc.redirect_uri)
+                .is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.fragment().is_none());
+            if !oidc.redirect_uri.is_empty() && !absolute {
+                env.problem("OIDC_REDIRECT_URI must be an absolute http(s) URL without a fragment");
+            }
+            if !oidc.scopes.split(' ').any(|s| s == "openid") {
+                env.problem("OIDC_SCOPES must include `openid`");
+            }
+        }
         let dev_login = env.bool_or("DEV_LOGIN_ENABLED", false);
         if dev_login && profile == Profile::Production {
             env.problem(

@@ -13,6 +13,16 @@ pub enum MembersError {
     ProviderUnavailable(String),
     #[error("the identity provider refused the authorization code")]
     CodeRejected,
+    #[error("the identity provider ended the login with an error")]
+    ProviderRefused(String),
+    #[error("no login was started in this browser")]
+    LoginNotStarted,
+    #[error("the login attempt expired")]
+    LoginExpired,
+    #[error("the login attempt was already used")]
+    LoginReplayed,
+    #[error("the callback's state does not match the login attempt")]
+    StateMismatch,
     #[error("{0}")]
     IdToken(String),
     #[error(transparent)]
@@ -50,6 +60,36 @@ impl MembersError {
                 "login-failed",
                 "Unauthorized",
                 "the identity provider refused the authorization code (used, expired, or the code_verifier does not match)",
+            ),
+            Self::ProviderRefused(code) => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "login-failed",
+                "Unauthorized",
+                format!("the identity provider ended the login with error `{code}`; start again"),
+            ),
+            Self::LoginNotStarted => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "login-not-started",
+                "Unauthorized",
+                "this browser has no login in progress (no login cookie, or one members-fn does not know): start at GET /v1/auth/oidc/start",
+            ),
+            Self::LoginExpired => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "login-expired",
+                "Unauthorized",
+                "the login attempt expired (it lasts 10 minutes); start again at GET /v1/auth/oidc/start",
+            ),
+            Self::LoginReplayed => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "login-replayed",
+                "Unauthorized",
+                "this login attempt was already used; each is good for one callback, start again at GET /v1/auth/oidc/start",
+            ),
+            Self::StateMismatch => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "state-mismatch",
+                "Unauthorized",
+                "the callback's state is missing or is not the state of the login this browser started",
             ),
             Self::IdToken(detail) => Problem::new(
                 StatusCode::UNAUTHORIZED,

@@ -1,10 +1,12 @@
 //! Ekklesia members-fn: login and membership.
 //!
-//! A person logs in at the identity provider (OIDC, authorization code with PKCE); members-fn
-//! verifies the result (`oidc`), finds the person's membership in the registry (`registry`,
-//! keyed by the Icelandic national id, `national_id`) and hands out a short-lived session
-//! token that events-svc verifies with the keys at `/.well-known/jwks.json`.
+//! A person logs in at the identity provider (OIDC, authorization code with PKCE, the login
+//! started and remembered by members-fn, `attempts`); members-fn verifies the result (`oidc`),
+//! finds the person's membership in the registry (`registry`, keyed by the Icelandic national
+//! id, `national_id`) and hands out a short-lived session token that events-svc verifies with
+//! the keys at `/.well-known/jwks.json`.
 
+pub mod attempts;
 pub mod configuration;
 pub mod error;
 pub mod national_id;

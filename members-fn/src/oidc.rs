@@ -1,7 +1,9 @@
-//! OIDC authorization-code login with PKCE: the voter's browser got a `code` from the identity
-//! provider (Kenni.is in production, any OIDC issuer by configuration); members-fn exchanges it
-//! at the provider's token endpoint together with the PKCE `code_verifier`, verifies the
-//! RS256 id_token against the provider's JWKS and reads the national id from it.
+//! OIDC authorization-code login with PKCE, against the identity provider (Kenni.is in
+//! production, any OIDC issuer by configuration): members-fn builds the authorization request
+//! (with the state, nonce and PKCE challenge of a login attempt it started, see `attempts`),
+//! then exchanges the `code` the browser brings back at the provider's token endpoint with
+//! that attempt's verifier, verifies the RS256 id_token against the provider's JWKS, requires
+//! the attempt's nonce in it, and reads the national id from it.
 
 use std::time::Duration;
 
@@ -17,6 +19,7 @@ use crate::national_id::NationalId;
 #[derive(Debug, Clone, Deserialize)]
 struct Discovery {
     issuer: String,
+    authorization_endpoint: String,
     token_endpoint: String,
     jwks_uri: String,
 }
@@ -81,20 +84,53 @@ impl OidcClient {
             .await
     }
 
-    /// Exchanges the code and returns the verified national id. `nonce` is the value the
-    /// client put into the authorization request; the id_token must carry the same one.
+    pub fn issuer(&self) -> &str {
+        &self.settings.issuer
+    }
+
+    /// Where to send the browser: the provider's authorization endpoint asking for a code for
+    /// this client and redirect URI, with the login attempt's state, nonce and S256 challenge.
+    pub async fn authorization_url(
+        &self,
+        state: &str,
+        nonce: &str,
+        code_challenge: &str,
+    ) -> Result<String, MembersError> {
+        let discovery = self.discovery().await?;
+        let url = reqwest::Url::parse_with_params(
+            &discovery.authorization_endpoint,
+            [
+                ("response_type", "code"),
+                ("client_id", self.settings.client_id.as_str()),
+                ("redirect_uri", self.settings.redirect_uri.as_str()),
+                ("scope", self.settings.scopes.as_str()),
+                ("state", state),
+                ("nonce", nonce),
+                ("code_challenge", code_challenge),
+                ("code_challenge_method", "S256"),
+            ],
+        )
+        .map_err(|_| {
+            MembersError::ProviderUnavailable(
+                "the discovery document's authorization_endpoint is not a URL".into(),
+            )
+        })?;
+        Ok(url.into())
+    }
+
+    /// Exchanges the code with the login attempt's verifier and returns the verified national
+    /// id. The id_token must carry the attempt's `nonce`.
     pub async fn login(
         &self,
         code: &str,
         code_verifier: &str,
-        redirect_uri: &str,
-        nonce: Option<&str>,
+        nonce: &str,
     ) -> Result<Login, MembersError> {
         let discovery = self.discovery().await?;
         let mut form = vec![
             ("grant_type", "authorization_code"),
             ("code", code),
-            ("redirect_uri", redirect_uri),
+            ("redirect_uri", self.settings.redirect_uri.as_str()),
             ("code_verifier", code_verifier),
             ("client_id", self.settings.client_id.as_str()),
         ];
@@ -128,11 +164,7 @@ impl OidcClient {
         self.verify_id_token(&id_token, nonce).await
     }
 
-    async fn verify_id_token(
-        &self,
-        id_token: &str,
-        nonce: Option<&str>,
-    ) -> Result<Login, MembersError> {
+    async fn verify_id_token(&self, id_token: &str, nonce: &str) -> Result<Login, MembersError> {
         let header = jsonwebtoken::decode_header(id_token)
             .map_err(|_| MembersError::IdToken("the id_token is malformed".into()))?;
         // RS256 only: never `none`, never an HMAC keyed with a public key.
@@ -176,11 +208,20 @@ impl OidcClient {
             )
         })?
         .claims;
-        let token_nonce = claims.get("nonce").and_then(|n| n.as_str());
-        if token_nonce != nonce {
-            return Err(MembersError::IdToken(
-                "the id_token's nonce does not match the login request's".into(),
-            ));
+        // The nonce ties the id_token to this browser's login attempt: a code obtained for
+        // another login (where PKCE is not enforced by the provider) carries another nonce.
+        match claims.get("nonce").and_then(|n| n.as_str()) {
+            None => {
+                return Err(MembersError::IdToken(
+                    "the id_token carries no nonce (members-fn requires the login's nonce)".into(),
+                ))
+            }
+            Some(n) if n != nonce => {
+                return Err(MembersError::IdToken(
+                    "the id_token's nonce does not match the login request's".into(),
+                ))
+            }
+            Some(_) => {}
         }
         let raw = claims
             .get(&self.settings.national_id_claim)

@@ -21,7 +21,7 @@ use crate::routes;
 #[openapi(
     info(
         title = "Ekklesia members-fn",
-        description = "Login (OIDC with PKCE; dev login where enabled) and the member registry; session tokens for events-svc."
+        description = "Login (OIDC with PKCE, started and finished at members-fn; dev login where enabled) and the member registry; session tokens for events-svc."
     ),
     components(schemas(shared::Problem))
 )]
@@ -47,6 +47,11 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    /// Cookies are `Secure` everywhere but the local profile (plain http on 127.0.0.1).
+    pub fn secure_cookies(&self) -> bool {
+        self.settings.profile != shared::config::Profile::Local
+    }
+
     /// Counts a login step's outcome and passes it on.
     pub fn count<T>(
         &self,
@@ -89,6 +94,8 @@ impl Application {
             settings,
         }));
         let (api_router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+            .routes(routes!(routes::oidc_start))
+            .routes(routes!(routes::oidc_redirect))
             .routes(routes!(routes::oidc_callback))
             .routes(routes!(routes::dev_login))
             .routes(routes!(routes::jwks))

@@ -207,10 +207,22 @@ pub struct SessionVerifier {
 }
 
 impl SessionVerifier {
+    /// Trusts the keys fetched from `jwks_url` for [`crate::jwks::DEFAULT_TTL`].
     pub fn new(jwks_url: String, issuer: String, http: reqwest::Client) -> Self {
+        Self::with_key_ttl(jwks_url, issuer, http, crate::jwks::DEFAULT_TTL)
+    }
+
+    /// Trusts the keys fetched from `jwks_url` for `key_ttl`: a key members-fn stops
+    /// publishing is refused at most `key_ttl` later (see [`JwksCache`]).
+    pub fn with_key_ttl(
+        jwks_url: String,
+        issuer: String,
+        http: reqwest::Client,
+        key_ttl: Duration,
+    ) -> Self {
         Self {
             issuer,
-            keys: JwksCache::new(http, Some(jwks_url), Duration::from_secs(5)),
+            keys: JwksCache::with_ttl(http, Some(jwks_url), Duration::from_secs(5), key_ttl),
         }
     }
 

@@ -190,6 +190,7 @@ async fn service_roles_cannot_read_what_they_must_not() {
             Role::Ingest,
             &[
                 "members.members",
+                "members.login_attempts",
                 "events.elections",
                 "events.token_issuance",
             ],
@@ -198,6 +199,7 @@ async fn service_roles_cannot_read_what_they_must_not() {
             Role::Worker,
             &[
                 "members.members",
+                "members.login_attempts",
                 "events.elections",
                 "events.token_issuance",
                 "ops.s2s_nonces",
@@ -210,6 +212,7 @@ async fn service_roles_cannot_read_what_they_must_not() {
                 "elections.voting_tokens",
                 "elections.receipts",
                 "members.members",
+                "members.login_attempts",
                 "ops.s2s_nonces",
             ],
         ),
@@ -236,6 +239,15 @@ async fn service_roles_cannot_read_what_they_must_not() {
                 "{role:?} {table}: {err}"
             );
         }
+    }
+    // Whether a member is active is asked by events-svc only (token issuance).
+    for role in [Role::Ingest, Role::Worker] {
+        let pool = db.pool(role).await;
+        let err = sqlx::query("SELECT members.is_active_member(gen_random_uuid())")
+            .execute(&pool)
+            .await
+            .expect_err(&format!("{role:?} must not ask the registry"));
+        assert_eq!(err.as_database_error().unwrap().code().unwrap(), "42501");
     }
     // The queue flag is changed only through the audited function, never written directly.
     let ingest = db.pool(Role::Ingest).await;

@@ -43,7 +43,7 @@ pub struct IssuedToken {
     responses(
         (status = 201, description = "The voting token (Cache-Control: no-store)", body = IssuedToken),
         (status = 400, description = "The id is not a UUID (`invalid-path`)", body = shared::Problem),
-        (status = 403, description = "The election is not open", body = shared::Problem),
+        (status = 403, description = "The election is not open, or the caller is no longer in the member registry (`not-a-member`)", body = shared::Problem),
         (status = 404, description = "No such election in your organisation", body = shared::Problem),
         (status = 409, description = "A token was already issued to this member", body = shared::Problem),
         (status = 503, description = "Elections side or database unavailable, voting tokens not set up for the organisation (`tenant-not-configured`), or more being prepared (`token-slots-busy`); no token issued (Retry-After)", body = shared::Problem),
@@ -109,6 +109,15 @@ async fn try_issue(
 ) -> Result<Option<IssuedToken>, EventsError> {
     let tenant = &caller.0.org;
     let mut tx = shared::db::begin_for_tenant(&state.pool, tenant).await?;
+    // The session says who the member was when they logged in; the registry says whether they
+    // still are (a member removed since then gets no token; security review L15).
+    let active: bool = sqlx::query_scalar("SELECT members.is_active_member($1)")
+        .bind(caller.0.sub)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !active {
+        return Err(EventsError::NotAMember);
+    }
     // The election first: another tenant's (or no) election is a 404 for everyone, whether or
     // not the caller's tenant has keys yet.
     let election: Option<StatusAndWindow> =

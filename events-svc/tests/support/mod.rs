@@ -86,6 +86,7 @@ impl World {
                 ("OIDC_ISSUER", oidc.issuer.clone()),
                 ("OIDC_CLIENT_ID", oidc.client_id.clone()),
                 ("OIDC_CLIENT_SECRET", oidc.client_secret.clone()),
+                ("OIDC_REDIRECT_URI", oidc.redirect_uri.clone()),
             ]))
             .expect("members-fn settings"),
         )
@@ -213,29 +214,12 @@ impl World {
         national_id
     }
 
-    /// Logs in through the local OIDC provider (authorization code + PKCE), as a voter does.
+    /// Logs in through the local OIDC provider (authorization code + PKCE, started at
+    /// members-fn and finished with its login cookie), as a voter's browser does.
     pub async fn login(&self, national_id: &str) -> String {
-        let oidc = provider::Settings::from_env();
-        let auth = provider::authorize(
-            &oidc.issuer,
-            &oidc.client_id,
-            &oidc.redirect_uri,
-            national_id,
-        )
-        .await;
-        let answer = self
-            .call(
-                reqwest::Method::POST,
-                &format!("{}/v1/auth/oidc/callback", self.members_url),
-                None,
-                Some(
-                    json!({"code": auth.code, "code_verifier": auth.code_verifier,
-                            "redirect_uri": auth.redirect_uri, "nonce": auth.nonce}),
-                ),
-            )
-            .await;
-        assert_eq!(answer.status, 200, "login: {}", answer.body);
-        answer.body["session_token"].as_str().unwrap().to_owned()
+        let (status, session) = provider::login(&self.members_url, national_id, "").await;
+        assert_eq!(status, 200, "login: {session}");
+        session["session_token"].as_str().unwrap().to_owned()
     }
 
     /// Dev login (a test shortcut where the OIDC flow is not the point).

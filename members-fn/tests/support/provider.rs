@@ -1,23 +1,26 @@
 //! Test driver for the local OIDC provider (`infra/local/oidc`, started by
-//! `infra/local/oidc-up.sh` / `up.sh`).
+//! `infra/local/oidc-up.sh` / `up.sh`), and for members-fn's login through it.
 //!
-//! [`authorize`] plays the browser: it sends an authorization-code request with
-//! PKCE (S256), a nonce and a state to the provider, follows the provider's own
-//! redirects by hand (carrying its cookies), and stops at the redirect to the
-//! client's `redirect_uri`, returning the code and what the client needs to redeem
-//! it. The provider has no login page: it logs in the account named by
-//! `login_hint` (the national id) and approves the requested scopes by itself.
+//! [`login`] plays the browser of a whole login: `GET /v1/auth/oidc/start` at members-fn
+//! ([`start`]: the login cookie and the provider's authorization URL, with members-fn's state,
+//! nonce and PKCE challenge), the provider's own redirects ([`follow`], carrying its cookies),
+//! and the redirect back to members-fn with the login cookie ([`finish`]). The provider has no
+//! login page: it logs in the account named by `login_hint` (the national id), which [`follow`]
+//! adds to the authorization URL, and approves the requested scopes by itself.
 //!
 //! ```ignore
 //! mod support { pub mod provider; }
-//! use support::provider::{self, Settings};
+//! use support::provider;
 //!
-//! let oidc = Settings::from_env();
-//! let auth = provider::authorize(&oidc.issuer, &oidc.client_id, &oidc.redirect_uri, "0101302989").await;
-//! // POST /v1/auth/oidc/callback {code: auth.code, code_verifier: auth.code_verifier,
-//! //                              redirect_uri: auth.redirect_uri}
-//! // The id_token the code redeems for carries nonce == auth.nonce.
+//! let (status, session) = provider::login(&members_url, "0101302989", "").await;
 //! ```
+//!
+//! The redirect URI registered with the provider is `OIDC_REDIRECT_URI` (members-fn of the local
+//! stack, port 8082); [`finish`] delivers its query to the members-fn instance given instead, so
+//! a test's members-fn on another port can finish the login.
+//!
+//! [`authorize`] is the older, client-side flow (the driver makes its own verifier, nonce and
+//! state and returns the code), for tests that need a bare authorization code.
 //!
 //! A code is single-use and expires 60 s after it is issued (oidc-provider's
 //! default); the provider keeps codes and keys in memory, so restarting it
@@ -124,7 +127,7 @@ pub async fn authorize(
     let endpoint = doc["authorization_endpoint"].as_str().unwrap_or_else(|| {
         panic!("OIDC discovery of {issuer} has no authorization_endpoint: {doc}")
     });
-    let mut url = Url::parse_with_params(
+    let url = Url::parse_with_params(
         endpoint,
         &[
             ("response_type", "code"),
@@ -140,6 +143,24 @@ pub async fn authorize(
     )
     .unwrap_or_else(|e| panic!("authorization_endpoint {endpoint:?} is not a URL: {e}"));
 
+    let location = follow_to(url, issuer, redirect_uri, national_id).await;
+    finish_authorization(
+        &location,
+        issuer,
+        &state,
+        national_id,
+        Authorization {
+            code: String::new(),
+            code_verifier,
+            nonce,
+            redirect_uri: redirect_uri.to_owned(),
+        },
+    )
+}
+
+/// Follows the provider's redirects from `url` by hand (carrying its cookies) and returns the
+/// `Location` of the redirect to `redirect_uri`. Panics if a step fails or leaves the issuer.
+async fn follow_to(mut url: Url, issuer: &str, redirect_uri: &str, national_id: &str) -> String {
     let http = client();
     let mut cookies = CookieJar::default();
     // Normally 5 hops: /auth -> /interaction (login) -> /auth/:uid -> /interaction
@@ -177,18 +198,7 @@ pub async fn authorize(
 
         if let Some(rest) = location.strip_prefix(redirect_uri) {
             if rest.is_empty() || rest.starts_with('?') || rest.starts_with('#') {
-                return finish(
-                    &location,
-                    issuer,
-                    &state,
-                    national_id,
-                    Authorization {
-                        code: String::new(),
-                        code_verifier,
-                        nonce,
-                        redirect_uri: redirect_uri.to_owned(),
-                    },
-                );
+                return location;
             }
         }
         url = url.join(&location).unwrap_or_else(|e| {
@@ -205,8 +215,116 @@ pub async fn authorize(
     );
 }
 
+/// What members-fn's `GET /v1/auth/oidc/start` answered.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// `name=value` of the login cookie, for a `Cookie` header.
+    pub cookie: String,
+    /// The whole `Set-Cookie` header (its attributes).
+    pub set_cookie: String,
+    /// Where members-fn sends the browser: the provider's authorization endpoint.
+    pub authorization_url: Url,
+}
+
+impl Started {
+    /// A query parameter of the authorization URL (`state`, `nonce`, `code_challenge`, ...).
+    pub fn param(&self, name: &str) -> Option<String> {
+        self.authorization_url
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+}
+
+/// `GET {members_url}/v1/auth/oidc/start?{query}` (`query` may be empty). Panics unless
+/// members-fn answers 302 with a login cookie.
+pub async fn start(members_url: &str, query: &str) -> Started {
+    let url = format!("{members_url}/v1/auth/oidc/start?{query}");
+    let response = client()
+        .get(&url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url} failed: {e}"));
+    let status = response.status();
+    let headers = response.headers().clone();
+    if status != StatusCode::FOUND {
+        let body = response.text().await.unwrap_or_default();
+        panic!("GET {url} answered {status} instead of 302: {body}");
+    }
+    let set_cookie = headers
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("GET {url}: no Set-Cookie"))
+        .to_owned();
+    let cookie = set_cookie
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let location = headers
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("GET {url}: no Location"));
+    let authorization_url = Url::parse(location)
+        .unwrap_or_else(|e| panic!("GET {url}: Location {location:?} is not a URL: {e}"));
+    Started {
+        cookie,
+        set_cookie,
+        authorization_url,
+    }
+}
+
+/// Plays the person at the provider: adds `login_hint`, follows the provider's redirects and
+/// returns the redirect back to the authorization URL's `redirect_uri` (code, state, iss).
+pub async fn follow(authorization_url: &Url, national_id: &str) -> Url {
+    let redirect_uri = authorization_url
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("{authorization_url} names no redirect_uri"));
+    let issuer = authorization_url.origin().ascii_serialization();
+    let mut url = authorization_url.clone();
+    url.query_pairs_mut().append_pair("login_hint", national_id);
+    let location = follow_to(url, &issuer, &redirect_uri, national_id).await;
+    Url::parse(&location)
+        .unwrap_or_else(|e| panic!("the redirect back {location:?} is not a URL: {e}"))
+}
+
+/// Delivers the provider's redirect back (`redirect`: its path and query) to members-fn at
+/// `members_url`, with the login cookie if given. Returns members-fn's status and JSON body.
+pub async fn finish(
+    members_url: &str,
+    cookie: Option<&str>,
+    redirect: &Url,
+) -> (u16, serde_json::Value) {
+    let url = format!(
+        "{members_url}{}?{}",
+        redirect.path(),
+        redirect.query().unwrap_or_default()
+    );
+    let mut request = client().get(&url);
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {} failed: {e}", redirect.path()));
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+/// A whole login at members-fn through the provider, as a browser does it: start (with
+/// `query`, e.g. `org=party-b`), the provider, the redirect back with the login cookie.
+pub async fn login(members_url: &str, national_id: &str, query: &str) -> (u16, serde_json::Value) {
+    let started = start(members_url, query).await;
+    let redirect = follow(&started.authorization_url, national_id).await;
+    finish(members_url, Some(&started.cookie), &redirect).await
+}
+
 /// Reads the final redirect to redirect_uri: an error, or code + state (+ iss).
-fn finish(
+fn finish_authorization(
     location: &str,
     issuer: &str,
     state: &str,

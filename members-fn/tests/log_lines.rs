@@ -1,0 +1,90 @@
+//! No log line pairs a member with a correlation id (security review M11): a voter app may
+//! reuse one correlation id from login to vote, and the vote path carries it next to the
+//! choices. members-fn's log lines about a login name the tenant, never the member id (nor
+//! the national id). A test binary of its own, so the log subscriber it installs sees every
+//! line and nothing else's.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+use support::fake_issuer::FakeIssuer;
+use support::{kennitala, provider, Members};
+
+const ORG: &str = "party-a";
+
+/// Every log line of this test binary (its only test installs the subscriber globally).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_log_line_pairs_a_member_with_a_correlation_id() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_span_list(true)
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+
+    let fake = FakeIssuer::start().await;
+    let members = Members::start(&fake.settings()).await;
+    let person = kennitala(13);
+    let member_id = members.add_member(ORG, &person, &["member"]).await;
+    let correlation = "reused-by-the-voter-app-0001";
+    let dev = members
+        .http
+        .post(format!("{}/v1/auth/dev-login", members.url))
+        .header("x-correlation-id", correlation)
+        .json(&json!({"national_id": person}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dev.status(), 200);
+    let started = provider::start(&members.url, "").await;
+    let back = provider::follow(&started.authorization_url, &person).await;
+    let response = members
+        .http
+        .get(format!(
+            "{}{}?{}",
+            members.url,
+            back.path(),
+            back.query().unwrap()
+        ))
+        .header("cookie", &started.cookie)
+        .header("x-correlation-id", correlation)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("session issued"),
+        "the logs were captured: {logs}"
+    );
+    assert!(
+        logs.contains(correlation),
+        "with the correlation id: {logs}"
+    );
+    assert!(
+        !logs.contains(&member_id.to_string()),
+        "a log line names the member: {logs}"
+    );
+    assert!(!logs.contains(&person), "a log line names the national id");
+}
