@@ -18,7 +18,9 @@ use uuid::Uuid;
 #[derive(Clone, Default)]
 pub struct Definitions {
     cache: Arc<RwLock<HashMap<Uuid, Arc<ElectionDefinition>>>>,
-    loading: Arc<tokio::sync::Mutex<()>>,
+    /// One loading lock per election being loaded: a burst of first votes for a new election
+    /// makes one query, and a slow load of one election holds up no other.
+    loading: Arc<std::sync::Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 async fn load(
@@ -62,16 +64,31 @@ impl Definitions {
         if let Some(d) = self.cached(id) {
             return Ok((&d.tenant == tenant).then_some(d));
         }
-        // One loader at a time: a burst of first votes for a new election makes one query.
-        let _guard = self.loading.lock().await;
-        if let Some(d) = self.cached(id) {
-            return Ok((&d.tenant == tenant).then_some(d));
+        let lock = self
+            .loading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id)
+            .or_default()
+            .clone();
+        let loaded = async {
+            let _guard = lock.lock().await;
+            if let Some(d) = self.cached(id) {
+                return Ok((&d.tenant == tenant).then_some(d));
+            }
+            let found = load(pool, tenant, &[id]).await?.into_iter().next();
+            Ok(found.map(|d| {
+                self.put(d);
+                self.cached(id).expect("just inserted")
+            }))
         }
-        let found = load(pool, tenant, &[id]).await?.into_iter().next();
-        Ok(found.map(|d| {
-            self.put(d);
-            self.cached(id).expect("just inserted")
-        }))
+        .await;
+        // The last one out forgets the lock (the map holds one entry per election in flight).
+        let mut loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+        if Arc::strong_count(&lock) == 2 {
+            loading.remove(&id);
+        }
+        loaded
     }
 
     /// Re-reads every cached definition, tenant by tenant.

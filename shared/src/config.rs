@@ -149,12 +149,25 @@ impl FromStr for Profile {
 }
 
 /// PostgreSQL connection and the strict limits every pool runs with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DatabaseSettings {
     pub url: String,
     pub max_connections: u32,
     pub acquire_timeout: Duration,
     pub statement_timeout: Duration,
+}
+
+/// The URL holds the password: printed as `(redacted)`, so no `{:?}` of a service's settings
+/// can log it.
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &"(redacted)")
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
 }
 
 impl DatabaseSettings {
@@ -216,6 +229,13 @@ impl PubSubSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_settings_never_print_their_url() {
+        let mut env = Env::from_map([("DATABASE_URL", "postgres://u:hunter2@db/x")]);
+        let printed = format!("{:?}", DatabaseSettings::from_env(&mut env));
+        assert!(!printed.contains("hunter2"), "{printed}");
+    }
 
     #[test]
     fn collects_every_problem_and_names_no_value() {

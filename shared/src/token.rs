@@ -13,7 +13,7 @@ use std::fmt;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -201,22 +201,28 @@ impl TokenVerifier {
 
     /// Parses `kid:tenant:base64url(public key)` entries separated by commas
     /// (`VOTING_TOKEN_PUBLIC_KEYS`).
+    /// Errors name the entry by position, never by a field; a key id listed twice is refused
+    /// (one would silently replace the other).
     pub fn from_config(raw: &str) -> Result<Self, String> {
         let mut verifier = Self::new();
-        for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        for (n, entry) in entries(raw) {
+            let at = format!("key entry {n}");
             let mut parts = entry.splitn(3, ':');
             let (Some(kid), Some(tenant), Some(key)) = (parts.next(), parts.next(), parts.next())
             else {
-                return Err("each key is kid:tenant:base64url-public-key".into());
+                return Err(format!("{at}: each key is kid:tenant:base64url-public-key"));
             };
-            let tenant = TenantId::parse(tenant).map_err(|e| format!("key {kid}: {e}"))?;
+            let tenant = TenantId::parse(tenant).map_err(|e| format!("{at}: {e}"))?;
             let bytes: [u8; 32] = B64
                 .decode(key)
                 .ok()
                 .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| format!("key {kid}: not a base64url Ed25519 public key"))?;
+                .ok_or_else(|| format!("{at}: not a base64url Ed25519 public key"))?;
             let key = VerifyingKey::from_bytes(&bytes)
-                .map_err(|_| format!("key {kid}: not an Ed25519 public key"))?;
+                .map_err(|_| format!("{at}: not an Ed25519 public key"))?;
+            if verifier.keys.contains_key(kid) {
+                return Err(format!("{at}: its key id is used by an earlier entry"));
+            }
             verifier = verifier.with_key(kid, tenant, key);
         }
         Ok(verifier)
@@ -249,7 +255,8 @@ impl TokenVerifier {
             .and_then(|b| b.try_into().ok())
             .ok_or(TokenError::Malformed)?;
         let signing_input_len = header_b64.len() + 1 + claims_b64.len();
-        key.verify(
+        // verify_strict: also refuses non-canonical signatures and weak (small-order) keys.
+        key.verify_strict(
             &token.as_bytes()[..signing_input_len],
             &Signature::from_bytes(&signature),
         )
@@ -300,19 +307,32 @@ pub fn encode_signing_key(key: &SigningKey) -> String {
 /// separated by commas. The first key of a tenant signs; later ones are the next key of a
 /// rotation (publish its public key to ingest first, then move it to the front).
 pub fn signers_from_config(raw: &str) -> Result<Vec<TokenSigner>, String> {
-    let mut signers = Vec::new();
-    for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+    let mut signers: Vec<TokenSigner> = Vec::new();
+    for (n, entry) in entries(raw) {
+        // By position, never a field: written in the wrong order, the first may be the seed.
+        let at = format!("key entry {n}");
         let mut parts = entry.splitn(3, ':');
         let (Some(kid), Some(tenant), Some(seed)) = (parts.next(), parts.next(), parts.next())
         else {
-            return Err("each key is kid:tenant:base64url-seed".into());
+            return Err(format!("{at}: each key is kid:tenant:base64url-seed"));
         };
-        let tenant = TenantId::parse(tenant).map_err(|e| format!("key {kid}: {e}"))?;
-        let key =
-            decode_signing_key(seed).ok_or_else(|| format!("key {kid}: not an Ed25519 seed"))?;
+        let tenant = TenantId::parse(tenant).map_err(|e| format!("{at}: {e}"))?;
+        let key = decode_signing_key(seed).ok_or_else(|| format!("{at}: not an Ed25519 seed"))?;
+        if signers.iter().any(|s| s.kid() == kid) {
+            return Err(format!("{at}: its key id is used by an earlier entry"));
+        }
         signers.push(TokenSigner::new(kid, tenant, key));
     }
     Ok(signers)
+}
+
+/// The non-empty comma-separated entries of a key list, numbered from 1.
+fn entries(raw: &str) -> impl Iterator<Item = (usize, &str)> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .enumerate()
+        .map(|(n, e)| (n + 1, e))
 }
 
 pub fn decode_signing_key(raw: &str) -> Option<SigningKey> {
@@ -324,6 +344,39 @@ pub fn decode_signing_key(raw: &str) -> Option<SigningKey> {
 mod tests {
     use super::*;
     use chrono::Duration;
+
+    #[test]
+    fn key_lists_name_the_entry_never_a_secret_and_refuse_duplicate_ids() {
+        let signer = TokenSigner::generate("k1", tenant("party-a"));
+        let seed = signer.seed();
+        // Fields in the wrong order: the seed comes first.
+        for raw in [
+            format!("{seed}:party-a:k1"),
+            format!("k1:party-a:{seed},k1:party-a:{seed}"),
+            format!("k1:Party A:{seed}"),
+        ] {
+            let Err(error) = signers_from_config(&raw) else {
+                panic!("{raw} accepted");
+            };
+            assert!(!error.contains(&seed), "{error}");
+            assert!(error.contains("entry"), "{error}");
+        }
+        let public = encode_public_key(&signer.verifying_key());
+        let Err(error) =
+            TokenVerifier::from_config(&format!("k1:party-a:{public},k1:party-b:{public}"))
+        else {
+            panic!("a duplicate key id accepted");
+        };
+        assert!(error.contains("entry 2"), "{error}");
+        let secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA";
+        for raw in [
+            format!("{secret}:party-a:k1"),
+            format!("k1:party-a:{secret},k1:party-b:{secret}"),
+        ] {
+            let error = crate::s2s::Keyring::from_config(&raw).unwrap_err();
+            assert!(!error.contains(secret), "{error}");
+        }
+    }
 
     fn tenant(s: &str) -> TenantId {
         TenantId::parse(s).unwrap()

@@ -53,19 +53,32 @@ impl Keyring {
 
     /// Parses `S2S_KEYS`: `keyid:tenant:base64url-secret` entries separated by commas, the
     /// current key of each tenant first.
+    /// Errors name the entry by position, never by a field: in an entry written in the wrong
+    /// order the first field may be the secret.
     pub fn from_config(raw: &str) -> Result<Self, String> {
-        let mut keys = Vec::new();
-        for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let mut keys: Vec<S2sKey> = Vec::new();
+        for (n, entry) in raw
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .enumerate()
+        {
+            let at = format!("S2S key entry {}", n + 1);
             let mut parts = entry.splitn(3, ':');
             let (Some(id), Some(tenant), Some(secret)) = (parts.next(), parts.next(), parts.next())
             else {
-                return Err("each S2S key is keyid:tenant:base64url-secret".into());
+                return Err(format!(
+                    "{at}: each S2S key is keyid:tenant:base64url-secret"
+                ));
             };
-            let tenant = TenantId::parse(tenant).map_err(|e| format!("S2S key {id}: {e}"))?;
+            let tenant = TenantId::parse(tenant).map_err(|e| format!("{at}: {e}"))?;
             let secret = B64
                 .decode(secret.trim_end_matches('='))
-                .map_err(|_| format!("S2S key {id}: secret is not base64url"))?;
-            keys.push(S2sKey::new(id, tenant, secret).map_err(|e| format!("S2S key {id}: {e}"))?);
+                .map_err(|_| format!("{at}: the secret is not base64url"))?;
+            if keys.iter().any(|k| k.id == id) {
+                return Err(format!("{at}: its key id is used by an earlier entry"));
+            }
+            keys.push(S2sKey::new(id, tenant, secret).map_err(|e| format!("{at}: {e}"))?);
         }
         Ok(Self { keys })
     }
