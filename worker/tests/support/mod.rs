@@ -89,6 +89,9 @@ impl Stack {
             ("PUBLISH_TIMEOUT_MS", options.publish_timeout_ms.to_string()),
             ("VOTE_KEYS", keys.vote_keys_config.clone()),
             ("LEDGER_FLUSH_MS", "100".to_owned()),
+            // Tests poll receipts far faster than a voter's page would.
+            ("RECEIPT_RATE_PER_CLIENT", "100000".to_owned()),
+            ("RECEIPT_RATE_GLOBAL", "100000".to_owned()),
         ]);
         for (k, v) in &options.extra_env {
             env.insert(k, v.clone());
