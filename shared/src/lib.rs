@@ -17,6 +17,7 @@ pub mod session;
 pub mod telemetry;
 pub mod testkit;
 pub mod token;
+pub mod traces;
 pub mod vote;
 pub mod vote_keys;
 

@@ -47,9 +47,9 @@ pub fn router(
 }
 
 /// [`router`] for a listener the public reaches: no `/metrics` (turnout counters, internal
-/// figures), and the caller's `X-Correlation-ID` is not taken over: each request gets one of the
-/// server's, so a client reusing one id across its requests (login, token, vote) cannot join
-/// them in the logs or the queue's messages.
+/// figures), and neither the caller's `X-Correlation-ID` nor its `traceparent` is taken over:
+/// each request gets the server's own, so a client reusing one id across its requests (login,
+/// token, vote) cannot join them in the logs, traces or the queue's messages.
 pub fn public_router(
     api: Router,
     openapi: utoipa::openapi::OpenApi,
@@ -68,13 +68,14 @@ pub fn public_router(
         metrics,
         crate::telemetry::observe_requests,
     ))
-    .layer(middleware::from_fn(forget_client_correlation))
+    .layer(middleware::from_fn(forget_client_ids))
 }
 
-async fn forget_client_correlation(mut request: Request, next: Next) -> Response {
-    request
-        .headers_mut()
-        .remove(&crate::telemetry::CORRELATION_HEADER);
+async fn forget_client_ids(mut request: Request, next: Next) -> Response {
+    let headers = request.headers_mut();
+    headers.remove(&crate::telemetry::CORRELATION_HEADER);
+    headers.remove("traceparent");
+    headers.remove("tracestate");
     next.run(request).await
 }
 

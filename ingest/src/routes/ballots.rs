@@ -141,6 +141,8 @@ struct VerifiedVote {
 }
 
 /// Where a vote's token is verified: signature, claims, this election. No database, no budget.
+/// (No span of its own: tenant and election go on the request's span, which every log line of
+/// the request carries.)
 fn verify_token(
     state: &AppState,
     headers: &HeaderMap,
@@ -159,6 +161,7 @@ fn verify_token(
 
 /// Where the rest of a vote is verified: the election's state and the ballot against its
 /// definition; and where its receipt is derived (one per submission).
+#[tracing::instrument(name = "verify ballot", skip_all)]
 async fn verify(
     state: &AppState,
     headers: &HeaderMap,
@@ -209,6 +212,7 @@ fn answer(status: StatusCode, receipt: &Receipt, label: &str) -> Response {
 }
 
 /// Where a vote is published (queue mode): 202 only once Pub/Sub acknowledged it (invariant 1).
+#[tracing::instrument(name = "publish", skip_all)]
 async fn publish(
     state: &AppState,
     correlation: &CorrelationId,
@@ -223,11 +227,12 @@ async fn publish(
         accepted_at: vote.accepted_at,
     };
     let started = Instant::now();
+    let mut encoded = message.encode(&state.settings.vote_keys, &correlation.0);
+    // The worker's batch span links back to this vote's trace.
+    shared::traces::inject_attributes(&mut encoded.attributes);
     let published = tokio::time::timeout(
         state.settings.publish_timeout,
-        state
-            .publisher
-            .publish(message.encode(&state.settings.vote_keys, &correlation.0)),
+        state.publisher.publish(encoded),
     )
     .await;
     state
@@ -257,6 +262,7 @@ async fn publish(
 }
 
 /// Direct mode: the vote is committed before the answer (`ballot_box::record`).
+#[tracing::instrument(name = "record direct", skip_all)]
 async fn record(state: &AppState, vote: VerifiedVote) -> Result<Response, IngestError> {
     let sealed = state.settings.vote_keys.encrypt_ballot(
         &vote.tenant,
