@@ -54,12 +54,16 @@ impl std::ops::Deref for AppState {
 
 pub struct Application {
     server: Server,
+    _pool_sampler: shared::metrics::Sampler,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let pool = shared::db::pool(&settings.database)?;
         let metrics = HttpMetrics::new("events-svc");
+        let pool_sampler =
+            shared::metrics::PoolMetrics::register(&metrics, settings.database.max_connections)
+                .spawn_sampler(pool.clone());
         let tokens = metrics.register(&shared::metrics::counter_vec(
             "voting_tokens_total",
             "Voting token requests by outcome",
@@ -104,7 +108,14 @@ impl Application {
             service::database_readiness(pool),
         );
         Ok(Self {
-            server: Server::bind("events-svc", state.settings.addr, router).await?,
+            server: Server::bind_with(
+                "events-svc",
+                state.settings.addr,
+                router,
+                state.settings.server_limits,
+            )
+            .await?,
+            _pool_sampler: pool_sampler,
         })
     }
 

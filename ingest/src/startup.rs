@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use google_cloud_pubsub::client::Publisher;
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec};
 use shared::metrics::HttpMetrics;
 use sqlx::PgPool;
 use utoipa::OpenApi;
@@ -47,7 +47,6 @@ pub struct VoteMetrics {
     /// Votes by mode and outcome (`accepted` or the problem slug).
     pub votes: IntCounterVec,
     pub publish_latency: Histogram,
-    pub pool_in_use: IntGauge,
 }
 
 pub struct Inner {
@@ -100,7 +99,7 @@ impl Application {
             votes: http_metrics.register(&shared::metrics::counter_vec(
                 "votes_total",
                 "Votes by mode and outcome",
-                &["mode", "outcome"],
+                &["mode", "outcome", "tenant"],
             )),
             publish_latency: http_metrics.register(
                 &Histogram::with_opts(
@@ -112,11 +111,11 @@ impl Application {
                 )
                 .expect("static metric"),
             ),
-            pool_in_use: http_metrics.register(
-                &IntGauge::new("db_pool_in_use", "Database connections in use")
-                    .expect("static metric"),
-            ),
         };
+        let pool_metrics = shared::metrics::PoolMetrics::register(
+            &http_metrics,
+            settings.database.max_connections,
+        );
         let queue_mode = QueueMode::new(settings.queue_mode_default);
         if let Err(e) = queue_mode.refresh(&pool).await {
             tracing::warn!(error = %shared::db::redact(&e), "could not read the queue flag at startup; using the default");
@@ -166,9 +165,7 @@ impl Application {
                     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
                     for second in 0u64.. {
                         tick.tick().await;
-                        let in_use =
-                            (state.pool.size() as usize).saturating_sub(state.pool.num_idle());
-                        state.metrics.pool_in_use.set(in_use as i64);
+                        pool_metrics.sample(&state.pool);
                         if second % 60 == 0 {
                             state.limits.retain_recent();
                             state.token_limits.retain_recent();

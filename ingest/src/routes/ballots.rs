@@ -84,7 +84,30 @@ pub async fn cast(
     body: Result<Json<BallotRequest>, JsonRejection>,
 ) -> Response {
     let queue_mode = state.queue_mode.enabled();
-    let result = cast_inner(&state, peer, &correlation, &headers, path, body, queue_mode).await;
+    let token = path
+        .map_err(|e| IngestError::from(shared::problem::from_path_rejection(e)))
+        .and_then(|Path(election_id)| verify_token(&state, &headers, election_id));
+    let tenant = token
+        .as_ref()
+        .map_or("none", |t| {
+            state.settings.metrics_tenants.label(t.tenant.as_str())
+        })
+        .to_owned();
+    let result = match token {
+        Ok(token) => {
+            cast_verified(
+                &state,
+                peer,
+                &correlation,
+                &headers,
+                token,
+                body,
+                queue_mode,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
     let outcome = match &result {
         Ok(_) => "accepted".to_owned(),
         Err(e) => e.to_problem().slug().to_owned(),
@@ -92,7 +115,11 @@ pub async fn cast(
     state
         .metrics
         .votes
-        .with_label_values(&[if queue_mode { "queue" } else { "direct" }, &outcome])
+        .with_label_values(&[
+            if queue_mode { "queue" } else { "direct" },
+            &outcome,
+            &tenant,
+        ])
         .inc();
     match result {
         Ok(response) => response,
@@ -100,17 +127,16 @@ pub async fn cast(
     }
 }
 
-async fn cast_inner(
+/// A vote whose token is genuine: budgets, the ballot, then publish or commit.
+async fn cast_verified(
     state: &AppState,
     peer: SocketAddr,
     correlation: &CorrelationId,
     headers: &HeaderMap,
-    path: Result<Path<Uuid>, PathRejection>,
+    token: VerifiedToken,
     body: Result<Json<BallotRequest>, JsonRejection>,
     queue_mode: bool,
 ) -> Result<Response, IngestError> {
-    let Path(election_id) = path.map_err(shared::problem::from_path_rejection)?;
-    let token = verify_token(state, headers, election_id)?;
     // Only a genuine token spends a budget, narrowest first: its own (one token cannot flood
     // the queue), then its client's, then the instance's. Forged requests cost a voter nothing.
     let rate_limited = |retry_after| IngestError::RateLimited { retry_after };
