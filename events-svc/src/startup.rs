@@ -25,9 +25,31 @@ use crate::routes::{elections, ops, tokens};
         title = "Ekklesia events-svc",
         description = "Elections, one anonymous voting token per member, results (turnout before the seal, tally after), the platform-wide queue flag."
     ),
-    components(schemas(shared::Problem))
+    components(schemas(shared::Problem)),
+    modifiers(&SessionScheme)
 )]
 struct ApiDoc;
+
+/// Every route's `session`: the session token members-fn issued, as a bearer token.
+struct SessionScheme;
+
+impl utoipa::Modify for SessionScheme {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "session",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT (EdDSA)")
+                        .description(Some("The session token from members-fn's login"))
+                        .build(),
+                ),
+            );
+    }
+}
 
 pub struct Inner {
     pub settings: Settings,

@@ -25,9 +25,33 @@ use crate::routes::{ballots, internal, receipts};
         title = "Ekklesia ingest",
         description = "The public vote path: cast a vote, look a receipt up."
     ),
-    components(schemas(shared::Problem))
+    components(schemas(shared::Problem)),
+    modifiers(&VotingTokenScheme)
 )]
 struct PublicApi;
+
+/// The ballot route's `voting_token`: the token events-svc issued, as a bearer token.
+struct VotingTokenScheme;
+
+impl utoipa::Modify for VotingTokenScheme {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "voting_token",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWS (typ vote+jwt)")
+                        .description(Some(
+                            "The voting token from events-svc (`POST /v1/elections/{id}/token`)",
+                        ))
+                        .build(),
+                ),
+            );
+    }
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,9 +59,29 @@ struct PublicApi;
         title = "Ekklesia ingest (internal)",
         description = "The elections side's internal API, signed service-to-service calls from events-svc only."
     ),
-    components(schemas(shared::Problem))
+    components(schemas(shared::Problem)),
+    modifiers(&S2sScheme)
 )]
 struct InternalApi;
+
+/// The internal routes' `s2s` signature (`shared::s2s`); OpenAPI has no word for a signature
+/// over the request, so it is described on the header that carries it.
+struct S2sScheme;
+
+impl utoipa::Modify for S2sScheme {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+        doc.components.get_or_insert_with(Default::default).add_security_scheme(
+            "s2s",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Signature",
+                "HMAC-SHA256 with the caller's S2S key over `METHOD|PATH?QUERY|TIMESTAMP|NONCE|hex(sha256(body))`, \
+                 base64url without padding; sent with `X-Key-Id`, `X-Timestamp` (Unix seconds, within 300 s) \
+                 and `X-Nonce` (spent once)",
+            ))),
+        );
+    }
+}
 
 /// How often spent S2S nonces are pruned: each is kept at least 601 s anyway, so once a minute
 /// keeps the table at about eleven minutes of internal calls.

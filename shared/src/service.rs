@@ -23,7 +23,8 @@ use crate::config::Env;
 use crate::metrics::{HttpMetrics, ReadinessCheck};
 use crate::problem::Problem;
 
-/// Wraps a service's own routes: `/openapi.json` (generated from the code), `/metrics`,
+/// Wraps a service's own routes: `/openapi.json` (generated from the code, completed by
+/// [`crate::openapi::complete`] with what this router adds), `/metrics`,
 /// `/healthz`, `/readyz`, problem+json for unknown routes and methods, and the layers that
 /// give every request a correlation id, a log line and its metrics.
 pub fn router(
@@ -32,6 +33,7 @@ pub fn router(
     metrics: HttpMetrics,
     ready: ReadinessCheck,
 ) -> Router {
+    let openapi = crate::openapi::complete(openapi, crate::openapi::Operational::WithMetrics);
     api.route(
         "/openapi.json",
         axum::routing::get(move || async move { axum::Json(openapi) }),
@@ -56,6 +58,7 @@ pub fn public_router(
     metrics: HttpMetrics,
     ready: ReadinessCheck,
 ) -> Router {
+    let openapi = crate::openapi::complete(openapi, crate::openapi::Operational::Public);
     api.route(
         "/openapi.json",
         axum::routing::get(move || async move { axum::Json(openapi) }),

@@ -23,6 +23,7 @@ use crate::startup::AppState;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"choices": ["yes"]}))]
 pub struct BallotRequest {
     /// Option ids; ordered by preference for ranked elections.
     pub choices: Vec<String>,
@@ -66,6 +67,7 @@ fn bearer(headers: &HeaderMap) -> Result<&str, IngestError> {
         (status = 400, description = "Malformed request", body = shared::Problem),
         (status = 401, description = "Missing, invalid or expired token", body = shared::Problem),
         (status = 403, description = "Token for another election, or election not open", body = shared::Problem),
+        (status = 404, description = "The token's election is unknown to the elections side (`not-found`)", body = shared::Problem),
         (status = 409, description = "Token already used by another submission (direct mode)", body = shared::Problem),
         (status = 413, description = "Body too large", body = shared::Problem),
         (status = 415, description = "Not JSON", body = shared::Problem),
