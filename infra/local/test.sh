@@ -5,7 +5,8 @@
 #
 # Brings up PostgreSQL 15 (installing it if missing) and Google's Pub/Sub emulator, applies the
 # migrations and the local service logins, then runs every crate's tests, formatting and lint
-# checks. Each test creates its own database (cloned from a migrated template) and its own topic
+# checks, then the checks by tools the project did not write (schemathesis against the running
+# stack). Each test creates its own database (cloned from a migrated template) and its own topic
 # and subscription, so the suite can run in parallel and leaves the dev database alone.
 set -euo pipefail
 
@@ -33,3 +34,8 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --workspace "$@"
+
+# Tools no one here wrote, each on a fixed, short budget (the long runs: docs/testing.md).
+echo "== schemathesis: every listener's OpenAPI document against its answers"
+"$here/schemathesis.sh" "${SCHEMATHESIS_EXAMPLES:-20}"
+"$here/down.sh" >/dev/null
