@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Run the whole stack locally and show it working.
 #
-#   infra/local/run.sh
+#   infra/local/run.sh [--monitoring]
+#
+# With --monitoring it also starts Prometheus (Debian's package, installed if missing) on
+# http://127.0.0.1:9099, scraping every service with the alert rules of infra/monitoring, so a
+# meeting can be rehearsed with real graphs.
 #
 # Brings up PostgreSQL, the Pub/Sub emulator and a local OIDC provider, applies the
 # migrations, builds and starts every service:
@@ -16,9 +20,20 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+monitoring=false
+[[ ${1:-} == --monitoring ]] && monitoring=true
 # The stack up to the demo registries (shared with schemathesis.sh).
 # shellcheck source=services.sh
 source "$here/services.sh"
+if $monitoring; then
+  "$here/monitoring-check.sh" >/dev/null
+  mkdir -p "$EKKLESIA_STATE_DIR/prometheus"
+  nohup prometheus --config.file="$here/../monitoring/prometheus.yml" \
+    --web.listen-address=127.0.0.1:9099 --storage.tsdb.path="$EKKLESIA_STATE_DIR/prometheus" \
+    >"$EKKLESIA_STATE_DIR/prometheus.log" 2>&1 &
+  echo $! >"$EKKLESIA_STATE_DIR/prometheus.pid"
+  echo "Prometheus http://127.0.0.1:9099 (alerts: /alerts; every service scraped every 5 s)"
+fi
 echo
 echo "== the journey"
 "$bin/loadtest" journey --voters 5

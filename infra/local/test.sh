@@ -28,6 +28,8 @@ psql -X -q -w "$EKKLESIA_ADMIN_DATABASE_URL" -At -c \
   "SELECT datname FROM pg_database WHERE datname LIKE 'ekklesia_test_%'" |
   while read -r db; do psql -X -q -w "$EKKLESIA_ADMIN_DATABASE_URL" -c "DROP DATABASE IF EXISTS \"$db\"" || true; done
 
+echo "== promtool: the alert rules and their unit tests"
+"$here/monitoring-check.sh"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
