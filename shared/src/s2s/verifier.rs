@@ -193,7 +193,8 @@ impl Verifier {
         }
         let timestamp: i64 = timestamp.parse().map_err(|_| VerifyError::MissingHeaders)?;
         let key = self.keyring.by_id(key_id).ok_or(VerifyError::UnknownKey)?;
-        if (now - timestamp).unsigned_abs() > self.window.as_secs() {
+        // abs_diff: `now - timestamp` overflows for a timestamp near i64::MIN.
+        if now.abs_diff(timestamp) > self.window.as_secs() {
             return Err(VerifyError::Skewed);
         }
         let signature = B64
@@ -319,6 +320,23 @@ mod tests {
             .verify(&Method::GET, "/p", &HeaderMap::new(), b"", now)
             .await
             .is_err());
+    }
+
+    /// Found with the `s2s` fuzz target: `now - timestamp` overflowed for a timestamp of
+    /// i64::MIN, a panic wherever overflow checks are on (debug builds, tests, the fuzzer).
+    #[tokio::test]
+    async fn an_extreme_timestamp_is_skewed_not_an_overflow() {
+        let k = key("k1", "party-a", 1);
+        let verifier = Verifier::new(Keyring::new(vec![k.clone()]));
+        let now = chrono::Utc::now().timestamp();
+        for timestamp in [i64::MIN, i64::MIN + 1, i64::MAX] {
+            let signed = headers(sign(&k, &Method::GET, "/p", b"", timestamp));
+            assert_eq!(
+                verifier.verify(&Method::GET, "/p", &signed, b"", now).await,
+                Err(VerifyError::Skewed),
+                "{timestamp}"
+            );
+        }
     }
 
     /// Spends `n` fresh nonces signed at `timestamp`, arriving at `arrived`.
