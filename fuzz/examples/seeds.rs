@@ -6,7 +6,6 @@
 //! keys, CSV files like members-fn's tests) and a few refused ones next to each. Vote messages,
 //! sealed ballots and S2S requests carry a random nonce, so regenerating changes those files.
 
-
 use std::fs;
 use std::path::Path;
 
@@ -319,6 +318,10 @@ fn s2s_requests() {
         (
             "signed-timestamp-plus",
             with(shared::s2s::TIMESTAMP, format!("+{}", fx::NOW)),
+        ),
+        (
+            "timestamp-min",
+            with(shared::s2s::TIMESTAMP, i64::MIN.to_string()),
         ),
         ("no-headers", Vec::new()),
     ] {
