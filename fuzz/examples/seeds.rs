@@ -297,6 +297,13 @@ fn s2s_requests() {
             fx::s2s_request_text(method.as_str(), path, &headers, &body),
         );
     }
+    // A path whose canonical string has more `|` than the format's own.
+    let bars = format!("/a|{}|q", fx::NOW);
+    let headers = shared::s2s::sign(&keys[0], &Method::PUT, &bars, b"", fx::NOW);
+    c.put(
+        "path-with-bars",
+        fx::s2s_request_text("PUT", &bars, &headers, b""),
+    );
     let headers = shared::s2s::sign(&keys[0], &Method::PUT, &election_path, &definition, fx::NOW);
     let with = |name: &str, value: String| -> Vec<(&str, String)> {
         headers
