@@ -7,9 +7,9 @@
 //!
 //! Properties: never panics; a request that verifies names its key's tenant, cannot be replayed,
 //! and stops verifying when its body changes; errors never show the signature; whatever method,
-//! path and body the fuzzer picks, `sign` makes headers that verify (round trip), and no other
-//! request (another split of the same canonical string: another path, timestamp or nonce) verifies
-//! with that signature.
+//! path and body the fuzzer picks, `sign` makes headers that verify (round trip), and, for a path a
+//! client can send, no other request (another cut of the same canonical string: another method,
+//! path, timestamp or nonce) verifies with that signature.
 #![no_main]
 
 use ekklesia_fuzz as fx;
@@ -225,5 +225,9 @@ fuzz_target!(|data: &[u8]| {
     let caller = verify(&signed).expect("a freshly signed request verifies");
     assert_eq!(caller.tenant.as_str(), fx::TENANT);
     assert_eq!(caller.key_id, key.id);
-    check_unambiguous(&signed);
+    // Only paths a client can send (origin form): `sign` is never given another, and for one
+    // that does not start with `/` a method holding `|` can swallow its head.
+    if servable(request.path) {
+        check_unambiguous(&signed);
+    }
 });
