@@ -132,7 +132,16 @@ impl VoteMessage {
                 OpenError::Forged => DecodeError::Forged,
                 OpenError::Malformed => DecodeError::Malformed("bad nonce".into()),
             })?;
-        serde_json::from_slice(&payload).map_err(|e| DecodeError::Malformed(e.to_string()))
+        // Not serde's message: it can quote the decrypted payload (a choice), and the worker
+        // logs this error.
+        serde_json::from_slice(&payload).map_err(|e| {
+            DecodeError::Malformed(format!(
+                "the decrypted payload is not a vote message ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })
     }
 }
 
@@ -199,5 +208,30 @@ mod tests {
             VoteMessage::decode(&keys, &message.encode(&unknown, "c").data),
             Err(DecodeError::UnknownKey)
         );
+    }
+
+    /// Found by the `vote_message` fuzz target: serde's message quoted the decrypted payload, and
+    /// the worker logs this error.
+    #[test]
+    fn a_payload_that_authenticates_but_is_not_a_vote_is_refused_without_showing_it() {
+        let keys = VoteKeys::from_config(&VoteKeys::generate_config("k1")).unwrap();
+        for payload in [
+            r#"{"choices":"secret-choice"}"#,
+            r#"{"choices":[1,"secret-choice"]}"#,
+            r#"{"token_hash":"secret-token-hash"}"#,
+            r#"{"receipt":["secret-receipt"]}"#,
+        ] {
+            let (kid, nonce, ct) = keys.encrypt_message(payload.as_bytes());
+            let envelope = Envelope {
+                v: VERSION,
+                kid,
+                nonce: B64.encode(nonce),
+                ct: B64.encode(ct),
+            };
+            let error =
+                VoteMessage::decode(&keys, &serde_json::to_vec(&envelope).unwrap()).unwrap_err();
+            assert!(matches!(error, DecodeError::Malformed(_)), "{error:?}");
+            assert!(!error.to_string().contains("secret"), "{payload}: {error}");
+        }
     }
 }

@@ -197,7 +197,10 @@ impl Verifier {
         ) else {
             return Err(VerifyError::MissingHeaders);
         };
-        if nonce.len() < 16 || nonce.len() > 64 {
+        // Letters, digits, `-` and `_` only (`sign` makes hex): a `|` would let the canonical
+        // string be cut into another path, timestamp and nonce under the same signature.
+        let nonce_char = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+        if nonce.len() < 16 || nonce.len() > 64 || !nonce.bytes().all(nonce_char) {
             return Err(VerifyError::MissingHeaders);
         }
         let timestamp: i64 = timestamp.parse().map_err(|_| VerifyError::MissingHeaders)?;
@@ -354,6 +357,57 @@ mod tests {
             .verify(&Method::GET, "/p", &HeaderMap::new(), b"", now)
             .await
             .is_err());
+    }
+
+    /// Found with the `s2s` fuzz target: `now - timestamp` overflowed for a timestamp of
+    /// i64::MIN, a panic wherever overflow checks are on (debug builds, tests, the fuzzer).
+    #[tokio::test]
+    async fn an_extreme_timestamp_is_skewed_not_an_overflow() {
+        let k = key("k1", "party-a", 1);
+        let verifier = Verifier::new(Keyring::new(vec![k.clone()]));
+        let now = chrono::Utc::now().timestamp();
+        for timestamp in [i64::MIN, i64::MIN + 1, i64::MAX] {
+            let signed = headers(sign(&k, &Method::GET, "/p", b"", timestamp));
+            assert_eq!(
+                verifier.verify(&Method::GET, "/p", &signed, b"", now).await,
+                Err(VerifyError::Skewed),
+                "{timestamp}"
+            );
+        }
+    }
+
+    /// Found by the `s2s` fuzz target: with `|` allowed in a nonce, the canonical string of a
+    /// request signed for `/a|<now>|q` could be cut differently, into a request for `/a` with the
+    /// nonce `q|<now>|<nonce>`, and the same signature verified it.
+    #[tokio::test]
+    async fn a_signature_verifies_only_the_request_it_was_made_for() {
+        let k = key("k1", "party-a", 1);
+        let verifier = Verifier::new(Keyring::new(vec![k.clone()]));
+        let now = chrono::Utc::now().timestamp();
+        let signed_path = format!("/a|{now}|q");
+        let signed = sign(&k, &Method::PUT, &signed_path, b"", now);
+        let value = |name: &str| {
+            signed
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        let cut = headers(vec![
+            (KEY_ID, value(KEY_ID)),
+            (TIMESTAMP, now.to_string()),
+            (NONCE, format!("q|{now}|{}", value(NONCE))),
+            (SIGNATURE, value(SIGNATURE)),
+        ]);
+        assert!(verifier
+            .verify(&Method::PUT, "/a", &cut, b"", now)
+            .await
+            .is_err());
+        // The request it was made for still verifies.
+        assert!(verifier
+            .verify(&Method::PUT, &signed_path, &headers(signed), b"", now)
+            .await
+            .is_ok());
     }
 
     /// Spends `n` fresh nonces signed at `timestamp`, arriving at `arrived`.
