@@ -8,6 +8,8 @@
 #   infra/local/loadtest.sh stress         step the rate up until p99 > 100 ms or errors, both modes
 #   infra/local/loadtest.sh tokens         token issuance at 50/s for 10 s (members-fn + events-svc)
 #   infra/local/loadtest.sh custom --schedule ramp:50:600:10
+#   infra/local/loadtest.sh soak           30 minutes of a meeting: cycles of logins, trickle, one burst,
+#                                          results reads and the checks, both modes; memory, CPU, DB size
 #   infra/local/loadtest.sh drain          100,000 queued votes (own topic and databases, no services)
 #   infra/local/loadtest.sh stop           stop the load-test services (LOADTEST_KEEP_RUNNING=1 runs)
 #
@@ -31,13 +33,13 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
-usage() { sed -n '2,29s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,31s/^# \{0,1\}//p' "$0"; }
 [[ $# -ge 1 ]] || { usage >&2; exit 2; }
 scenario=$1
 shift
 case $scenario in
   -h | --help) usage; exit 0 ;;
-  meeting | burst | burst-1000 | stress | tokens | custom | drain | stop) ;;
+  meeting | burst | burst-1000 | stress | tokens | custom | soak | drain | stop) ;;
   *) printf '[loadtest] unknown scenario: %s (try --help)\n' "$scenario" >&2; exit 2 ;;
 esac
 
@@ -145,7 +147,7 @@ export INGEST_URL=http://127.0.0.1:18080 EVENTS_URL=http://127.0.0.1:18081 MEMBE
 export INTERNAL_ADDR=127.0.0.1:18079 ELECTIONS_URL=http://127.0.0.1:18079
 export SESSION_JWKS_URL=$MEMBERS_URL/.well-known/jwks.json
 export QUEUE_MODE_DEFAULT=true QUEUE_MODE_POLL_MS=200 SEAL_DELAY_MS=3000
-export RATE_LIMIT_PER_CLIENT=100000 RATE_LIMIT_GLOBAL=100000 LOGIN_RATE_PER_CLIENT=2000 LOGIN_RATE_GLOBAL=2000
+export RATE_LIMIT_PER_CLIENT=100000 RATE_LIMIT_GLOBAL=100000 RECEIPT_RATE_PER_CLIENT=100000 RECEIPT_RATE_GLOBAL=100000 LOGIN_RATE_PER_CLIENT=2000 LOGIN_RATE_GLOBAL=2000
 export EVENTS_RATE_GLOBAL=100000
 # The harness switches the queue flag between its queue and direct runs.
 export QUEUE_MODE_CHANGE_INTERVAL_MS=1000

@@ -9,6 +9,7 @@ use plotters::prelude::*;
 use crate::drain::DrainReport;
 use crate::report::{Body, Report};
 use crate::scenario::{Mode, StressReport, TokensReport, VotesReport};
+use crate::soak::SoakReport;
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
@@ -64,6 +65,7 @@ pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
         Body::Stress(s) => stress(&root, s)?,
         Body::Drain(d) => drain(&root, d)?,
         Body::Tokens(t) => tokens(&root, t)?,
+        Body::Soak(s) => soak(&root, s)?,
     }
     plot(root.present())?;
     Ok(())
@@ -585,4 +587,100 @@ fn tokens(root: &Area, t: &TokensReport) -> anyhow::Result<()> {
         "tokens",
         &series,
     )
+}
+
+/// A named, coloured line of (x, y) points.
+type Line = (String, RGBColor, Vec<(f64, f64)>);
+
+/// Plain lines on linear axes starting at zero.
+fn lines(
+    area: &Area,
+    caption: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Line],
+) -> anyhow::Result<()> {
+    let x_max = series
+        .iter()
+        .flat_map(|s| s.2.iter().map(|p| p.0))
+        .fold(0.0, f64::max)
+        .max(0.1)
+        * 1.05;
+    let y_max = series
+        .iter()
+        .flat_map(|s| s.2.iter().map(|p| p.1))
+        .fold(0.0, f64::max)
+        .max(1.0)
+        * 1.1;
+    let mut chart = plot(
+        ChartBuilder::on(area)
+            .caption(caption, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..x_max, 0f64..y_max),
+    )?;
+    plot(chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw())?;
+    for (name, colour, points) in series {
+        let colour = *colour;
+        plot(chart.draw_series(LineSeries::new(
+            points.iter().copied(),
+            colour.stroke_width(2),
+        )))?
+        .label(name.as_str())
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2)));
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)
+}
+
+fn soak(root: &Area, s: &SoakReport) -> anyhow::Result<()> {
+    let (top, bottom) = root.split_vertically(430);
+    let names: std::collections::BTreeSet<&String> =
+        s.samples.iter().flat_map(|x| x.rss_mib.keys()).collect();
+    let memory: Vec<Line> = names
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            (
+                name.clone(),
+                PALETTE[i % PALETTE.len()],
+                s.samples
+                    .iter()
+                    .filter_map(|x| Some((x.t_s / 60.0, *x.rss_mib.get(name)?)))
+                    .collect(),
+            )
+        })
+        .collect();
+    lines(
+        &top,
+        "resident memory over the run",
+        "minutes",
+        "MiB",
+        &memory,
+    )?;
+    let (left, right) = bottom.split_horizontally(600);
+    let p99: Vec<Line> = [Mode::Queue, Mode::Direct]
+        .into_iter()
+        .map(|mode| {
+            (
+                format!("{} burst p99", mode.name()),
+                color(mode),
+                s.cycles
+                    .iter()
+                    .filter(|c| c.mode == mode)
+                    .map(|c| (c.started_s / 60.0, c.burst.p99_ms))
+                    .collect(),
+            )
+        })
+        .collect();
+    lines(&left, "burst latency p99 by cycle", "minutes", "ms", &p99)?;
+    let db: Vec<Line> = vec![(
+        "database size".into(),
+        PALETTE[2],
+        s.samples
+            .iter()
+            .filter_map(|x| Some((x.t_s / 60.0, x.db_bytes? as f64 / 1048576.0)))
+            .collect(),
+    )];
+    lines(&right, "database size over the run", "minutes", "MiB", &db)
 }

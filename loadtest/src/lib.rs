@@ -8,6 +8,8 @@
 //!   honouring `Retry-After` with a bounded number of client retries;
 //! - [`scenario`]: `meeting`, `burst`, `custom`, `stress` and `tokens` against the running
 //!   services, each mode side by side, with the invariant checks;
+//! - [`soak`]: a meeting-like pattern for half an hour (trickle, bursts, logins, results
+//!   reads, both modes) with the checks after every burst, memory, CPU and database growth;
 //! - [`drain`] and [`ceiling`]: the `drain` scenario on a fresh database and a fresh topic
 //!   (end-to-end worker vs an ack-only consumer vs the batch writer alone vs raw SQL);
 //! - [`report`] and [`chart`]: JSON, Markdown and SVG reports.
@@ -23,6 +25,7 @@ pub mod ops;
 pub mod report;
 pub mod scenario;
 pub mod schedule;
+pub mod soak;
 pub mod stats;
 pub mod target;
 

@@ -154,3 +154,16 @@ impl CpuShare {
         )
     }
 }
+
+/// The Pub/Sub emulator's JVM on this machine, if one runs.
+pub fn emulator_pid() -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            (read(&format!("/proc/{pid}/comm")).trim() == "java"
+                && read(&format!("/proc/{pid}/cmdline")).contains("pubsub-emulator"))
+            .then_some(pid)
+        })
+}

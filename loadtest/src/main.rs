@@ -129,6 +129,35 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// A meeting-like pattern for a long time (default 30 minutes): cycles of one election
+    /// each, alternating the modes, with logins and tokens through events-svc, a steady
+    /// trickle of votes with a burst in the middle, results reads, and every invariant checked
+    /// after each burst; each service's memory and CPU and the database size over time.
+    Soak {
+        #[arg(long, default_value_t = 30.0)]
+        minutes: f64,
+        /// One election and one burst every this many seconds.
+        #[arg(long, default_value_t = 180.0)]
+        cycle_secs: f64,
+        #[arg(long, default_value_t = 3.0)]
+        trickle_rate: f64,
+        #[arg(long, default_value_t = 300.0)]
+        burst_rate: f64,
+        #[arg(long, default_value_t = 5.0)]
+        burst_secs: f64,
+        /// Members who log in and fetch their token through events-svc in each cycle.
+        #[arg(long, default_value_t = 100)]
+        logins_per_cycle: u32,
+        #[arg(long, default_value_t = 2.0)]
+        results_every_secs: f64,
+        #[arg(long, default_value_t = 10.0)]
+        sample_every_secs: f64,
+        /// The services' database, for its size over the run (read-only).
+        #[arg(long, env = "EKKLESIA_ADMIN_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Drain N queued votes on a fresh topic and fresh databases: end to end through the
     /// emulator vs an ack-only consumer vs the worker's batch writer alone vs raw SQL.
     Drain {
@@ -505,6 +534,45 @@ async fn main() -> anyhow::Result<ExitCode> {
                 command,
                 vec!["Members log in with members-fn's dev login (the OIDC round trip to the identity provider is not part of this measurement); the load generator is one client address.".into()],
                 Body::Tokens(body),
+            );
+            finish(report, run.output.out)
+        }
+        Command::Soak {
+            minutes,
+            cycle_secs,
+            trickle_rate,
+            burst_rate,
+            burst_secs,
+            logins_per_cycle,
+            results_every_secs,
+            sample_every_secs,
+            database_url,
+            run,
+        } => {
+            let settings = loadtest::soak::SoakSettings {
+                minutes,
+                cycle_secs,
+                trickle_rate,
+                burst_rate,
+                burst_secs,
+                logins_per_cycle,
+                results_every_secs,
+                sample_every_secs,
+            };
+            settings.check()?;
+            let body = loadtest::soak::run(
+                run.target()?,
+                &run.common(),
+                &settings,
+                database_url.as_deref(),
+            )
+            .await?;
+            let report = Report::new(
+                "soak",
+                started_at,
+                command,
+                vec!["Memory is each process's resident set (VmRSS) and CPU its share of one core between samples; the database size is pg_database_size, free space the autovacuum has not returned included.".into()],
+                Body::Soak(body),
             );
             finish(report, run.output.out)
         }

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::drain::DrainReport;
 use crate::machine::Machine;
 use crate::scenario::{Check, Mode, ModeRun, StressReport, TokensReport, VotesReport};
+use crate::soak::SoakReport;
 
 /// A target from the issue, and where this run stands (never asserted by tests).
 #[derive(Debug, Clone, Serialize)]
@@ -40,6 +41,7 @@ pub enum Body {
     Stress(StressReport),
     Drain(DrainReport),
     Tokens(TokensReport),
+    Soak(SoakReport),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -133,6 +135,7 @@ impl Report {
             Body::Stress(s) => stress_md(&mut md, s),
             Body::Drain(d) => drain_md(&mut md, d),
             Body::Tokens(t) => tokens_md(&mut md, t),
+            Body::Soak(s) => soak_md(&mut md, s),
         }
         let _ = writeln!(md, "## Checks\n");
         for (scope, c) in checks(&self.result) {
@@ -183,6 +186,13 @@ pub fn checks(body: &Body) -> Vec<(String, &Check)> {
                 out.extend(v.checks.iter().map(|c| ("votes".to_owned(), c)));
             }
         }
+        Body::Soak(s) => {
+            for c in &s.cycles {
+                let scope = format!("cycle {} ({})", c.index, c.mode.name());
+                out.extend(c.checks.iter().map(|k| (scope.clone(), k)));
+            }
+            out.extend(s.checks.iter().map(|c| ("whole run".to_owned(), c)));
+        }
     }
     out
 }
@@ -198,6 +208,21 @@ fn pct(x: f64) -> String {
 fn targets(scenario: &str, body: &Body) -> Vec<Goal> {
     let mut out = Vec::new();
     match body {
+        Body::Soak(s) => {
+            for mode in [Mode::Queue, Mode::Direct] {
+                if let Some((first, last)) = s.drift(mode) {
+                    out.push(goal(
+                        &format!("{} mode: burst p99 drift, first to last burst", mode.name()),
+                        "no upward drift (last ≤ 1.5 × first)",
+                        format!(
+                            "{first:.1} → {last:.1} ms ({:.2} ×)",
+                            last / first.max(0.001)
+                        ),
+                        Some(last <= first * 1.5),
+                    ));
+                }
+            }
+        }
         Body::Votes(v) => {
             if scenario == "meeting" {
                 if let Some(q) = run_of(v, Mode::Queue) {
@@ -612,4 +637,99 @@ fn tokens_md(md: &mut String, t: &TokensReport) {
         let _ = writeln!(md, "### The issued tokens, cast all at once\n");
         mode_rows(md, &[v]);
     }
+}
+
+fn mib(bytes: Option<i64>) -> String {
+    bytes.map_or("–".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
+}
+
+fn soak_md(md: &mut String, s: &SoakReport) {
+    let k = &s.settings;
+    let _ = writeln!(
+        md,
+        "## Soak: {} cycles of {:.0} s over {:.0} min\n\nEach cycle: one election, {} members log in and fetch their token through members-fn and events-svc, votes trickle at {}/s with a burst of {}/s for {} s in the middle, the admin reads the results every {} s; then every invariant is checked and the election closed and sealed. Modes alternate.\n",
+        s.cycles.len(),
+        k.cycle_secs,
+        k.minutes,
+        k.logins_per_cycle,
+        k.trickle_rate,
+        k.burst_rate,
+        k.burst_secs,
+        k.results_every_secs
+    );
+    let _ = writeln!(
+        md,
+        "| cycle | mode | sent | accepted | burst p50 / p99 ms | trickle p99 ms | login p99 ms | token p99 ms | results reads (p99 ms) | drained after | database | checks |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for c in &s.cycles {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {:.1} / {:.1} | {:.1} | {:.1} | {:.1} | {} ({:.1}) | {} | {} | {} |",
+            c.index,
+            c.mode.name(),
+            c.sent,
+            c.accepted,
+            c.burst.p50_ms,
+            c.burst.p99_ms,
+            c.trickle.p99_ms,
+            c.tokens_via_events.login_latency.p99_ms,
+            c.tokens_via_events.token_latency.p99_ms,
+            c.results_reads,
+            c.results_latency.p99_ms,
+            c.drained_after_ms
+                .map_or("NOT".into(), |ms| format!("{ms:.0} ms")),
+            mib(c.db_bytes_after),
+            if c.checks.iter().all(|x| x.ok) { "pass" } else { "**FAIL**" }
+        );
+    }
+    md.push('\n');
+    let _ = writeln!(md, "### Memory and CPU over the run\n");
+    let names: std::collections::BTreeSet<&String> =
+        s.samples.iter().flat_map(|x| x.rss_mib.keys()).collect();
+    let _ = writeln!(
+        md,
+        "Resident memory (MiB) sampled every {} s: first sample, peak, last; CPU as % of one core, mean over the run and the busiest sample.\n\n| process | RSS first | RSS peak | RSS last | CPU mean | CPU peak |\n|---|---|---|---|---|---|",
+        k.sample_every_secs
+    );
+    for name in names {
+        let rss: Vec<f64> = s
+            .samples
+            .iter()
+            .filter_map(|x| x.rss_mib.get(name).copied())
+            .collect();
+        let cpu: Vec<f64> = s
+            .samples
+            .iter()
+            .filter_map(|x| x.cpu_pct_of_core.get(name).copied())
+            .collect();
+        let mean = if cpu.is_empty() {
+            0.0
+        } else {
+            cpu.iter().sum::<f64>() / cpu.len() as f64
+        };
+        let _ = writeln!(
+            md,
+            "| {name} | {:.1} | {:.1} | {:.1} | {mean:.0} % | {:.0} % |",
+            rss.first().copied().unwrap_or(0.0),
+            rss.iter().copied().fold(0.0, f64::max),
+            rss.last().copied().unwrap_or(0.0),
+            cpu.iter().copied().fold(0.0, f64::max)
+        );
+    }
+    md.push('\n');
+    let recorded = s.votes_recorded();
+    let growth = match (s.db_bytes_before, s.db_bytes_after) {
+        (Some(b), Some(a)) => format!(
+            "{} → {} (+{:.1} MiB, {:.0} bytes per recorded vote, tokens, receipts and indexes included)",
+            mib(Some(b)),
+            mib(Some(a)),
+            (a - b) as f64 / 1048576.0,
+            if recorded > 0 { (a - b) as f64 / recorded as f64 } else { 0.0 }
+        ),
+        _ => s.db_note.clone(),
+    };
+    let _ = writeln!(
+        md,
+        "Database: {growth}. {recorded} votes recorded in all.\n"
+    );
 }

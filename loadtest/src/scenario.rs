@@ -568,7 +568,7 @@ fn summarise(
 
 /// The checks after a mode's run. `tokens` are the run's tokens by index.
 #[allow(clippy::too_many_arguments)]
-async fn check(
+pub async fn check(
     target: &Target,
     common: &Common,
     http: &reqwest::Client,
@@ -767,7 +767,7 @@ pub struct VotesReport {
 }
 
 /// Runs `body` with the queue flag restored afterwards, whatever happens.
-async fn restoring_flag<T>(
+pub async fn restoring_flag<T>(
     target: &Target,
     body: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {

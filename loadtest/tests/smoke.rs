@@ -177,3 +177,73 @@ async fn a_tiny_burst_in_both_modes_passes_every_check_and_writes_the_reports() 
     }
     eprintln!("smoke test took {:.1} s", began.elapsed().as_secs_f64());
 }
+
+/// The soak scenario, shortened to two 15-second cycles (one per mode): every cycle's checks
+/// pass, the samples hold this process's memory and the database size, and the report says
+/// what a 30-minute run would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_soak_checks_every_cycle_and_samples_memory_and_the_database() {
+    let stack = start(5).await;
+    let target = Arc::new(Target::new(stack.config.clone()).expect("target"));
+    let common = Common {
+        quiet: true,
+        drain_timeout: Duration::from_secs(20),
+        replays: 2,
+        ..Common::default()
+    };
+    let settings = loadtest::soak::SoakSettings {
+        minutes: 0.5,
+        cycle_secs: 15.0,
+        trickle_rate: 4.0,
+        burst_rate: 40.0,
+        burst_secs: 1.0,
+        logins_per_cycle: 3,
+        results_every_secs: 1.0,
+        sample_every_secs: 1.0,
+    };
+    let body = loadtest::soak::run(target, &common, &settings, Some(&stack.db.admin_url()))
+        .await
+        .expect("the soak runs");
+    let report = Report::new(
+        "soak",
+        chrono::Utc::now(),
+        "smoke".into(),
+        Vec::new(),
+        Body::Soak(body),
+    );
+    let dir = std::env::temp_dir().join(format!("loadtest-soak-{}", Uuid::new_v4().simple()));
+    report.write(&dir).expect("reports written");
+    let md = report.markdown();
+    assert!(report.checks_passed, "{md}");
+    let Body::Soak(s) = &report.result else {
+        panic!("a soak report")
+    };
+    assert_eq!(
+        s.cycles.iter().map(|c| c.mode).collect::<Vec<_>>(),
+        [Mode::Queue, Mode::Direct]
+    );
+    let per_cycle = settings.offsets().len();
+    for c in &s.cycles {
+        assert_eq!(c.sent, per_cycle, "{md}");
+        assert_eq!(c.accepted, per_cycle, "{md}");
+        assert_eq!(c.tokens_via_events.voters, 3);
+        assert!(c.results_reads >= 2, "{md}");
+        // accepted = recorded, receipts, replays, final tally, no tally while open.
+        assert!(c.checks.len() >= 7, "{:?}", c.checks);
+    }
+    assert!(s.samples.len() >= 10, "{} samples", s.samples.len());
+    assert!(s.samples.iter().all(|x| x.rss_mib.contains_key("loadtest")));
+    let (before, after) = (
+        s.db_bytes_before.expect("size"),
+        s.db_bytes_after.expect("size"),
+    );
+    assert!(
+        after > before,
+        "the database grew with the votes: {before} → {after}"
+    );
+    assert!(
+        md.contains("| cycle | mode |") && md.contains("Memory and CPU"),
+        "{md}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -78,6 +78,9 @@ pub async fn start_with(voters: u32, worker: bool) -> Stack {
         ("S2S_KEYS", keys.s2s_config.clone()),
         ("QUEUE_MODE_POLL_MS", "100".into()),
         ("DEFINITION_REFRESH_MS", "200".into()),
+        // The harness is one client address standing for a whole hall (as in loadtest.sh).
+        ("RECEIPT_RATE_PER_CLIENT", "100000".into()),
+        ("RECEIPT_RATE_GLOBAL", "100000".into()),
     ]);
     let ingest = ingest::startup::Application::build(
         ingest::configuration::Settings::from(Env::from_map(env)).expect("ingest settings"),
