@@ -34,6 +34,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo deny: licences, bans and sources of every dependency"
+"$here/deny.sh"
 echo "== cargo test"
 cargo test --workspace "$@"
 
