@@ -1,5 +1,5 @@
 //! ingest: the public vote path. A vote is verified (`routes::ballots`), then published to
-//! Pub/Sub (queue mode) or committed by `ballot_box` (direct mode). It also serves the elections
+//! Pub/Sub by `publisher` (queue mode) or committed by `ballot_box` (direct mode). It also serves the elections
 //! side's internal API (`routes::internal`) and receipt look-ups (`routes::receipts`).
 
 pub mod ballot_box;
@@ -7,6 +7,7 @@ pub mod configuration;
 pub mod definitions;
 pub mod error;
 pub mod ledger;
+pub mod publisher;
 pub mod queue_mode;
 pub mod routes;
 pub mod startup;

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use google_cloud_pubsub::client::Publisher;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec};
 use shared::metrics::HttpMetrics;
 use sqlx::PgPool;
@@ -96,7 +95,7 @@ pub struct VoteMetrics {
 pub struct Inner {
     pub settings: Settings,
     pub pool: PgPool,
-    pub publisher: Publisher,
+    pub publisher: crate::publisher::VotePublisher,
     pub definitions: Definitions,
     pub queue_mode: QueueMode,
     /// Receipts answered 202, on their way to `elections.accepted_votes`.
@@ -132,13 +131,18 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let pool = shared::db::pool(&settings.database)?;
-        let publisher = shared::pubsub::publisher(
+        let http_metrics = HttpMetrics::new("ingest");
+        let publisher = crate::publisher::VotePublisher::build(
             &settings.pubsub,
             settings.publish_timeout,
             settings.publish_batch_delay,
+            http_metrics.register(&shared::metrics::counter_vec(
+                "votes_published_total",
+                "Votes published alone at once (immediate) or sharing a Publish request (batched)",
+                &["path"],
+            )),
         )
         .await?;
-        let http_metrics = HttpMetrics::new("ingest");
         let metrics = VoteMetrics {
             votes: http_metrics.register(&shared::metrics::counter_vec(
                 "votes_total",

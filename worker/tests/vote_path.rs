@@ -829,3 +829,50 @@ async fn every_rejection_reason_reaches_the_receipt() {
     }
     assert_eq!(stack.ballot_count(election).await, 0);
 }
+
+/// Adaptive batching: a vote that finds no other being published goes out at once in a
+/// Publish request of its own; votes arriving together share requests. Every one is published.
+#[tokio::test]
+async fn a_lone_vote_is_published_at_once_and_votes_arriving_together_share_requests() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let election = stack.open_election(TENANT, "single", 3, 1).await;
+    let tokens = stack.tokens(TENANT, election, 41).await;
+    let internal: std::net::SocketAddr = stack
+        .internal_url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("ingest's internal address");
+    for token in &tokens[..3] {
+        accepted_receipt(stack.vote(election, token, &["o0"]).await, 202).await;
+    }
+    assert_eq!(
+        metric(internal, "votes_published_total", "\"immediate\"").await,
+        3,
+        "one at a time: none waited to share a request"
+    );
+    assert_eq!(
+        metric(internal, "votes_published_total", "\"batched\"").await,
+        0
+    );
+    let answers = futures::future::join_all(
+        tokens[3..]
+            .iter()
+            .map(|token| stack.vote(election, token, &["o1"])),
+    )
+    .await;
+    for answer in answers {
+        accepted_receipt(answer, 202).await;
+    }
+    let immediate = metric(internal, "votes_published_total", "\"immediate\"").await;
+    let batched = metric(internal, "votes_published_total", "\"batched\"").await;
+    assert!(
+        batched > 0,
+        "38 votes at once: some found another in flight"
+    );
+    assert_eq!(immediate + batched, 41);
+    assert_eq!(
+        drain_count(&stack.pubsub.settings, Duration::from_secs(3)).await,
+        41,
+        "every vote answered 202 is on the topic"
+    );
+}
