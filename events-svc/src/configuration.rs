@@ -17,6 +17,8 @@ pub struct Settings {
     /// `PORT` (Cloud Run) or `EVENTS_ADDR`.
     pub addr: SocketAddr,
     pub database: DatabaseSettings,
+    /// `HTTP_*`: header-read and request timeouts, concurrency limit of its listener.
+    pub server_limits: shared::service::ServerLimits,
     /// `ELECTIONS_URL`: the elections side's internal API (ingest), default `http://127.0.0.1:8080`.
     pub elections_url: String,
     /// `S2S_KEYS`: `keyid:tenant:base64url-secret,...`, the first key of a tenant signs. Each of
@@ -117,6 +119,7 @@ impl Settings {
         let attempt = env.millis_or("S2S_ATTEMPT_TIMEOUT_MS", 2000);
         let settings = Self {
             addr,
+            server_limits: shared::service::ServerLimits::from_env(&mut env),
             database,
             elections_url: env.string_or("ELECTIONS_URL", "http://127.0.0.1:8080"),
             s2s_keys,

@@ -2,7 +2,7 @@ use events_svc::{Application, Settings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shared::telemetry::init("events-svc");
+    let _telemetry = shared::telemetry::init("events-svc");
     let settings = Settings::from_env()?;
     Application::build(settings)
         .await?

@@ -25,9 +25,31 @@ use crate::routes::{elections, ops, tokens};
         title = "Ekklesia events-svc",
         description = "Elections, one anonymous voting token per member, results (turnout before the seal, tally after), the platform-wide queue flag."
     ),
-    components(schemas(shared::Problem))
+    components(schemas(shared::Problem)),
+    modifiers(&SessionScheme)
 )]
 struct ApiDoc;
+
+/// Every route's `session`: the session token members-fn issued, as a bearer token.
+struct SessionScheme;
+
+impl utoipa::Modify for SessionScheme {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "session",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT (EdDSA)")
+                        .description(Some("The session token from members-fn's login"))
+                        .build(),
+                ),
+            );
+    }
+}
 
 pub struct Inner {
     pub settings: Settings,
@@ -54,12 +76,16 @@ impl std::ops::Deref for AppState {
 
 pub struct Application {
     server: Server,
+    _pool_sampler: shared::metrics::Sampler,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let pool = shared::db::pool(&settings.database)?;
         let metrics = HttpMetrics::new("events-svc");
+        let pool_sampler =
+            shared::metrics::PoolMetrics::register(&metrics, settings.database.max_connections)
+                .spawn_sampler(pool.clone());
         let tokens = metrics.register(&shared::metrics::counter_vec(
             "voting_tokens_total",
             "Voting token requests by outcome",
@@ -104,7 +130,14 @@ impl Application {
             service::database_readiness(pool),
         );
         Ok(Self {
-            server: Server::bind("events-svc", state.settings.addr, router).await?,
+            server: Server::bind_with(
+                "events-svc",
+                state.settings.addr,
+                router,
+                state.settings.server_limits,
+            )
+            .await?,
+            _pool_sampler: pool_sampler,
         })
     }
 

@@ -859,6 +859,36 @@ async fn publishes_its_contract_and_operational_routes() {
         );
         assert!(operation["responses"].get("400").is_some(), "{path}");
     }
+    // Every route checks the session: the document says so (schemathesis holds each answer
+    // to it, `infra/local/schemathesis.sh`), and problems under the media type they are sent with.
+    let paths = api.body["paths"].as_object().unwrap();
+    for (path, item) in paths.iter().filter(|(path, _)| path.starts_with("/v1/")) {
+        for (method, operation) in item.as_object().unwrap() {
+            let unauthorized = &operation["responses"]["401"]["content"];
+            assert!(
+                unauthorized["application/problem+json"].is_object(),
+                "{method} {path}: {operation}"
+            );
+            assert!(
+                operation["security"][0].get("session").is_some(),
+                "{method} {path}"
+            );
+        }
+    }
+    assert!(api.body["components"]["securitySchemes"]["session"].is_object());
+    let filter = &paths["/v1/elections"]["get"]["parameters"][0];
+    assert_eq!(
+        (filter["name"].as_str(), filter["in"].as_str()),
+        (Some("status"), Some("query")),
+        "{filter}"
+    );
+    // The shared router's own routes are in the document too.
+    for path in ["/openapi.json", "/healthz", "/readyz", "/metrics"] {
+        assert!(
+            paths[path]["get"].is_object(),
+            "{path} in the OpenAPI document"
+        );
+    }
     for path in ["/healthz", "/readyz", "/metrics"] {
         let answer = world
             .http

@@ -29,7 +29,7 @@ term_wait=15 # seconds to wait after SIGTERM (the JVM usually exits in 1-3 s, no
 kill_wait=5  # seconds to wait after SIGKILL
 
 # Services started by run.sh: SIGTERM lets them drain.
-for svc in worker ingest events-svc members-fn; do
+for svc in worker ingest events-svc members-fn prometheus; do
   svc_pid_file=$EKKLESIA_STATE_DIR/$svc.pid
   if [[ -f $svc_pid_file ]]; then
     svc_pid=$(cat "$svc_pid_file")

@@ -5,7 +5,8 @@
 #
 # Brings up PostgreSQL 15 (installing it if missing) and Google's Pub/Sub emulator, applies the
 # migrations and the local service logins, then runs every crate's tests, formatting and lint
-# checks. Each test creates its own database (cloned from a migrated template) and its own topic
+# checks, then the checks by tools the project did not write (schemathesis against the running
+# stack). Each test creates its own database (cloned from a migrated template) and its own topic
 # and subscription, so the suite can run in parallel and leaves the dev database alone.
 set -euo pipefail
 
@@ -27,9 +28,16 @@ psql -X -q -w "$EKKLESIA_ADMIN_DATABASE_URL" -At -c \
   "SELECT datname FROM pg_database WHERE datname LIKE 'ekklesia_test_%'" |
   while read -r db; do psql -X -q -w "$EKKLESIA_ADMIN_DATABASE_URL" -c "DROP DATABASE IF EXISTS \"$db\"" || true; done
 
+echo "== promtool: the alert rules and their unit tests"
+"$here/monitoring-check.sh"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --workspace "$@"
+
+# Tools no one here wrote, each on a fixed, short budget (the long runs: docs/testing.md).
+echo "== schemathesis: every listener's OpenAPI document against its answers"
+"$here/schemathesis.sh" "${SCHEMATHESIS_EXAMPLES:-20}"
+"$here/down.sh" >/dev/null

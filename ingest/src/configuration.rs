@@ -22,6 +22,8 @@ pub struct Settings {
     /// or `internal` (only that one, on `addr`: Cloud Run serves one port per service, so the
     /// internal API is a second service from the same image with internal ingress).
     pub serve: Serve,
+    /// `METRICS_TENANTS`: the tenants that get a label of their own on metrics (default: all).
+    pub metrics_tenants: shared::metrics::TenantLabels,
     /// `HTTP_*`: header-read and request timeouts, concurrency limit (every listener).
     pub server_limits: shared::service::ServerLimits,
     pub database: DatabaseSettings,
@@ -138,6 +140,7 @@ impl Settings {
             internal_addr,
             serve,
             server_limits: shared::service::ServerLimits::from_env(&mut env),
+            metrics_tenants: shared::metrics::TenantLabels::from_env(&mut env),
             vote_keys,
             instance_id: env.string_or("INSTANCE_ID", &default_instance),
             ledger_flush: env.millis_or("LEDGER_FLUSH_MS", 250),

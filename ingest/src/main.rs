@@ -3,7 +3,7 @@ use ingest::startup::Application;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shared::telemetry::init("ingest");
+    let _telemetry = shared::telemetry::init("ingest");
     let settings = Settings::from_env()?;
     Application::build(settings)
         .await?

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use google_cloud_pubsub::client::Publisher;
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec};
 use shared::metrics::HttpMetrics;
 use sqlx::PgPool;
 use utoipa::OpenApi;
@@ -25,9 +25,33 @@ use crate::routes::{ballots, internal, receipts};
         title = "Ekklesia ingest",
         description = "The public vote path: cast a vote, look a receipt up."
     ),
-    components(schemas(shared::Problem))
+    components(schemas(shared::Problem)),
+    modifiers(&VotingTokenScheme)
 )]
 struct PublicApi;
+
+/// The ballot route's `voting_token`: the token events-svc issued, as a bearer token.
+struct VotingTokenScheme;
+
+impl utoipa::Modify for VotingTokenScheme {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "voting_token",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWS (typ vote+jwt)")
+                        .description(Some(
+                            "The voting token from events-svc (`POST /v1/elections/{id}/token`)",
+                        ))
+                        .build(),
+                ),
+            );
+    }
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,9 +59,29 @@ struct PublicApi;
         title = "Ekklesia ingest (internal)",
         description = "The elections side's internal API, signed service-to-service calls from events-svc only."
     ),
-    components(schemas(shared::Problem))
+    components(schemas(shared::Problem)),
+    modifiers(&S2sScheme)
 )]
 struct InternalApi;
+
+/// The internal routes' `s2s` signature (`shared::s2s`); OpenAPI has no word for a signature
+/// over the request, so it is described on the header that carries it.
+struct S2sScheme;
+
+impl utoipa::Modify for S2sScheme {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+        doc.components.get_or_insert_with(Default::default).add_security_scheme(
+            "s2s",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Signature",
+                "HMAC-SHA256 with the caller's S2S key over `METHOD|PATH?QUERY|TIMESTAMP|NONCE|hex(sha256(body))`, \
+                 base64url without padding; sent with `X-Key-Id`, `X-Timestamp` (Unix seconds, within 300 s) \
+                 and `X-Nonce` (spent once)",
+            ))),
+        );
+    }
+}
 
 /// How often spent S2S nonces are pruned: each is kept at least 601 s anyway, so once a minute
 /// keeps the table at about eleven minutes of internal calls.
@@ -47,7 +91,6 @@ pub struct VoteMetrics {
     /// Votes by mode and outcome (`accepted` or the problem slug).
     pub votes: IntCounterVec,
     pub publish_latency: Histogram,
-    pub pool_in_use: IntGauge,
 }
 
 pub struct Inner {
@@ -100,7 +143,7 @@ impl Application {
             votes: http_metrics.register(&shared::metrics::counter_vec(
                 "votes_total",
                 "Votes by mode and outcome",
-                &["mode", "outcome"],
+                &["mode", "outcome", "tenant"],
             )),
             publish_latency: http_metrics.register(
                 &Histogram::with_opts(
@@ -112,11 +155,11 @@ impl Application {
                 )
                 .expect("static metric"),
             ),
-            pool_in_use: http_metrics.register(
-                &IntGauge::new("db_pool_in_use", "Database connections in use")
-                    .expect("static metric"),
-            ),
         };
+        let pool_metrics = shared::metrics::PoolMetrics::register(
+            &http_metrics,
+            settings.database.max_connections,
+        );
         let queue_mode = QueueMode::new(settings.queue_mode_default);
         if let Err(e) = queue_mode.refresh(&pool).await {
             tracing::warn!(error = %shared::db::redact(&e), "could not read the queue flag at startup; using the default");
@@ -135,7 +178,10 @@ impl Application {
                 settings.receipt_rate_global,
             ),
             definitions: Definitions::default(),
-            ledger: Arc::new(Ledger::new(settings.instance_id.clone())),
+            ledger: Arc::new(Ledger::new(
+                settings.instance_id.clone(),
+                queue_mode.clone(),
+            )),
             queue_mode,
             pool,
             publisher,
@@ -166,9 +212,7 @@ impl Application {
                     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
                     for second in 0u64.. {
                         tick.tick().await;
-                        let in_use =
-                            (state.pool.size() as usize).saturating_sub(state.pool.num_idle());
-                        state.metrics.pool_in_use.set(in_use as i64);
+                        pool_metrics.sample(&state.pool);
                         if second % 60 == 0 {
                             state.limits.retain_recent();
                             state.token_limits.retain_recent();

@@ -12,6 +12,8 @@ pub struct Settings {
     /// `PORT` (Cloud Run) or `MEMBERS_ADDR`.
     pub addr: SocketAddr,
     pub database: DatabaseSettings,
+    /// `HTTP_*`: header-read and request timeouts, concurrency limit of its listener.
+    pub server_limits: shared::service::ServerLimits,
     /// `EKKLESIA_PROFILE`: `production` (the default, so a forgotten setting is the safe one)
     /// or `local`.
     pub profile: Profile,
@@ -99,6 +101,7 @@ impl Settings {
         }
         let settings = Self {
             addr,
+            server_limits: shared::service::ServerLimits::from_env(&mut env),
             database,
             profile,
             session: Arc::new(session),

@@ -2,7 +2,7 @@ use members_fn::{Application, Settings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shared::telemetry::init("members-fn");
+    let _telemetry = shared::telemetry::init("members-fn");
     let settings = Settings::from_env()?;
     Application::build(settings)
         .await?

@@ -19,6 +19,7 @@ use crate::national_id::NationalId;
 use crate::startup::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StartQuery {
     /// Which organisation to log in to, for a person who is a member of several.
@@ -30,6 +31,7 @@ pub struct StartQuery {
 /// What the identity provider appends to the redirect URI. Other parameters (`session_state`,
 /// `error_description`, ...) are ignored.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RedirectQuery {
     pub code: Option<String>,
     pub state: Option<String>,
@@ -145,7 +147,7 @@ pub async fn oidc_start(
 #[utoipa::path(get, path = "/v1/auth/oidc/redirect", params(RedirectQuery),
     responses(
         (status = 200, description = "Logged in (Cache-Control: no-store; the login cookie is cleared)", body = Session),
-        (status = 400, description = "No code", body = shared::Problem),
+        (status = 400, description = "No code (`invalid-request`), or not a provider's redirect (`invalid-query`)", body = shared::Problem),
         (status = 401, description = "No login started in this browser, expired, replayed, state mismatch, the provider ended the login, code refused, id_token invalid (also without the login's nonce)", body = shared::Problem),
         (status = 403, description = "Valid login, not a member", body = shared::Problem),
         (status = 409, description = "Member of several organisations: start again with `org`", body = shared::Problem),
@@ -177,10 +179,12 @@ pub async fn oidc_redirect(
 #[utoipa::path(post, path = "/v1/auth/oidc/callback", request_body = OidcCallback,
     responses(
         (status = 200, description = "Logged in (the login cookie is cleared)", body = Session),
-        (status = 400, description = "Malformed request, or the old body with code_verifier", body = shared::Problem),
+        (status = 400, description = "Malformed request (`malformed-json`, `invalid-body`), or the old body with code_verifier (`legacy-callback`)", body = shared::Problem),
         (status = 401, description = "As for the redirect: no login started, expired, replayed, state mismatch, code refused, id_token invalid", body = shared::Problem),
         (status = 403, description = "Valid login, not a member", body = shared::Problem),
         (status = 409, description = "Member of several organisations: start again with `org`", body = shared::Problem),
+        (status = 413, description = "`body-too-large`: over 16 KiB", body = shared::Problem),
+        (status = 415, description = "`unsupported-media-type`: the body is not `application/json`", body = shared::Problem),
         (status = 429, description = "Too many attempts (Retry-After)", body = shared::Problem),
         (status = 503, description = "Identity provider or database unavailable (Retry-After)", body = shared::Problem),
     ),
@@ -287,10 +291,14 @@ async fn finish_login(
 #[utoipa::path(post, path = "/v1/auth/dev-login", request_body = DevLogin,
     responses(
         (status = 200, description = "Logged in", body = Session),
-        (status = 400, description = "Not a valid national id", body = shared::Problem),
+        (status = 400, description = "Not a valid national id, or not the documented JSON (`malformed-json`, `invalid-body`)", body = shared::Problem),
         (status = 403, description = "Not a member", body = shared::Problem),
         (status = 404, description = "Dev login is disabled", body = shared::Problem),
+        (status = 409, description = "Member of several organisations: name `org`", body = shared::Problem),
+        (status = 413, description = "`body-too-large`: over 16 KiB", body = shared::Problem),
+        (status = 415, description = "`unsupported-media-type`: the body is not `application/json`", body = shared::Problem),
         (status = 429, description = "Too many attempts (Retry-After)", body = shared::Problem),
+        (status = 503, description = "Database unavailable or overloaded (Retry-After)", body = shared::Problem),
     ),
     tag = "auth")]
 pub async fn dev_login(
@@ -316,7 +324,7 @@ pub async fn dev_login(
 
 /// The public keys session tokens are signed with.
 #[utoipa::path(get, path = "/.well-known/jwks.json",
-    responses((status = 200, description = "JSON Web Key Set (Ed25519)")), tag = "auth")]
+    responses((status = 200, description = "JSON Web Key Set (Ed25519, RFC 7517): `{\"keys\": [{kty, crv, use, alg, kid, x}]}`", body = Object)), tag = "auth")]
 pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CACHE_CONTROL, "public, max-age=300")],

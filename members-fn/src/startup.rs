@@ -69,12 +69,16 @@ impl AppState {
 
 pub struct Application {
     server: Server,
+    _pool_sampler: shared::metrics::Sampler,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let pool = shared::db::pool(&settings.database)?;
         let metrics = HttpMetrics::new("members-fn");
+        let pool_sampler =
+            shared::metrics::PoolMetrics::register(&metrics, settings.database.max_connections)
+                .spawn_sampler(pool.clone());
         let logins = metrics.register(&shared::metrics::counter_vec(
             "logins_total",
             "Login attempts by method and outcome",
@@ -108,7 +112,14 @@ impl Application {
             service::database_readiness(pool),
         );
         Ok(Self {
-            server: Server::bind("members-fn", state.settings.addr, router).await?,
+            server: Server::bind_with(
+                "members-fn",
+                state.settings.addr,
+                router,
+                state.settings.server_limits,
+            )
+            .await?,
+            _pool_sampler: pool_sampler,
         })
     }
 

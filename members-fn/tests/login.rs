@@ -816,6 +816,16 @@ async fn publishes_its_keys_and_its_contract() {
             "{path} in the OpenAPI document"
         );
     }
+    // The login's query parameters are documented as query parameters, none required.
+    for path in ["/v1/auth/oidc/start", "/v1/auth/oidc/redirect"] {
+        let parameters = api["paths"][path]["get"]["parameters"].as_array().unwrap();
+        assert!(
+            parameters
+                .iter()
+                .all(|p| p["in"] == "query" && p["required"] != true),
+            "{path}: {parameters:?}"
+        );
+    }
     for path in ["/healthz", "/readyz", "/metrics"] {
         let r = members
             .http

@@ -7,6 +7,7 @@ pub mod db;
 pub mod domain;
 pub mod jwks;
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod pubsub;
 pub mod ratelimit;
@@ -17,6 +18,7 @@ pub mod session;
 pub mod telemetry;
 pub mod testkit;
 pub mod token;
+pub mod traces;
 pub mod vote;
 pub mod vote_keys;
 

@@ -109,6 +109,86 @@ pub type ReadinessFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Sen
 /// Checks that the dependencies a service needs are reachable; `Err` names the one that is not.
 pub type ReadinessCheck = Arc<dyn Fn() -> ReadinessFuture + Send + Sync>;
 
+/// A pool's connections in use, idle and at most (`db_pool_*`, sampled every second): in use
+/// over max above 0.8 for a minute is what the saturation alert watches.
+pub struct PoolMetrics {
+    in_use: prometheus::IntGauge,
+    idle: prometheus::IntGauge,
+    max: prometheus::IntGauge,
+}
+
+impl PoolMetrics {
+    pub fn register(http: &HttpMetrics, max_connections: u32) -> Self {
+        let gauge = |name: &str, help: &str| {
+            http.register(&prometheus::IntGauge::new(name, help).expect("static metric"))
+        };
+        let metrics = Self {
+            in_use: gauge("db_pool_in_use", "Database connections in use"),
+            idle: gauge("db_pool_idle", "Database connections open and idle"),
+            max: gauge(
+                "db_pool_max_connections",
+                "Most database connections the pool opens",
+            ),
+        };
+        metrics.max.set(i64::from(max_connections));
+        metrics
+    }
+
+    pub fn sample(&self, pool: &sqlx::PgPool) {
+        let idle = pool.num_idle();
+        self.idle.set(idle as i64);
+        self.in_use
+            .set((pool.size() as usize).saturating_sub(idle) as i64);
+    }
+
+    /// Samples `pool` every second until the returned guard is dropped.
+    pub fn spawn_sampler(self, pool: sqlx::PgPool) -> Sampler {
+        Sampler(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                self.sample(&pool);
+            }
+        }))
+    }
+}
+
+/// A background sampling task, stopped when dropped.
+pub struct Sampler(tokio::task::JoinHandle<()>);
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The `tenant` label of metrics: the tenant itself if `METRICS_TENANTS` lists it (or lists
+/// nothing), `other` otherwise, so a platform with many small parties keeps its series few.
+#[derive(Debug, Clone, Default)]
+pub struct TenantLabels {
+    listed: Option<std::collections::HashSet<String>>,
+}
+
+impl TenantLabels {
+    pub fn from_env(env: &mut crate::config::Env) -> Self {
+        let listed = env.optional_string("METRICS_TENANTS").map(|raw| {
+            raw.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect()
+        });
+        Self { listed }
+    }
+
+    pub fn label<'a>(&self, tenant: &'a str) -> &'a str {
+        match &self.listed {
+            Some(listed) if !listed.contains(tenant) => "other",
+            _ => tenant,
+        }
+    }
+}
+
 /// `check`, run at most once per `ttl`: callers within `ttl` of the last run get its result, and
 /// concurrent callers share one run. A probe flood costs the dependency one check per `ttl`.
 pub fn cached_readiness(check: ReadinessCheck, ttl: Duration) -> ReadinessCheck {
@@ -172,6 +252,19 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    #[test]
+    fn tenants_not_listed_are_labelled_other() {
+        let mut env = crate::config::Env::from_map([("METRICS_TENANTS", "party-a, party-b")]);
+        let labels = TenantLabels::from_env(&mut env);
+        assert_eq!(labels.label("party-a"), "party-a");
+        assert_eq!(labels.label("party-z"), "other");
+        let every = TenantLabels::from_env(&mut crate::config::Env::from_map(std::iter::empty::<(
+            String,
+            String,
+        )>()));
+        assert_eq!(every.label("party-z"), "party-z");
+    }
 
     #[tokio::test]
     async fn a_probe_flood_costs_one_check_per_interval() {

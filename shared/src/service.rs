@@ -23,7 +23,8 @@ use crate::config::Env;
 use crate::metrics::{HttpMetrics, ReadinessCheck};
 use crate::problem::Problem;
 
-/// Wraps a service's own routes: `/openapi.json` (generated from the code), `/metrics`,
+/// Wraps a service's own routes: `/openapi.json` (generated from the code, completed by
+/// [`crate::openapi::complete`] with what this router adds), `/metrics`,
 /// `/healthz`, `/readyz`, problem+json for unknown routes and methods, and the layers that
 /// give every request a correlation id, a log line and its metrics.
 pub fn router(
@@ -32,6 +33,7 @@ pub fn router(
     metrics: HttpMetrics,
     ready: ReadinessCheck,
 ) -> Router {
+    let openapi = crate::openapi::complete(openapi, crate::openapi::Operational::WithMetrics);
     api.route(
         "/openapi.json",
         axum::routing::get(move || async move { axum::Json(openapi) }),
@@ -47,15 +49,16 @@ pub fn router(
 }
 
 /// [`router`] for a listener the public reaches: no `/metrics` (turnout counters, internal
-/// figures), and the caller's `X-Correlation-ID` is not taken over: each request gets one of the
-/// server's, so a client reusing one id across its requests (login, token, vote) cannot join
-/// them in the logs or the queue's messages.
+/// figures), and neither the caller's `X-Correlation-ID` nor its `traceparent` is taken over:
+/// each request gets the server's own, so a client reusing one id across its requests (login,
+/// token, vote) cannot join them in the logs, traces or the queue's messages.
 pub fn public_router(
     api: Router,
     openapi: utoipa::openapi::OpenApi,
     metrics: HttpMetrics,
     ready: ReadinessCheck,
 ) -> Router {
+    let openapi = crate::openapi::complete(openapi, crate::openapi::Operational::Public);
     api.route(
         "/openapi.json",
         axum::routing::get(move || async move { axum::Json(openapi) }),
@@ -68,13 +71,14 @@ pub fn public_router(
         metrics,
         crate::telemetry::observe_requests,
     ))
-    .layer(middleware::from_fn(forget_client_correlation))
+    .layer(middleware::from_fn(forget_client_ids))
 }
 
-async fn forget_client_correlation(mut request: Request, next: Next) -> Response {
-    request
-        .headers_mut()
-        .remove(&crate::telemetry::CORRELATION_HEADER);
+async fn forget_client_ids(mut request: Request, next: Next) -> Response {
+    let headers = request.headers_mut();
+    headers.remove(&crate::telemetry::CORRELATION_HEADER);
+    headers.remove("traceparent");
+    headers.remove("tracestate");
     next.run(request).await
 }
 

@@ -1,8 +1,11 @@
-//! JSON logs and the correlation id that follows a vote through every hop.
+//! JSON logs, traces, and the correlation id that follows a vote through every hop.
 //!
 //! Every log line is one JSON object with `ts`, `service`, `severity`, `message` and the fields
 //! of the enclosing spans (`correlation_id`, `tenant`, `route`, `election_id`, `latency_ms`),
-//! which is what Cloud Logging indexes.
+//! which is what Cloud Logging indexes; with traces on, also the trace id in the field Cloud
+//! Logging links to Cloud Trace (`logging.googleapis.com/trace`). Span fields are kept as JSON
+//! values when they are recorded (`SpanFields`), not formatted to text and parsed back for every
+//! log line.
 
 use std::fmt;
 use std::time::Instant;
@@ -14,8 +17,8 @@ use axum::response::Response;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Instrument, Subscriber};
-use tracing_subscriber::fmt::format::{JsonFields, Writer};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
@@ -23,21 +26,115 @@ use crate::metrics::HttpMetrics;
 
 pub const CORRELATION_HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
 
-/// Installs the JSON subscriber for a service. `RUST_LOG` overrides the default filter.
-/// Safe to call more than once (tests): later calls are no-ops.
-pub fn init(service: &'static str) {
+/// What a service keeps alive for its telemetry: dropping it flushes the traces left.
+#[must_use = "dropping it stops exporting traces"]
+pub struct Telemetry {
+    pub tracing: Option<crate::traces::Tracing>,
+}
+
+/// Installs the JSON logs (and traces, if `OTEL_EXPORTER_OTLP_ENDPOINT` is set) for a service.
+/// `RUST_LOG` overrides the default filter. Safe to call more than once (tests): later calls
+/// install nothing.
+pub fn init(service: &'static str) -> Telemetry {
+    let mut env = crate::config::Env::from_process();
+    let settings = crate::traces::TraceSettings::from_env(&mut env);
+    let tracing = match env
+        .finish(())
+        .map(|()| crate::traces::Tracing::new(service, &settings))
+    {
+        Ok(Ok(tracing)) => tracing,
+        Ok(Err(e)) => {
+            eprintln!("traces are off: {e}");
+            None
+        }
+        Err(e) => {
+            eprintln!("traces are off: {e}");
+            None
+        }
+    };
+    let _ = tracing::subscriber::set_global_default(subscriber(service, tracing.as_ref()));
+    Telemetry { tracing }
+}
+
+/// The subscriber a service logs and traces through (tests install it for their own thread).
+pub fn subscriber(
+    service: &'static str,
+    tracing: Option<&crate::traces::Tracing>,
+) -> Box<dyn Subscriber + Send + Sync> {
+    use tracing_subscriber::layer::SubscriberExt;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,hyper=warn,tower=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .fmt_fields(JsonFields::new())
-        .event_format(JsonLine { service })
-        .with_writer(std::io::stdout)
-        .try_init();
+    let logs = tracing_subscriber::fmt::layer()
+        .fmt_fields(NoFields)
+        .event_format(JsonLine {
+            service,
+            project: std::env::var("GOOGLE_CLOUD_PROJECT").ok(),
+        })
+        .with_writer(std::io::stdout);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(SpanFieldsLayer)
+        .with(logs);
+    match tracing {
+        Some(tracing) => Box::new(registry.with(tracing.layer())),
+        None => Box::new(registry),
+    }
+}
+
+/// A span's fields as JSON values, kept in its extensions as they are recorded.
+struct SpanFields(Map<String, Value>);
+
+/// Records every span's fields into [`SpanFields`] (new span, later `record` calls).
+struct SpanFieldsLayer;
+
+impl<S> tracing_subscriber::Layer<S> for SpanFieldsLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if let Some(span) = ctx.span(id) {
+            let mut fields = Map::new();
+            attrs.record(&mut JsonVisitor(&mut fields));
+            span.extensions_mut().insert(SpanFields(fields));
+        }
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if let Some(span) = ctx.span(id) {
+            if let Some(SpanFields(fields)) = span.extensions_mut().get_mut::<SpanFields>() {
+                values.record(&mut JsonVisitor(fields));
+            }
+        }
+    }
+}
+
+/// The fmt layer formats nothing itself: span fields are in [`SpanFields`] already.
+struct NoFields;
+
+impl<'writer> FormatFields<'writer> for NoFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        _writer: Writer<'writer>,
+        _fields: R,
+    ) -> fmt::Result {
+        Ok(())
+    }
 }
 
 struct JsonLine {
     service: &'static str,
+    /// `GOOGLE_CLOUD_PROJECT`: with it, a trace id becomes the link Cloud Logging follows.
+    project: Option<String>,
 }
 
 impl<S, N> FormatEvent<S, N> for JsonLine
@@ -71,16 +168,17 @@ where
         // Span fields, outermost first, so the innermost value wins.
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
-                let extensions = span.extensions();
-                if let Some(fields) = extensions.get::<FormattedFields<N>>() {
-                    if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(fields.as_str()) {
-                        line.extend(map);
-                    }
+                if let Some(SpanFields(fields)) = span.extensions().get::<SpanFields>() {
+                    line.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
                 }
             }
         }
         let mut visitor = JsonVisitor(&mut line);
         event.record(&mut visitor);
+        if let (Some(project), Some(Value::String(trace))) = (&self.project, line.get("trace_id")) {
+            let link = format!("projects/{project}/traces/{trace}");
+            line.insert("logging.googleapis.com/trace".into(), Value::String(link));
+        }
         let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
         writeln!(writer, "{text}")
     }
@@ -192,7 +290,13 @@ pub async fn observe_requests(
         route = tracing::field::Empty,
         tenant = tracing::field::Empty,
         election_id = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
     );
+    // The caller's trace, if it sent one (a public listener drops it first).
+    crate::traces::continue_from_headers(&span, req.headers());
+    if let Some(trace_id) = span.in_scope(crate::traces::current_trace_id) {
+        span.record("trace_id", trace_id.as_str());
+    }
     let started = Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await;
     let latency = started.elapsed();

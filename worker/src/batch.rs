@@ -44,6 +44,7 @@ type Tx<'a> = Transaction<'a, Postgres>;
 type TokenKey = (Uuid, [u8; 32]);
 
 /// Commits `votes` in one transaction, tenant by tenant (row-level security is per tenant).
+#[tracing::instrument(name = "commit", skip_all, fields(votes = votes.len()))]
 pub async fn commit(
     pool: &PgPool,
     keys: &VoteKeys,
@@ -144,6 +145,7 @@ async fn commit_tenant(
 /// is (not deleted, not sealed, since the seal takes it `FOR UPDATE`) until the ballots below are
 /// committed. One lock per election per batch; the close, an update of other columns, is not
 /// blocked.
+#[tracing::instrument(skip_all)]
 async fn lock_elections(
     tx: &mut Tx<'_>,
     tenant: &TenantId,
@@ -180,6 +182,7 @@ async fn lock_elections(
 
 /// Claims the chosen votes' tokens: only registered, unused ones flip. The rows are locked in
 /// (election, hash) order first, so concurrent batches never lock them in opposite orders.
+#[tracing::instrument(skip_all)]
 async fn claim_tokens(
     tx: &mut Tx<'_>,
     votes: &[VoteMessage],
@@ -222,6 +225,7 @@ fn token_columns(votes: &[VoteMessage], indices: &[usize]) -> (Vec<Uuid>, Vec<Ve
 }
 
 /// Which of these votes' receipts are already recorded (their submission committed before).
+#[tracing::instrument(skip_all)]
 async fn recorded_receipts(
     tx: &mut Tx<'_>,
     votes: &[VoteMessage],
@@ -241,6 +245,7 @@ async fn recorded_receipts(
 }
 
 /// Which of these votes' tokens are registered at all (used or not).
+#[tracing::instrument(skip_all)]
 async fn registered_tokens(
     tx: &mut Tx<'_>,
     votes: &[VoteMessage],
@@ -267,6 +272,7 @@ async fn registered_tokens(
 
 /// The recorded votes' ballots, encrypted for the ballot box, in shuffled order so storage
 /// order says nothing about arrival order within the batch.
+#[tracing::instrument(skip_all)]
 async fn insert_ballots(
     tx: &mut Tx<'_>,
     keys: &VoteKeys,
@@ -315,6 +321,7 @@ fn elections_to_reseal(
 
 /// Every decided submission's outcome on its receipt, in receipt order (one lock order for
 /// every writer); a recorded receipt is never downgraded.
+#[tracing::instrument(skip_all)]
 async fn upsert_receipts(
     tx: &mut Tx<'_>,
     tenant: &TenantId,

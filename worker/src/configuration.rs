@@ -26,6 +26,10 @@ pub struct Settings {
     /// (default 10000; must exceed ingest's `PUBLISH_TIMEOUT_MS`): an earlier `accepted_at` counts
     /// as that bound.
     pub publish_grace: Duration,
+    /// `METRICS_TENANTS`: the tenants that get a label of their own on metrics (default: all).
+    pub metrics_tenants: shared::metrics::TenantLabels,
+    /// `HTTP_*`: header-read and request timeouts, concurrency limit of its listener.
+    pub server_limits: shared::service::ServerLimits,
     /// `WORKER_ID`: names this instance in `ops.worker_progress` (default: host and pid).
     pub worker_id: String,
     /// `BATCH_SIZE`: most votes per transaction (default 500).
@@ -72,6 +76,8 @@ impl Settings {
             addr,
             database: DatabaseSettings::from_env(&mut env),
             vote_keys: shared::vote_keys::from_env(&mut env),
+            metrics_tenants: shared::metrics::TenantLabels::from_env(&mut env),
+            server_limits: shared::service::ServerLimits::from_env(&mut env),
             dead_letter_subscription: env
                 .string_or("PUBSUB_DEAD_LETTER_SUBSCRIPTION", &default_dead_letter),
             dead_letter_streams: env.parse_or("DEAD_LETTER_STREAMS", 1usize),

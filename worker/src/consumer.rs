@@ -73,6 +73,8 @@ struct Pending {
     vote: VoteMessage,
     handler: Handler,
     correlation_id: String,
+    /// The trace of the request that published it (the batch span links to it).
+    trace: opentelemetry::Context,
 }
 
 pub struct Consumer {
@@ -179,6 +181,7 @@ impl Intake {
                     vote,
                     handler,
                     correlation_id,
+                    trace: shared::traces::from_attributes(&message.attributes),
                 })
             }
             Err(e) => {
@@ -336,8 +339,29 @@ where
 }
 
 /// Commits one batch and acks it; what could not be committed is nacked. Returns false when the
-/// database was unavailable (the caller backs off).
+/// database was unavailable (the caller backs off). Its span links to every vote's trace.
 async fn write(
+    pool: &PgPool,
+    keys: &VoteKeys,
+    batch: Vec<Pending>,
+    metrics: &WorkerMetrics,
+) -> bool {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing::Instrument;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let span = tracing::info_span!("batch", size = batch.len());
+    for pending in &batch {
+        let linked = pending.trace.span().span_context().clone();
+        if linked.is_valid() {
+            span.add_link(linked);
+        }
+    }
+    write_batch(pool, keys, batch, metrics)
+        .instrument(span)
+        .await
+}
+
+async fn write_batch(
     pool: &PgPool,
     keys: &VoteKeys,
     batch: Vec<Pending>,

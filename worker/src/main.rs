@@ -3,7 +3,7 @@ use worker::startup::Application;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shared::telemetry::init("worker");
+    let _telemetry = shared::telemetry::init("worker");
     let settings = Settings::from_env()?;
     Application::build(settings)
         .await?

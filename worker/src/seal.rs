@@ -86,6 +86,7 @@ pub async fn seal_ready(
 }
 
 /// Seals one election if it is ready; `Ok(false)` if it is not (yet). Idempotent.
+#[tracing::instrument(name = "seal", skip_all, fields(tenant = %tenant, election_id = %election_id))]
 pub async fn seal(
     pool: &PgPool,
     keys: &VoteKeys,

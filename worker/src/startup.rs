@@ -34,14 +34,17 @@ pub struct WorkerMetrics {
     pub votes_after_seal: IntCounter,
     /// Batches that met an unavailable database.
     pub failed_batches: IntCounter,
-    pub pool_in_use: IntGauge,
     /// Votes ingest accepted with no outcome yet, and the age of the oldest, per tenant.
     pub undecided: IntGaugeVec,
     pub undecided_oldest: GaugeVec,
+    /// Closed elections not sealed yet, and how long the oldest has waited.
+    pub awaiting_seal: IntGauge,
+    pub awaiting_seal_oldest: prometheus::Gauge,
+    pub tenants: shared::metrics::TenantLabels,
 }
 
 impl WorkerMetrics {
-    fn new(http: &HttpMetrics) -> Self {
+    fn new(http: &HttpMetrics, tenants: &shared::metrics::TenantLabels) -> Self {
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
             http.register(
                 &Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
@@ -112,6 +115,21 @@ impl WorkerMetrics {
                 )
                 .expect("static"),
             ),
+            awaiting_seal: http.register(
+                &IntGauge::new(
+                    "elections_awaiting_seal",
+                    "Closed elections whose results are not final yet",
+                )
+                .expect("static"),
+            ),
+            awaiting_seal_oldest: http.register(
+                &prometheus::Gauge::new(
+                    "elections_awaiting_seal_oldest_seconds",
+                    "Time since the close of the oldest election not sealed yet",
+                )
+                .expect("static"),
+            ),
+            tenants: tenants.clone(),
             undecided_oldest: http.register(
                 &GaugeVec::new(
                     Opts::new(
@@ -129,10 +147,6 @@ impl WorkerMetrics {
                 )
                 .expect("static"),
             ),
-            pool_in_use: http.register(
-                &IntGauge::with_opts(Opts::new("db_pool_in_use", "Database connections in use"))
-                    .expect("static"),
-            ),
         }
     }
 }
@@ -144,6 +158,7 @@ pub struct Application {
     consumer: consumer::Consumer,
     activity: Arc<Activity>,
     metrics: Arc<WorkerMetrics>,
+    pool_metrics: shared::metrics::PoolMetrics,
 }
 
 impl Application {
@@ -151,7 +166,9 @@ impl Application {
         let pool = shared::db::pool(&settings.database)?;
         let subscriber = shared::pubsub::subscriber(&settings.pubsub).await?;
         let http = HttpMetrics::new("worker");
-        let metrics = Arc::new(WorkerMetrics::new(&http));
+        let metrics = Arc::new(WorkerMetrics::new(&http, &settings.metrics_tenants));
+        let pool_metrics =
+            shared::metrics::PoolMetrics::register(&http, settings.database.max_connections);
         let activity = Arc::new(Activity::default());
         let consumer = consumer::start(
             &settings,
@@ -171,7 +188,13 @@ impl Application {
             http,
             shared::service::database_readiness(pool.clone()),
         );
-        let server = shared::service::Server::bind("worker", settings.addr, router).await?;
+        let server = shared::service::Server::bind_with(
+            "worker",
+            settings.addr,
+            router,
+            settings.server_limits,
+        )
+        .await?;
         Ok(Self {
             settings,
             pool,
@@ -179,6 +202,7 @@ impl Application {
             consumer,
             activity,
             metrics,
+            pool_metrics,
         })
     }
 
@@ -203,6 +227,7 @@ impl Application {
             consumer,
             activity,
             metrics,
+            pool_metrics,
         } = self;
         tracing::info!(addr = %server.local_addr(), worker_id = %settings.worker_id, "worker running");
         let server = tokio::spawn(async move {
@@ -217,9 +242,7 @@ impl Application {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 for n in 0u64.. {
                     tick.tick().await;
-                    metrics
-                        .pool_in_use
-                        .set((pool.size() as usize - pool.num_idle()) as i64);
+                    pool_metrics.sample(&pool);
                     let idle = activity.idle(settings.idle_after);
                     if let Err(e) = seal::report(&pool, &settings.worker_id, idle).await {
                         tracing::warn!(error = %shared::db::redact(&e), "progress report failed");
@@ -284,25 +307,36 @@ impl Application {
     }
 }
 
-/// Sets the undecided-vote gauges from `elections.undecided_votes()`.
+/// Sets the undecided-vote gauges from `elections.undecided_votes()` (tenants outside
+/// `METRICS_TENANTS` add up under `other`), and the seal gauges from `elections.awaiting_seal()`.
 async fn report_undecided(pool: &PgPool, metrics: &WorkerMetrics) -> Result<(), sqlx::Error> {
     let rows: Vec<(String, i64, chrono::DateTime<chrono::Utc>)> =
         sqlx::query_as("SELECT org_id, undecided, oldest FROM elections.undecided_votes()")
             .fetch_all(pool)
             .await?;
+    let now = chrono::Utc::now();
+    let age =
+        |t: chrono::DateTime<chrono::Utc>| (now - t).num_milliseconds().max(0) as f64 / 1000.0;
+    let mut by_label: std::collections::BTreeMap<&str, (i64, f64)> = Default::default();
+    for (tenant, undecided, oldest) in &rows {
+        let entry = by_label.entry(metrics.tenants.label(tenant)).or_default();
+        entry.0 += undecided;
+        entry.1 = entry.1.max(age(*oldest));
+    }
     metrics.undecided.reset();
     metrics.undecided_oldest.reset();
-    let now = chrono::Utc::now();
-    for (tenant, undecided, oldest) in rows {
-        metrics
-            .undecided
-            .with_label_values(&[&tenant])
-            .set(undecided);
-        let age = (now - oldest).num_milliseconds().max(0) as f64 / 1000.0;
+    for (label, (undecided, oldest)) in by_label {
+        metrics.undecided.with_label_values(&[label]).set(undecided);
         metrics
             .undecided_oldest
-            .with_label_values(&[&tenant])
-            .set(age);
+            .with_label_values(&[label])
+            .set(oldest);
     }
+    let (waiting, oldest): (i64, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as("SELECT count(*), min(closed_at) FROM elections.awaiting_seal()")
+            .fetch_one(pool)
+            .await?;
+    metrics.awaiting_seal.set(waiting);
+    metrics.awaiting_seal_oldest.set(oldest.map_or(0.0, age));
     Ok(())
 }

@@ -114,6 +114,21 @@ async fn the_internal_api_and_metrics_are_not_on_the_public_listener() {
         paths.iter().all(|p| !p.starts_with("/internal")),
         "{paths:?}"
     );
+    // Each document lists the operational routes its own listener serves, and only those.
+    for path in ["/openapi.json", "/healthz", "/readyz"] {
+        assert!(paths.contains(&&path.to_owned()), "{path} in {paths:?}");
+    }
+    assert!(!paths.contains(&&"/metrics".to_owned()), "{paths:?}");
+    let internal_doc: Value = stack
+        .http
+        .get(format!("{}/openapi.json", stack.internal_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(internal_doc["paths"]["/metrics"]["get"].is_object());
     let metrics = stack
         .http
         .get(format!("{}/metrics", stack.internal_url))

@@ -237,3 +237,53 @@ async fn the_internal_api_documents_its_refusals() {
     assert!(described("401").contains("nonce"), "{put}");
     assert!(described("503").contains("s2s-unavailable"), "{put}");
 }
+
+/// A signed request whose election id is not a UUID gets a problem+json 400 (`invalid-path`)
+/// on every internal route, as the document says, not axum's plain-text rejection (found by
+/// schemathesis, `infra/local/schemathesis.sh`).
+#[tokio::test]
+async fn a_malformed_election_id_is_a_problem_on_every_internal_route() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let tokens = json!({"token_hashes": ["ab".repeat(32)]});
+    let draft = election("draft");
+    for (method, path, body) in [
+        (
+            Method::PUT,
+            "/internal/v1/elections/null,null",
+            Some(&draft),
+        ),
+        (
+            Method::POST,
+            "/internal/v1/elections/42/tokens",
+            Some(&tokens),
+        ),
+        (
+            Method::GET,
+            "/internal/v1/elections/not-a-uuid/results",
+            None,
+        ),
+    ] {
+        let outcome = stack
+            .s2s
+            .call(
+                &stack.tenant(TENANT),
+                method.clone(),
+                path,
+                body,
+                None,
+                &CorrelationId::new(),
+            )
+            .await;
+        match outcome {
+            Err(e @ CallError::Status { status, .. }) => {
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path}");
+                assert_eq!(
+                    e.problem().map(|p| p.slug().to_owned()).as_deref(),
+                    Some("invalid-path"),
+                    "{method} {path}: {e:?}"
+                );
+            }
+            other => panic!("{method} {path}: {other:?}"),
+        }
+    }
+}

@@ -19,6 +19,7 @@ use shared::telemetry::CorrelationId;
 use sqlx::FromRow;
 use uuid::Uuid;
 
+use super::{BAD_BODY, NOT_JSON, REFUSED, SESSION_401, SESSION_503, TOO_LARGE};
 use crate::auth::Caller;
 use crate::error::EventsError;
 use crate::startup::AppState;
@@ -29,10 +30,14 @@ pub const MAX_LABEL: usize = 500;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "title": "Annual meeting", "question": "Adopt the budget?", "kind": "single",
+    "options": [{"id": "yes", "label": "Yes"}, {"id": "no", "label": "No"}],
+    "max_choices": 1, "opens_at": null, "closes_at": null
+}))]
 pub struct NewElection {
     pub title: String,
     pub question: String,
-    #[schema(value_type = String, example = "single")]
     pub kind: ElectionKind,
     pub options: Vec<ElectionOption>,
     pub max_choices: u32,
@@ -98,11 +103,17 @@ impl Election {
 
 /// Create an election (draft). The elections side learns it before the answer.
 #[utoipa::path(post, path = "/v1/elections", request_body = NewElection,
+    security(("session" = [])),
     responses(
+        (status = 401, description = SESSION_401, body = shared::Problem),
         (status = 201, description = "Created (draft)", body = Election),
+        (status = 400, description = BAD_BODY, body = shared::Problem),
         (status = 403, description = "Not an admin", body = shared::Problem),
+        (status = 413, description = TOO_LARGE, body = shared::Problem),
+        (status = 415, description = NOT_JSON, body = shared::Problem),
         (status = 422, description = "The definition is not valid", body = shared::Problem),
-        (status = 503, description = "Elections side or database unavailable; nothing created (Retry-After)", body = shared::Problem),
+        (status = 502, description = REFUSED, body = shared::Problem),
+        (status = 503, description = "Elections side, database or session keys unavailable; nothing created (Retry-After)", body = shared::Problem),
         (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
     ),
     tag = "elections")]
@@ -174,13 +185,16 @@ pub async fn create(
 /// Open an election for voting (from draft).
 #[utoipa::path(post, path = "/v1/elections/{id}/open",
     params(("id" = Uuid, Path, description = "The election")),
+    security(("session" = [])),
     responses(
+        (status = 401, description = SESSION_401, body = shared::Problem),
         (status = 200, description = "Open", body = Election),
         (status = 400, description = "The id is not a UUID (`invalid-path`)", body = shared::Problem),
         (status = 403, description = "Not an admin", body = shared::Problem),
         (status = 404, description = "No such election", body = shared::Problem),
         (status = 409, description = "A closed election cannot be reopened", body = shared::Problem),
-        (status = 503, description = "Elections side unavailable, or voting tokens not set up for the organisation (`tenant-not-configured`); nothing changed (Retry-After)", body = shared::Problem),
+        (status = 502, description = REFUSED, body = shared::Problem),
+        (status = 503, description = "Elections side, database or session keys unavailable, or voting tokens not set up for the organisation (`tenant-not-configured`); nothing changed (Retry-After)", body = shared::Problem),
         (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
     ),
     tag = "elections")]
@@ -204,12 +218,15 @@ pub async fn open(
 /// queue has drained.
 #[utoipa::path(post, path = "/v1/elections/{id}/close",
     params(("id" = Uuid, Path, description = "The election")),
+    security(("session" = [])),
     responses(
+        (status = 401, description = SESSION_401, body = shared::Problem),
         (status = 200, description = "Closed", body = Election),
         (status = 400, description = "The id is not a UUID (`invalid-path`)", body = shared::Problem),
         (status = 403, description = "Not an admin", body = shared::Problem),
         (status = 404, description = "No such election", body = shared::Problem),
-        (status = 503, description = "Elections side unavailable; nothing changed (Retry-After)", body = shared::Problem),
+        (status = 502, description = REFUSED, body = shared::Problem),
+        (status = 503, description = "Elections side, database or session keys unavailable; nothing changed (Retry-After)", body = shared::Problem),
         (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
     ),
     tag = "elections")]
@@ -278,6 +295,7 @@ async fn transition(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// `open` (default), or for admins `draft`, `closed` or `all`.
     pub status: Option<String>,
@@ -285,10 +303,13 @@ pub struct ListQuery {
 
 /// Elections of the caller's organisation: open ones for members; admins may ask for others.
 #[utoipa::path(get, path = "/v1/elections", params(ListQuery),
+    security(("session" = [])),
     responses(
+        (status = 401, description = SESSION_401, body = shared::Problem),
         (status = 200, description = "Elections", body = Vec<Election>),
         (status = 400, description = "Unknown status filter", body = shared::Problem),
         (status = 403, description = "Only admins see drafts and closed elections", body = shared::Problem),
+        (status = 503, description = SESSION_503, body = shared::Problem),
         (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
     ),
     tag = "elections")]
@@ -332,11 +353,15 @@ pub async fn list(
 /// One election of the caller's organisation.
 #[utoipa::path(get, path = "/v1/elections/{id}",
     params(("id" = Uuid, Path, description = "The election")),
+    security(("session" = [])),
     responses(
+        (status = 401, description = SESSION_401, body = shared::Problem),
         (status = 200, description = "The election", body = Election),
         (status = 400, description = "The id is not a UUID (`invalid-path`)", body = shared::Problem),
+        (status = 403, description = "Only admins see drafts", body = shared::Problem),
         (status = 404, description = "No such election in your organisation", body = shared::Problem),
         (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
+        (status = 503, description = SESSION_503, body = shared::Problem),
     ),
     tag = "elections")]
 pub async fn get(
@@ -376,12 +401,15 @@ pub async fn load(state: &AppState, caller: &Caller, id: Uuid) -> Result<Electio
 /// ballots equal the used tokens (otherwise `integrity_problem` says why not).
 #[utoipa::path(get, path = "/v1/elections/{id}/results",
     params(("id" = Uuid, Path, description = "The election")),
+    security(("session" = [])),
     responses(
+        (status = 401, description = SESSION_401, body = shared::Problem),
         (status = 200, description = "Turnout before the seal (`sealed` false, empty `tally`), tally after (`sealed` true; `final` unless `integrity_problem`)", body = Results),
         (status = 400, description = "The id is not a UUID (`invalid-path`)", body = shared::Problem),
         (status = 403, description = "Members read results only after the close", body = shared::Problem),
         (status = 404, description = "No such election in your organisation", body = shared::Problem),
-        (status = 503, description = "Elections side unavailable (Retry-After)", body = shared::Problem),
+        (status = 502, description = "`elections-side-refused`: the elections side refused the read", body = shared::Problem),
+        (status = 503, description = "Elections side, database or session keys unavailable (Retry-After)", body = shared::Problem),
         (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
     ),
     tag = "elections")]

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
+use super::{BAD_BODY, NOT_JSON, SESSION_401, SESSION_503, TOO_LARGE};
 use crate::auth::Caller;
 use crate::error::EventsError;
 use crate::startup::AppState;
@@ -45,10 +46,13 @@ pub struct QueueModeUpdate {
 
 /// The queue flag and its latest audited changes (platform operators only).
 #[utoipa::path(get, path = "/v1/ops/queue-mode",
+    security(("session" = [])),
     responses(
+        (status = 401, description = SESSION_401, body = shared::Problem),
         (status = 200, description = "The flag", body = QueueModeState),
         (status = 403, description = "Not a platform operator (`not-platform-ops`)", body = shared::Problem),
         (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
+        (status = 503, description = SESSION_503, body = shared::Problem),
     ),
     tag = "ops")]
 pub async fn get(
@@ -62,10 +66,16 @@ pub async fn get(
 /// Switch queue mode on or off, platform-wide (platform operators only; audited: who, which
 /// database user, when, old, new). At most one change per `QUEUE_MODE_CHANGE_INTERVAL_MS`.
 #[utoipa::path(put, path = "/v1/ops/queue-mode", request_body = QueueModeUpdate,
+    security(("session" = [])),
     responses(
+        (status = 401, description = SESSION_401, body = shared::Problem),
         (status = 200, description = "The flag after the change", body = QueueModeState),
+        (status = 400, description = BAD_BODY, body = shared::Problem),
         (status = 403, description = "Not a platform operator (`not-platform-ops`)", body = shared::Problem),
+        (status = 413, description = TOO_LARGE, body = shared::Problem),
+        (status = 415, description = NOT_JSON, body = shared::Problem),
         (status = 429, description = "The flag changed less than the change interval ago (`queue-mode-changed-recently`), or too many requests (`rate-limited`); Retry-After, nothing changed", body = shared::Problem),
+        (status = 503, description = SESSION_503, body = shared::Problem),
     ),
     tag = "ops")]
 pub async fn put(

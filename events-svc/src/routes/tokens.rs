@@ -25,6 +25,7 @@ use shared::session::Role;
 use shared::telemetry::CorrelationId;
 use uuid::Uuid;
 
+use super::SESSION_401;
 use crate::auth::Caller;
 use crate::error::EventsError;
 use crate::startup::AppState;
@@ -40,13 +41,16 @@ pub struct IssuedToken {
 /// Issue the caller's voting token for an open election, once.
 #[utoipa::path(post, path = "/v1/elections/{id}/token",
     params(("id" = Uuid, Path, description = "The election")),
+    security(("session" = [])),
     responses(
+        (status = 401, description = SESSION_401, body = shared::Problem),
         (status = 201, description = "The voting token (Cache-Control: no-store)", body = IssuedToken),
         (status = 400, description = "The id is not a UUID (`invalid-path`)", body = shared::Problem),
         (status = 403, description = "The election is not open, or the caller is no longer in the member registry (`not-a-member`)", body = shared::Problem),
         (status = 404, description = "No such election in your organisation", body = shared::Problem),
         (status = 409, description = "A token was already issued to this member", body = shared::Problem),
-        (status = 503, description = "Elections side or database unavailable, voting tokens not set up for the organisation (`tenant-not-configured`), or more being prepared (`token-slots-busy`); no token issued (Retry-After)", body = shared::Problem),
+        (status = 502, description = "`elections-side-refused`: the elections side refused more token slots; no token issued", body = shared::Problem),
+        (status = 503, description = "Elections side, database or session keys unavailable, voting tokens not set up for the organisation (`tenant-not-configured`), or more being prepared (`token-slots-busy`); no token issued (Retry-After)", body = shared::Problem),
         (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
     ),
     tag = "tokens")]

@@ -385,4 +385,25 @@ impl World {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+
+    /// Waits (up to 30 s) until the receipt has an outcome; returns its status.
+    pub async fn wait_decided(&self, receipt: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM elections.receipts WHERE receipt = $1")
+                    .bind(receipt)
+                    .fetch_optional(&self.db.owner)
+                    .await
+                    .expect("read the receipt");
+            if let Some(status) = status {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the vote was not decided in time"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }

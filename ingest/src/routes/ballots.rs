@@ -23,6 +23,7 @@ use crate::startup::AppState;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"choices": ["yes"]}))]
 pub struct BallotRequest {
     /// Option ids; ordered by preference for ranked elections.
     pub choices: Vec<String>,
@@ -66,6 +67,7 @@ fn bearer(headers: &HeaderMap) -> Result<&str, IngestError> {
         (status = 400, description = "Malformed request", body = shared::Problem),
         (status = 401, description = "Missing, invalid or expired token", body = shared::Problem),
         (status = 403, description = "Token for another election, or election not open", body = shared::Problem),
+        (status = 404, description = "The token's election is unknown to the elections side (`not-found`)", body = shared::Problem),
         (status = 409, description = "Token already used by another submission (direct mode)", body = shared::Problem),
         (status = 413, description = "Body too large", body = shared::Problem),
         (status = 415, description = "Not JSON", body = shared::Problem),
@@ -84,7 +86,30 @@ pub async fn cast(
     body: Result<Json<BallotRequest>, JsonRejection>,
 ) -> Response {
     let queue_mode = state.queue_mode.enabled();
-    let result = cast_inner(&state, peer, &correlation, &headers, path, body, queue_mode).await;
+    let token = path
+        .map_err(|e| IngestError::from(shared::problem::from_path_rejection(e)))
+        .and_then(|Path(election_id)| verify_token(&state, &headers, election_id));
+    let tenant = token
+        .as_ref()
+        .map_or("none", |t| {
+            state.settings.metrics_tenants.label(t.tenant.as_str())
+        })
+        .to_owned();
+    let result = match token {
+        Ok(token) => {
+            cast_verified(
+                &state,
+                peer,
+                &correlation,
+                &headers,
+                token,
+                body,
+                queue_mode,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
     let outcome = match &result {
         Ok(_) => "accepted".to_owned(),
         Err(e) => e.to_problem().slug().to_owned(),
@@ -92,7 +117,11 @@ pub async fn cast(
     state
         .metrics
         .votes
-        .with_label_values(&[if queue_mode { "queue" } else { "direct" }, &outcome])
+        .with_label_values(&[
+            if queue_mode { "queue" } else { "direct" },
+            &outcome,
+            &tenant,
+        ])
         .inc();
     match result {
         Ok(response) => response,
@@ -100,17 +129,16 @@ pub async fn cast(
     }
 }
 
-async fn cast_inner(
+/// A vote whose token is genuine: budgets, the ballot, then publish or commit.
+async fn cast_verified(
     state: &AppState,
     peer: SocketAddr,
     correlation: &CorrelationId,
     headers: &HeaderMap,
-    path: Result<Path<Uuid>, PathRejection>,
+    token: VerifiedToken,
     body: Result<Json<BallotRequest>, JsonRejection>,
     queue_mode: bool,
 ) -> Result<Response, IngestError> {
-    let Path(election_id) = path.map_err(shared::problem::from_path_rejection)?;
-    let token = verify_token(state, headers, election_id)?;
     // Only a genuine token spends a budget, narrowest first: its own (one token cannot flood
     // the queue), then its client's, then the instance's. Forged requests cost a voter nothing.
     let rate_limited = |retry_after| IngestError::RateLimited { retry_after };
@@ -141,6 +169,8 @@ struct VerifiedVote {
 }
 
 /// Where a vote's token is verified: signature, claims, this election. No database, no budget.
+/// (No span of its own: tenant and election go on the request's span, which every log line of
+/// the request carries.)
 fn verify_token(
     state: &AppState,
     headers: &HeaderMap,
@@ -159,6 +189,7 @@ fn verify_token(
 
 /// Where the rest of a vote is verified: the election's state and the ballot against its
 /// definition; and where its receipt is derived (one per submission).
+#[tracing::instrument(name = "verify ballot", skip_all)]
 async fn verify(
     state: &AppState,
     headers: &HeaderMap,
@@ -209,6 +240,7 @@ fn answer(status: StatusCode, receipt: &Receipt, label: &str) -> Response {
 }
 
 /// Where a vote is published (queue mode): 202 only once Pub/Sub acknowledged it (invariant 1).
+#[tracing::instrument(name = "publish", skip_all)]
 async fn publish(
     state: &AppState,
     correlation: &CorrelationId,
@@ -223,11 +255,12 @@ async fn publish(
         accepted_at: vote.accepted_at,
     };
     let started = Instant::now();
+    let mut encoded = message.encode(&state.settings.vote_keys, &correlation.0);
+    // The worker's batch span links back to this vote's trace.
+    shared::traces::inject_attributes(&mut encoded.attributes);
     let published = tokio::time::timeout(
         state.settings.publish_timeout,
-        state
-            .publisher
-            .publish(message.encode(&state.settings.vote_keys, &correlation.0)),
+        state.publisher.publish(encoded),
     )
     .await;
     state
@@ -257,6 +290,7 @@ async fn publish(
 }
 
 /// Direct mode: the vote is committed before the answer (`ballot_box::record`).
+#[tracing::instrument(name = "record direct", skip_all)]
 async fn record(state: &AppState, vote: VerifiedVote) -> Result<Response, IngestError> {
     let sealed = state.settings.vote_keys.encrypt_ballot(
         &vote.tenant,

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -21,30 +22,53 @@ const S2S_401: &str = "`s2s-unauthorized`: missing or bad signature, unknown key
 const S2S_422: &str =
     "`idempotency-key-reused`: the idempotency key was used for a different request";
 const S2S_503: &str = "`in-progress` (the first request with this idempotency key is still running), `s2s-unavailable` (the replay check could not reach the database) or a database problem; retry (Retry-After)";
+const S2S_413: &str = "`body-too-large`: over the internal limit (4 MiB)";
+const BAD_PATH: &str = "`invalid-path`: the id is not a UUID";
+const NOT_JSON: &str = "`unsupported-media-type`: the body is not `application/json`";
+
+/// The id in the path, or a problem naming what is wrong with it (axum's own answer is plain text).
+fn election_id(id: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, IngestError> {
+    let Path(id) = id.map_err(shared::problem::from_path_rejection)?;
+    Ok(id)
+}
 
 /// Most token hashes accepted in one registration call.
 pub const MAX_TOKENS_PER_CALL: usize = 10_000;
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "kind": "single", "options": [{"id": "yes", "label": "Yes"}, {"id": "no", "label": "No"}],
+    "max_choices": 1, "status": "draft", "opens_at": null, "closes_at": null
+}))]
 pub struct ElectionPut {
-    #[schema(value_type = String, example = "single")]
     pub kind: ElectionKind,
     pub options: Vec<ElectionOption>,
     pub max_choices: u32,
-    #[schema(value_type = String, example = "open")]
     pub status: ElectionStatus,
     pub opens_at: Option<DateTime<Utc>>,
     pub closes_at: Option<DateTime<Utc>>,
 }
 
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ElectionStored {
+    pub election_id: Uuid,
+    /// The status now stored: `draft`, `open` or `closed`.
+    pub status: String,
+}
+
 /// Create or update an election's definition and status (idempotent). The status only moves
 /// forward (draft, open, closed); repeating the current one changes nothing.
 #[utoipa::path(put, path = "/internal/v1/elections/{id}", request_body = ElectionPut,
+    params(("id" = Uuid, Path, description = "The election")),
+    security(("s2s" = [])),
     responses(
-        (status = 200, description = "Stored (or already so)"),
+        (status = 200, description = "Stored (or already so)", body = ElectionStored),
+        (status = 400, description = "`invalid-path` (the id is not a UUID), `malformed-json` or `invalid-body` (not an election), `invalid-request` (an election no ballot could be cast in: options, max_choices, window)", body = shared::Problem),
         (status = 401, description = S2S_401, body = shared::Problem),
         (status = 409, description = "Change not allowed: `conflict` (the ballot of an opened election), `status-regression` (back to an earlier status)", body = shared::Problem),
+        (status = 413, description = S2S_413, body = shared::Problem),
+        (status = 415, description = NOT_JSON, body = shared::Problem),
         (status = 422, description = S2S_422, body = shared::Problem),
         (status = 503, description = S2S_503, body = shared::Problem),
     ),
@@ -52,9 +76,10 @@ pub struct ElectionPut {
 pub async fn put_election(
     State(state): State<AppState>,
     caller: S2sCaller,
-    Path(id): Path<Uuid>,
-    body: Result<Json<ElectionPut>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<serde_json::Value>, IngestError> {
+    id: Result<Path<Uuid>, PathRejection>,
+    body: Result<Json<ElectionPut>, JsonRejection>,
+) -> Result<Json<ElectionStored>, IngestError> {
+    let id = election_id(id)?;
     let Json(put) = body.map_err(shared::problem::from_json_rejection)?;
     let definition = ElectionDefinition {
         tenant: caller.tenant.clone(),
@@ -122,9 +147,10 @@ pub async fn put_election(
     tx.commit().await?;
     let status = definition.status;
     state.definitions.put(definition);
-    Ok(Json(
-        serde_json::json!({"election_id": id, "status": status.as_str()}),
-    ))
+    Ok(Json(ElectionStored {
+        election_id: id,
+        status: status.as_str().to_owned(),
+    }))
 }
 
 fn conflict(detail: &str) -> Problem {
@@ -133,16 +159,35 @@ fn conflict(detail: &str) -> Problem {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "token_hashes": ["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
+}))]
 pub struct TokenRegistration {
     /// sha256 of each token id, hex.
     pub token_hashes: Vec<String>,
 }
 
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokensRegistered {
+    pub election_id: Uuid,
+    /// Hashes new to the election (the others were registered before).
+    pub registered: u64,
+    /// Hashes in the request.
+    pub received: u64,
+}
+
 /// Register voting-token hashes for an election (idempotent; duplicates are ignored).
 #[utoipa::path(post, path = "/internal/v1/elections/{id}/tokens", request_body = TokenRegistration,
+    params(("id" = Uuid, Path, description = "The election")),
+    security(("s2s" = [])),
     responses(
-        (status = 200, description = "Registered"),
+        (status = 200, description = "Registered", body = TokensRegistered),
+        (status = 400, description = "`invalid-path` (the id is not a UUID), `malformed-json` or `invalid-body`, `invalid-token-hashes` (none, or more than 10,000), `invalid-request` (a hash is not 64 hexadecimal characters)", body = shared::Problem),
         (status = 401, description = S2S_401, body = shared::Problem),
+        (status = 404, description = "`not-found`: no such election of the caller's organisation", body = shared::Problem),
+        (status = 409, description = "`conflict`: the election is closed", body = shared::Problem),
+        (status = 413, description = S2S_413, body = shared::Problem),
+        (status = 415, description = NOT_JSON, body = shared::Problem),
         (status = 422, description = S2S_422, body = shared::Problem),
         (status = 503, description = S2S_503, body = shared::Problem),
     ),
@@ -150,9 +195,10 @@ pub struct TokenRegistration {
 pub async fn register_tokens(
     State(state): State<AppState>,
     caller: S2sCaller,
-    Path(id): Path<Uuid>,
-    body: Result<Json<TokenRegistration>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<serde_json::Value>, IngestError> {
+    id: Result<Path<Uuid>, PathRejection>,
+    body: Result<Json<TokenRegistration>, JsonRejection>,
+) -> Result<Json<TokensRegistered>, IngestError> {
+    let id = election_id(id)?;
     let Json(registration) = body.map_err(shared::problem::from_json_rejection)?;
     if registration.token_hashes.is_empty() || registration.token_hashes.len() > MAX_TOKENS_PER_CALL
     {
@@ -189,26 +235,33 @@ pub async fn register_tokens(
     .await?
     .rows_affected();
     tx.commit().await?;
-    Ok(Json(
-        serde_json::json!({"election_id": id, "registered": inserted, "received": hashes.len()}),
-    ))
+    Ok(Json(TokensRegistered {
+        election_id: id,
+        registered: inserted,
+        received: hashes.len() as u64,
+    }))
 }
 
 pub use shared::domain::Results;
 
 /// Tally of an election.
 #[utoipa::path(get, path = "/internal/v1/elections/{id}/results",
+    params(("id" = Uuid, Path, description = "The election")),
+    security(("s2s" = [])),
     responses(
         (status = 200, description = "Turnout, and once sealed the tally", body = Results),
+        (status = 400, description = BAD_PATH, body = shared::Problem),
         (status = 401, description = S2S_401, body = shared::Problem),
+        (status = 404, description = "`not-found`: no such election of the caller's organisation", body = shared::Problem),
         (status = 503, description = S2S_503, body = shared::Problem),
     ),
     tag = "internal")]
 pub async fn results(
     State(state): State<AppState>,
     caller: S2sCaller,
-    Path(id): Path<Uuid>,
+    id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Json<Results>, IngestError> {
+    let id = election_id(id)?;
     let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.tenant).await?;
     let election: Option<(String, serde_json::Value, Option<DateTime<Utc>>)> =
         sqlx::query_as("SELECT kind, options, sealed_at FROM elections.elections WHERE id = $1")

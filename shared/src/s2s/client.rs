@@ -106,7 +106,8 @@ impl Client {
 
     /// Sends one signed request for `tenant`, retrying 5xx, 429 and transport failures with
     /// exponential backoff and jitter (honouring `Retry-After`) for at most `max_elapsed`. 4xx answers are returned as
-    /// [`CallError::Status`] at once.
+    /// [`CallError::Status`] at once. The current trace continues at the peer (`traceparent`).
+    #[tracing::instrument(name = "s2s call", skip_all, fields(tenant = %tenant, method = %method, route = tracing::field::Empty))]
     pub async fn call(
         &self,
         tenant: &TenantId,
@@ -134,6 +135,12 @@ impl Client {
             .with_max_elapsed_time(Some(self.retry.max_elapsed))
             .build();
         let url = format!("{}{}", self.base_url, path);
+        // The path without ids (no election or other identifier in span attributes' values
+        // beyond what the route already says): its first three segments.
+        let route: String = path.split('/').take(4).collect::<Vec<_>>().join("/");
+        tracing::Span::current().record("route", route.as_str());
+        let mut trace_headers = axum::http::HeaderMap::new();
+        crate::traces::inject_headers(&mut trace_headers);
         let started = Instant::now();
         let outcome =
             backoff::future::retry(policy, || async {
@@ -141,6 +148,7 @@ impl Client {
                     .http
                     .request(method.clone(), &url)
                     .header(CORRELATION_HEADER, &correlation.0)
+                    .headers(trace_headers.clone())
                     .body(body_bytes.clone());
                 if body.is_some() {
                     request = request.header(axum::http::header::CONTENT_TYPE, "application/json");
