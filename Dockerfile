@@ -2,8 +2,8 @@
 #
 # One image with every binary; each Cloud Run service and job picks its own command
 # (infra/terraform): ingest, worker, events-svc, members-fn, and the jobs migrate,
-# members-import (and the queue-mode emergency CLI). No key or secret is in it: everything
-# secret comes from Secret Manager as environment variables at run time.
+# members-import and soak (loadtest soak), and the queue-mode emergency CLI. No key or secret
+# is in it: everything secret comes from Secret Manager as environment variables at run time.
 #
 #   docker build -t REGION-docker.pkg.dev/PROJECT/ekklesia/ekklesia:TAG .
 #
@@ -39,16 +39,16 @@ RUN set -eu; \
       mkdir -p "$(dirname "$bin")"; \
       echo 'fn main() {}' > "$bin"; \
     done; \
-    cargo build --release --locked -p shared -p ingest -p worker -p events-svc -p members-fn --bins
+    cargo build --release --locked -p shared -p ingest -p worker -p events-svc -p members-fn -p loadtest --bins
 
 # 2. The project's code. COPY keeps the files' own times, which can be older than the
 #    stand-ins just built: touch them so cargo rebuilds the project's crates.
 COPY . .
 RUN set -eu; \
-    find shared ingest worker events-svc members-fn -name '*.rs' -exec touch {} +; \
-    cargo build --release --locked -p shared -p ingest -p worker -p events-svc -p members-fn --bins; \
+    find shared ingest worker events-svc members-fn loadtest -name '*.rs' -exec touch {} +; \
+    cargo build --release --locked -p shared -p ingest -p worker -p events-svc -p members-fn -p loadtest --bins; \
     mkdir -p /out; \
-    for bin in ingest queue-mode worker events-svc members-fn members-import migrate; do \
+    for bin in ingest queue-mode worker events-svc members-fn members-import migrate loadtest; do \
       cp "target/release/$bin" /out/; \
     done
 
