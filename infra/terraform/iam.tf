@@ -55,10 +55,13 @@ resource "google_storage_bucket_iam_member" "members_import_reader" {
 
 # Cloud Scheduler's identities, each able to do one thing.
 resource "google_service_account" "scheduler" {
-  for_each = {
-    prewarm = "Cloud Scheduler: sets ingest's minimum instances before and after meetings"
-    db-tier = "Cloud Scheduler: switches the Cloud SQL tier around large meetings"
-  }
+  for_each = merge(
+    {
+      prewarm = "Cloud Scheduler: sets ingest's minimum instances before and after meetings"
+      db-tier = "Cloud Scheduler: switches the Cloud SQL tier around large meetings"
+    },
+    local.soak_enabled ? { soak = "Cloud Scheduler: runs the soak job (soak.tf) the day before large meetings" } : {},
+  )
   account_id   = "ekk-sched-${each.key}"
   display_name = each.value
   depends_on   = [google_project_service.apis]

@@ -240,3 +240,26 @@ variable "secrets_revision" {
     error_message = "secrets_revision must be a label value (a-z, 0-9, _, -)."
   }
 }
+
+variable "soak" {
+  description = <<-EOT
+    The soak test the day before each large meeting: a Cloud Run job (`loadtest soak`, from the
+    same image) against a staging deployment's public URLs, never this one's (it casts votes).
+    Null: no soak job and no schedule for it.
+  EOT
+  type = object({
+    ingest_url  = string
+    events_url  = string
+    members_url = string
+    minutes     = optional(number, 30)
+  })
+  default = null
+  validation {
+    condition     = var.soak == null || alltrue([for u in [try(var.soak.ingest_url, ""), try(var.soak.events_url, ""), try(var.soak.members_url, "")] : can(regex("^https://[^/]+$", u))])
+    error_message = "soak's URLs must each be https://host without a path or trailing slash."
+  }
+  validation {
+    condition     = var.soak == null || try(var.soak.minutes >= 1 && var.soak.minutes <= 120, false)
+    error_message = "soak.minutes must be 1 to 120."
+  }
+}
