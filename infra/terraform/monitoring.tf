@@ -24,10 +24,16 @@ resource "google_monitoring_notification_channel" "email" {
   depends_on = [google_project_service.apis]
 }
 
+# The alerts that also exist as Prometheus rules (infra/monitoring/rules/ekklesia.rules.yml) carry
+# the rule's name, lowercased, in user_labels.prometheus_alert: infra/check compares each
+# condition's thresholds, range windows and duration with the rule's, and the runbook link with
+# the rule's annotation. Cloud Run's, Cloud SQL's and Pub/Sub's own metrics stand in where the
+# rule reads a service's /metrics that only the worker's sidecar sends to Cloud Monitoring.
 resource "google_monitoring_alert_policy" "ingest_5xx" {
   display_name          = "ingest: more than 5 % of requests fail (5xx) for 60 s"
   combiner              = "OR"
   notification_channels = [google_monitoring_notification_channel.email.id]
+  user_labels           = { prometheus_alert = "ekklesiahigh5xxrate" }
   conditions {
     display_name = "ingest 5xx ratio > 5 %"
     condition_prometheus_query_language {
@@ -37,25 +43,34 @@ resource "google_monitoring_alert_policy" "ingest_5xx" {
     }
   }
   documentation {
-    content   = "ingest answers 503 when Pub/Sub or the database fail it (fail fast, Retry-After). Check Pub/Sub and Cloud SQL first; switch the queue flag only knowing why (docs/deploy.md)."
+    content   = "ingest answers 503 when Pub/Sub or the database fail it (fail fast, Retry-After). Check Pub/Sub and Cloud SQL first; switch the queue flag only knowing why. Runbook: docs/runbook.md#ekklesiahigh5xxrate"
     mime_type = "text/markdown"
   }
 }
 
 resource "google_monitoring_alert_policy" "db_connections" {
-  display_name          = "Cloud SQL: connections above 80 % of max_connections for 60 s"
+  display_name          = "Database connections above 80 % for 60 s"
   combiner              = "OR"
   notification_channels = [google_monitoring_notification_channel.email.id]
+  user_labels           = { prometheus_alert = "ekklesiadbpoolsaturated" }
   conditions {
-    display_name = "backends > ${local.db_alert_at} of ${local.max_connections}"
+    display_name = "Cloud SQL backends > 80 % of max_connections (${local.max_connections})"
     condition_prometheus_query_language {
-      query               = "sum(cloudsql_googleapis_com:database_postgresql_num_backends{monitored_resource=\"cloudsql_database\",database_id=\"${local.sql_database_id}\"}) > ${local.db_alert_at}"
+      query               = "sum(cloudsql_googleapis_com:database_postgresql_num_backends{monitored_resource=\"cloudsql_database\",database_id=\"${local.sql_database_id}\"}) / ${local.max_connections} > 0.8"
+      duration            = "60s"
+      evaluation_interval = "30s"
+    }
+  }
+  conditions {
+    display_name = "a worker instance uses > 80 % of its pool"
+    condition_prometheus_query_language {
+      query               = "max by (instance) (db_pool_in_use / db_pool_max_connections) > 0.8"
       duration            = "60s"
       evaluation_interval = "30s"
     }
   }
   documentation {
-    content   = "max_connections is the sum of every service's pool x max instances (infra/terraform/locals.tf). Near it, a service scaled past its share or something else holds connections."
+    content   = "max_connections is the sum of every service's pool x max instances (infra/terraform/locals.tf). Near it, a service scaled past its share or something else holds connections. Runbook: docs/runbook.md#ekklesiadbpoolsaturated"
     mime_type = "text/markdown"
   }
 }
@@ -95,6 +110,7 @@ resource "google_monitoring_alert_policy" "dead_letter" {
   display_name          = "Votes were dead-lettered"
   combiner              = "OR"
   notification_channels = [google_monitoring_notification_channel.email.id]
+  user_labels           = { prometheus_alert = "ekklesiavotedeadlettered" }
   conditions {
     display_name = "Pub/Sub forwarded votes to the dead-letter topic"
     condition_prometheus_query_language {
@@ -112,17 +128,26 @@ resource "google_monitoring_alert_policy" "dead_letter" {
     }
   }
   documentation {
-    content   = "A vote failed 100 deliveries. The worker drains the dead-letter subscription too, so it is not lost; find out why it failed (worker logs, worker_poison_votes_total)."
+    content   = "A vote failed 100 deliveries. The worker drains the dead-letter subscription too, so it is not lost; find out why it failed (worker logs, worker_poison_votes_total). Runbook: docs/runbook.md#ekklesiavotedeadlettered"
     mime_type = "text/markdown"
   }
 }
 
 resource "google_monitoring_alert_policy" "oldest_unacked" {
-  display_name          = "A vote has waited more than 30 s in Pub/Sub"
+  display_name          = "A vote has waited more than 30 s for its outcome"
   combiner              = "OR"
   notification_channels = [google_monitoring_notification_channel.email.id]
+  user_labels           = { prometheus_alert = "ekklesiavoteundecidedtoolong" }
   conditions {
-    display_name = "oldest unacked vote > 30 s"
+    display_name = "oldest undecided vote > 30 s"
+    condition_prometheus_query_language {
+      query               = "max(votes_undecided_oldest_seconds) > 30"
+      duration            = "0s"
+      evaluation_interval = "60s"
+    }
+  }
+  conditions {
+    display_name = "oldest unacked vote in Pub/Sub > 30 s"
     condition_prometheus_query_language {
       query               = "max(pubsub_googleapis_com:subscription_oldest_unacked_message_age{monitored_resource=\"pubsub_subscription\",${local.vote_sub}}) > 30"
       duration            = "0s"
@@ -130,25 +155,35 @@ resource "google_monitoring_alert_policy" "oldest_unacked" {
     }
   }
   documentation {
-    content   = "The worker is behind or failing to commit: check the worker's logs and the database."
+    content   = "The worker is behind or failing to commit: check the worker's logs and the database. Runbook: docs/runbook.md#ekklesiavoteundecidedtoolong"
     mime_type = "text/markdown"
   }
 }
 
 resource "google_monitoring_alert_policy" "worker_stalled" {
-  display_name          = "The worker commits nothing while the backlog grows"
+  display_name          = "The worker commits nothing while votes wait"
   combiner              = "OR"
   notification_channels = [google_monitoring_notification_channel.email.id]
+  user_labels           = { prometheus_alert = "ekklesiaworkernotcommitting" }
   conditions {
-    display_name = "no committed votes for 5 min, backlog growing"
+    display_name = "votes undecided, none decided for 2 min"
     condition_prometheus_query_language {
-      query               = "((sum(rate(worker_votes_total[5m])) or on() vector(0)) == 0) and on() (deriv(sum(pubsub_googleapis_com:subscription_num_undelivered_messages{monitored_resource=\"pubsub_subscription\",${local.vote_sub}})[5m:1m]) > 0)"
+      query               = "sum(votes_undecided) > 0 and sum(rate(worker_votes_total[2m])) == 0"
+      duration            = "120s"
+      evaluation_interval = "60s"
+    }
+  }
+  conditions {
+    # Also when the worker is gone altogether (then it reports neither metric).
+    display_name = "Pub/Sub backlog growing, no vote decided for 2 min"
+    condition_prometheus_query_language {
+      query               = "((sum(rate(worker_votes_total[2m])) or on() vector(0)) == 0) and on() (deriv(sum(pubsub_googleapis_com:subscription_num_undelivered_messages{monitored_resource=\"pubsub_subscription\",${local.vote_sub}})[2m:1m]) > 0)"
       duration            = "120s"
       evaluation_interval = "60s"
     }
   }
   documentation {
-    content   = "Is the worker running (min instances 1)? Can it reach the database (readyz) and Pub/Sub (its service account)?"
+    content   = "Is the worker running (min instances 1)? Can it reach the database (readyz) and Pub/Sub (its service account)? Runbook: docs/runbook.md#ekklesiaworkernotcommitting"
     mime_type = "text/markdown"
   }
 }
@@ -157,6 +192,7 @@ resource "google_monitoring_alert_policy" "votes_after_seal" {
   display_name          = "A vote arrived after its election was sealed (resealed)"
   combiner              = "OR"
   notification_channels = [google_monitoring_notification_channel.email.id]
+  user_labels           = { prometheus_alert = "ekklesiavoteafterseal" }
   conditions {
     display_name = "worker_votes_after_seal_total increased"
     condition_prometheus_query_language {
@@ -166,7 +202,45 @@ resource "google_monitoring_alert_policy" "votes_after_seal" {
     }
   }
   documentation {
-    content   = "An ingest instance died holding unwritten ledger entries; the election was sealed again with the vote (docs/design.md, \"Finality and draining\")."
+    content   = "An ingest instance died holding unwritten ledger entries; the election was sealed again with the vote (docs/design.md, \"Finality and draining\"). Runbook: docs/runbook.md#ekklesiavoteafterseal"
+    mime_type = "text/markdown"
+  }
+}
+
+resource "google_monitoring_alert_policy" "undecodable" {
+  display_name          = "Messages on the vote topic that the worker cannot read"
+  combiner              = "OR"
+  notification_channels = [google_monitoring_notification_channel.email.id]
+  user_labels           = { prometheus_alert = "ekklesiaundecodablemessages" }
+  conditions {
+    display_name = "worker_undecodable_total increased"
+    condition_prometheus_query_language {
+      query               = "sum by (kind) (increase(worker_undecodable_total[5m])) > 0"
+      duration            = "0s"
+      evaluation_interval = "60s"
+    }
+  }
+  documentation {
+    content   = "A publisher without the vote key (forgery, misconfiguration), or a version or key rollout in progress. Runbook: docs/runbook.md#ekklesiaundecodablemessages"
+    mime_type = "text/markdown"
+  }
+}
+
+resource "google_monitoring_alert_policy" "results_not_final" {
+  display_name          = "An election closed more than 10 minutes ago is not sealed"
+  combiner              = "OR"
+  notification_channels = [google_monitoring_notification_channel.email.id]
+  user_labels           = { prometheus_alert = "ekklesiaresultsnotfinal" }
+  conditions {
+    display_name = "oldest election awaiting its seal > 600 s"
+    condition_prometheus_query_language {
+      query               = "elections_awaiting_seal_oldest_seconds > 600"
+      duration            = "300s"
+      evaluation_interval = "60s"
+    }
+  }
+  documentation {
+    content   = "Votes still undecided, a live ingest that cannot write its ledger, or a worker without the vote key. Runbook: docs/runbook.md#ekklesiaresultsnotfinal"
     mime_type = "text/markdown"
   }
 }
@@ -175,7 +249,7 @@ resource "google_monitoring_uptime_check_config" "healthz" {
   for_each     = local.public_services
   display_name = "${each.key} /healthz"
   timeout      = "10s"
-  period       = "300s"
+  period       = "60s"
 
   http_check {
     path         = "/healthz"
@@ -193,27 +267,24 @@ resource "google_monitoring_uptime_check_config" "healthz" {
   }
 }
 
+# Prometheus's EkklesiaServiceDown (up == 0 for 1 min) as uptime checks: every public
+# service's /healthz, checked each minute from several regions; down when no region passes.
 resource "google_monitoring_alert_policy" "uptime" {
   display_name          = "A public service fails its /healthz uptime check"
   combiner              = "OR"
   notification_channels = [google_monitoring_notification_channel.email.id]
-  dynamic "conditions" {
-    for_each = google_monitoring_uptime_check_config.healthz
-    content {
-      display_name = "${conditions.key} /healthz failing"
-      condition_threshold {
-        filter          = "metric.type=\"monitoring.googleapis.com/uptime_check/check_passed\" AND resource.type=\"uptime_url\" AND metric.label.check_id=\"${conditions.value.uptime_check_id}\""
-        comparison      = "COMPARISON_GT"
-        threshold_value = 1
-        duration        = "60s"
-        aggregations {
-          alignment_period     = "1200s"
-          per_series_aligner   = "ALIGN_NEXT_OLDER"
-          cross_series_reducer = "REDUCE_COUNT_FALSE"
-          group_by_fields      = ["resource.label.host"]
-        }
-      }
+  user_labels           = { prometheus_alert = "ekklesiaservicedown" }
+  conditions {
+    display_name = "/healthz failing from every checker region"
+    condition_prometheus_query_language {
+      query               = "max by (check_id) (monitoring_googleapis_com:uptime_check_check_passed{monitored_resource=\"uptime_url\",project_id=\"${var.project_id}\"}) == 0"
+      duration            = "60s"
+      evaluation_interval = "60s"
     }
+  }
+  documentation {
+    content   = "An instance crashed or is unreachable (or the service scaled to zero and cannot start: check its revision's logs). Runbook: docs/runbook.md#ekklesiaservicedown"
+    mime_type = "text/markdown"
   }
 }
 
