@@ -167,6 +167,7 @@ fn path(expr: &Expression) -> Vec<String> {
         match op {
             TraversalOperator::GetAttr(ident) => out.push(ident.as_str().to_owned()),
             TraversalOperator::Index(Expression::String(key)) => out.push(key.clone()),
+            TraversalOperator::Index(Expression::Number(n)) => out.push(n.to_string()),
             TraversalOperator::Index(index) => out.push(path(index).join(".")),
             _ => out.push("*".into()),
         }
@@ -598,6 +599,7 @@ fn grants(tf: &Terraform) -> BTreeMap<String, BTreeSet<String>> {
         ),
         ("google_storage_bucket_iam_member", "bucket", "bucket"),
         ("google_cloud_run_v2_service_iam_member", "run", "name"),
+        ("google_cloud_run_v2_job_iam_member", "job", "name"),
         (
             "google_service_account_iam_member",
             "sa",
@@ -618,6 +620,8 @@ fn grants(tf: &Terraform) -> BTreeMap<String, BTreeSet<String>> {
                             other => panic!("{ty}.{name}: for_each {other:?}"),
                         }
                     }
+                    // `count` (one or none): the resource itself.
+                    [_, resource, key, _] if key == "0" => format!("{kind}:{resource}"),
                     [_, resource, key, _] => format!("{kind}:{resource}/{key}"),
                     [_, resource, _] => format!("{kind}:{resource}"),
                     other => panic!("{ty}.{name}: target {other:?}"),
@@ -724,6 +728,10 @@ fn each_service_account_holds_the_documented_minimal_roles() {
         (
             "scheduler/db-tier",
             vec!["project custom:sql_tier".to_owned()],
+        ),
+        (
+            "scheduler/soak",
+            vec!["job:soak roles/run.invoker".to_owned()],
         ),
         (
             "pubsub-service-agent",
@@ -1057,4 +1065,440 @@ fn each_pool_and_max_instances_come_from_the_connection_budget() {
             service.resource
         );
     }
+}
+
+// --- the image and the jobs ---------------------------------------------------------------------
+
+/// Every `command = ["/usr/local/bin/X", ...]` anywhere in a block (containers of services and
+/// jobs, however deep).
+fn commands(body: &Body, out: &mut BTreeSet<String>) {
+    if let Some(Expression::Array(items)) = attr(body, "command") {
+        let binary = items.first().and_then(string).expect("a literal command");
+        let name = binary
+            .strip_prefix("/usr/local/bin/")
+            .unwrap_or_else(|| panic!("{binary}: the image's binaries are in /usr/local/bin"));
+        out.insert(name.to_owned());
+    }
+    for block in body.blocks() {
+        commands(block.body(), out);
+    }
+}
+
+#[test]
+fn the_image_holds_every_binary_the_deployment_runs() {
+    let tf = Terraform::load();
+    let mut used = BTreeSet::new();
+    for block in tf
+        .blocks
+        .iter()
+        .filter(|b| b.identifier() == "resource")
+        .filter(|b| {
+            matches!(
+                label(b, 0),
+                Some("google_cloud_run_v2_service" | "google_cloud_run_v2_job")
+            )
+        })
+    {
+        commands(block.body(), &mut used);
+    }
+    assert!(
+        used.contains("loadtest") && used.contains("migrate"),
+        "{used:?}"
+    );
+
+    let dockerfile =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../Dockerfile"))
+            .expect("the Dockerfile");
+    // The loop that copies the built binaries into the runtime stage.
+    let lines: Vec<&str> = dockerfile.lines().collect();
+    let copied: BTreeSet<String> = lines
+        .windows(2)
+        .find(|w| w[1].contains("cp \"target/release/$bin\" /out/"))
+        .and_then(|w| {
+            let list = w[0].split("for bin in ").nth(1)?;
+            Some(
+                list.split(';')
+                    .next()?
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect(),
+            )
+        })
+        .expect("the Dockerfile's `for bin in ...; do cp \"target/release/$bin\" /out/` loop");
+    let missing: Vec<_> = used.difference(&copied).collect();
+    assert!(
+        missing.is_empty(),
+        "the deployment runs {missing:?}, which the image does not hold"
+    );
+}
+
+/// A literal string as itself, anything else as HCL prints it.
+fn shown(expr: &Expression) -> String {
+    string(expr).map_or_else(|| expr.to_string(), str::to_owned)
+}
+
+#[test]
+fn the_soak_job_runs_loadtest_soak_against_staging_the_day_before_each_large_meeting() {
+    let tf = Terraform::load();
+    let job = tf.resource("google_cloud_run_v2_job", "soak");
+    let container = job_container(job);
+    let Some(Expression::Array(command)) = attr(container, "command") else {
+        panic!("the soak job's command");
+    };
+    assert_eq!(
+        command.iter().map(shown).collect::<Vec<_>>(),
+        ["/usr/local/bin/loadtest"]
+    );
+    assert_eq!(
+        attr(container, "args").map(path),
+        Some(vec!["local".to_owned(), "soak_args".to_owned()])
+    );
+    let Expression::Conditional(args) = tf.local("soak_args") else {
+        panic!("soak_args is local.soak_enabled ? [...] : []");
+    };
+    let Expression::Array(args) = &args.true_expr else {
+        panic!("soak_args: a list of arguments");
+    };
+    let args: Vec<String> = args.iter().map(shown).collect();
+    // The subcommand and its flags as loadtest names them (`loadtest soak --help`).
+    assert_eq!(
+        args,
+        [
+            "soak",
+            "--minutes",
+            "tostring(var.soak.minutes)",
+            "--ingest",
+            "var.soak.ingest_url",
+            "--events",
+            "var.soak.events_url",
+            "--members",
+            "var.soak.members_url",
+        ]
+    );
+    // No database, no secret: it only calls staging's public URLs.
+    assert!(container_env(container).is_empty());
+    assert_eq!(
+        blocks(block(block(job, "template"), "template"), "containers").count(),
+        1
+    );
+
+    let schedule = tf.resource("google_cloud_scheduler_job", "soak");
+    let Some(Expression::Conditional(for_each)) = attr(schedule, "for_each") else {
+        panic!("the soak schedule is per large meeting, when var.soak is set");
+    };
+    assert_eq!(path(&for_each.true_expr), ["local", "large_meetings"]);
+    let when = attr(schedule, "schedule").expect("schedule").to_string();
+    assert!(
+        when.contains("timeadd(each.value.starts_at, \"-24h\")"),
+        "the day before: {when}"
+    );
+    let target = block(schedule, "http_target");
+    assert_eq!(attr(target, "http_method").and_then(string), Some("POST"));
+    assert!(tf
+        .render_loose(attr(target, "uri").expect("uri"))
+        .ends_with(":run"));
+}
+
+// --- alerts: Cloud Monitoring against the Prometheus rules --------------------------------------
+
+/// What makes two alerts the same: the thresholds they compare with, the range windows they
+/// read, and how long the condition must hold.
+#[derive(Debug, PartialEq)]
+struct Shape {
+    /// `op threshold`, sorted: `> 0.05`, `== 0`.
+    comparisons: Vec<String>,
+    /// Range windows in seconds (`[1m]`; a subquery `[2m:1m]` by its range), sorted, distinct.
+    windows: Vec<u64>,
+    /// `for:` / `duration`, seconds.
+    hold: u64,
+}
+
+fn seconds(duration: &str) -> u64 {
+    let split = duration
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or_else(|| panic!("{duration}: no unit"));
+    let (n, unit) = duration.split_at(split);
+    let n: u64 = n.parse().unwrap_or_else(|_| panic!("{duration}"));
+    n * match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        other => panic!("{duration}: unit {other}"),
+    }
+}
+
+fn shape(query: &str, hold: u64) -> Shape {
+    let mut comparisons = Vec::new();
+    let mut windows = BTreeSet::new();
+    let mut rest = query;
+    while let Some(c) = rest.chars().next() {
+        // A comparison with a number: `> 0.05`, `== bool 0`. `=` and `=~` in label matchers
+        // are not comparisons, and a matcher's value is quoted, so never a bare number.
+        let op = ["==", "!=", ">=", "<=", ">", "<"]
+            .into_iter()
+            .find(|op| rest.starts_with(op));
+        if let Some(op) = op {
+            rest = &rest[op.len()..];
+            let after = rest.trim_start();
+            let after = after.strip_prefix("bool ").unwrap_or(after).trim_start();
+            let len = after
+                .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
+                .unwrap_or(after.len());
+            if let Ok(n) = after[..len].parse::<f64>() {
+                comparisons.push(format!("{op} {n}"));
+            }
+            continue;
+        }
+        // A range window `[1m]`, or a subquery's `[2m:1m]` by its range.
+        if c == '[' {
+            if let Some(end) = rest.find(']') {
+                let range = rest[1..end].split(':').next().unwrap_or_default();
+                windows.insert(seconds(range));
+                rest = &rest[end + 1..];
+                continue;
+            }
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    comparisons.sort();
+    Shape {
+        comparisons,
+        windows: windows.into_iter().collect(),
+        hold,
+    }
+}
+
+struct PrometheusAlert {
+    name: String,
+    /// With every recording rule it uses written out.
+    expr: String,
+    hold: u64,
+    runbook: String,
+}
+
+/// The rules in a Prometheus rules file, each as its keys (`record` or `alert`, `expr`, `for`,
+/// `runbook`). Reads the shapes infra/monitoring uses -- one rule per `- record:`/`- alert:`
+/// item, `expr` inline or as a `|` block -- and fails on anything else it meets in a rule.
+fn rules_in(text: &str) -> Vec<BTreeMap<&'static str, String>> {
+    let unquote = |v: &str| v.trim().trim_matches('"').trim_matches('\'').to_owned();
+    let mut rules: Vec<BTreeMap<&'static str, String>> = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        let item = trimmed.strip_prefix("- ");
+        if let Some(item) = item.filter(|i| i.starts_with("record:") || i.starts_with("alert:")) {
+            let (key, value) = item.split_once(':').expect("key: value");
+            let key = if key == "record" { "record" } else { "alert" };
+            rules.push(BTreeMap::from([(key, unquote(value))]));
+            continue;
+        }
+        let Some(rule) = rules.last_mut() else {
+            continue;
+        };
+        for key in ["expr", "for", "runbook"] {
+            let Some(value) = trimmed.strip_prefix(key).and_then(|r| r.strip_prefix(':')) else {
+                continue;
+            };
+            let value = value.trim();
+            let value = if value == "|" || value == ">" || value == "|-" || value == ">-" {
+                let mut block = Vec::new();
+                while let Some(next) = lines
+                    .next_if(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > indent)
+                {
+                    block.push(next.trim());
+                }
+                block.join("\n")
+            } else {
+                assert!(
+                    !value.starts_with(['|', '>']),
+                    "{key}: block style {value} not understood"
+                );
+                unquote(value)
+            };
+            rule.insert(key, value);
+        }
+    }
+    rules
+}
+
+fn prometheus_alerts() -> Vec<PrometheusAlert> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../monitoring/rules");
+    let mut records: Vec<(String, String)> = Vec::new();
+    let mut alerts = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yml" || x == "yaml"))
+        .collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("readable rules file");
+        for mut rule in rules_in(&text) {
+            let what = format!("{}: {rule:?}", file.display());
+            let expr = rule
+                .remove("expr")
+                .unwrap_or_else(|| panic!("no expr: {what}"));
+            if let Some(record) = rule.remove("record") {
+                records.push((record, expr));
+                continue;
+            }
+            let name = rule.remove("alert").expect("alert or record");
+            alerts.push(PrometheusAlert {
+                hold: rule.get("for").map_or(0, |d| seconds(d)),
+                runbook: rule
+                    .remove("runbook")
+                    .unwrap_or_else(|| panic!("{name}: runbook annotation")),
+                name,
+                expr,
+            });
+        }
+    }
+    // Recording rules may use one another: write them out until none is left.
+    for alert in &mut alerts {
+        for _ in 0..=records.len() {
+            for (record, expr) in &records {
+                alert.expr = alert.expr.replace(record, &format!("({expr})"));
+            }
+        }
+        assert!(
+            !records.iter().any(|(r, _)| alert.expr.contains(r.as_str())),
+            "{}: recording rules nest too deep",
+            alert.name
+        );
+    }
+    alerts
+}
+
+impl Terraform {
+    /// A string with every interpolation as `X` (thresholds and windows are literals).
+    fn render_loose(&self, expr: &Expression) -> String {
+        match expr {
+            Expression::String(s) => s.clone(),
+            Expression::TemplateExpr(t) => Template::from_expr(t)
+                .expect("template")
+                .elements()
+                .iter()
+                .map(|element| match element {
+                    Element::Literal(s) => s.clone(),
+                    Element::Interpolation(_) => "X".to_owned(),
+                    Element::Directive(_) => panic!("template directive in {expr}"),
+                })
+                .collect(),
+            other => panic!("not a string: {other}"),
+        }
+    }
+}
+
+struct Policy {
+    resource: String,
+    shapes: Vec<Shape>,
+    documentation: String,
+}
+
+/// The alert policies that carry `user_labels.prometheus_alert`, by that label.
+fn cloud_alerts(tf: &Terraform) -> BTreeMap<String, Policy> {
+    let mut out = BTreeMap::new();
+    for (name, body) in tf.resources("google_monitoring_alert_policy") {
+        let Some(labels) = attr(body, "user_labels") else {
+            continue;
+        };
+        let label = tf.render(object_get(labels, "prometheus_alert"));
+        let shapes: Vec<Shape> = blocks(body, "conditions")
+            .map(|c| {
+                let promql = block(c.body(), "condition_prometheus_query_language");
+                let query = tf.render_loose(attr(promql, "query").expect("query"));
+                let hold = attr(promql, "duration").and_then(string).map_or(0, seconds);
+                shape(&query, hold)
+            })
+            .collect();
+        assert!(!shapes.is_empty(), "{name}: no conditions");
+        let documentation = attr(block(body, "documentation"), "content")
+            .map(|c| tf.render_loose(c))
+            .unwrap_or_default();
+        let previous = out.insert(
+            label.clone(),
+            Policy {
+                resource: name.to_owned(),
+                shapes,
+                documentation,
+            },
+        );
+        assert!(previous.is_none(), "two policies claim {label}");
+    }
+    out
+}
+
+#[test]
+fn the_cloud_monitoring_alerts_are_the_prometheus_rules() {
+    let tf = Terraform::load();
+    let mut policies = cloud_alerts(&tf);
+    let alerts = prometheus_alerts();
+    assert!(alerts.len() >= 6, "{} alerts", alerts.len());
+    let mut problems = Vec::new();
+    for alert in &alerts {
+        let label = alert.name.to_lowercase();
+        let Some(policy) = policies.remove(&label) else {
+            problems.push(format!(
+                "{}: no alert policy with user_labels.prometheus_alert = \"{label}\"",
+                alert.name
+            ));
+            continue;
+        };
+        let expected = shape(&alert.expr, alert.hold);
+        for (i, actual) in policy.shapes.iter().enumerate() {
+            if actual != &expected {
+                problems.push(format!(
+                    "{} condition {i} is {actual:?}, the rule {} is {expected:?}",
+                    policy.resource, alert.name
+                ));
+            }
+        }
+        if !policy.documentation.contains(&alert.runbook) {
+            problems.push(format!(
+                "{}: its documentation does not link {}",
+                policy.resource, alert.runbook
+            ));
+        }
+    }
+    for (label, policy) in policies {
+        problems.push(format!(
+            "{}: prometheus_alert = \"{label}\" names no Prometheus rule",
+            policy.resource
+        ));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn a_changed_threshold_window_or_duration_is_a_different_alert() {
+    let base = shape("sum(rate(x[1m])) / sum(rate(y[1m])) > 0.05", 60);
+    assert_eq!(
+        base,
+        Shape {
+            comparisons: vec!["> 0.05".into()],
+            windows: vec![60],
+            hold: 60
+        }
+    );
+    assert_eq!(base, shape("(sum(rate(x[1m]))/sum(rate(y[1m])))>0.05", 60));
+    assert_ne!(base, shape("sum(rate(x[1m])) / sum(rate(y[1m])) > 0.1", 60));
+    assert_ne!(
+        base,
+        shape("sum(rate(x[5m])) / sum(rate(y[5m])) > 0.05", 60)
+    );
+    assert_ne!(
+        base,
+        shape("sum(rate(x[1m])) / sum(rate(y[1m])) > 0.05", 120)
+    );
+    // Label matchers are not comparisons; a subquery counts by its range.
+    assert_eq!(
+        shape("deriv(sum(m{code!=\"5\",le=\"0.5\"})[2m:1m]) > 0", 0).windows,
+        [120]
+    );
+    assert_eq!(
+        shape("up{job=~\"a-.*\"} == 0", 0).comparisons,
+        ["== 0".to_owned()]
+    );
 }
