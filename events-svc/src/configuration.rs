@@ -21,7 +21,9 @@ pub struct Settings {
     pub server_limits: shared::service::ServerLimits,
     /// `ELECTIONS_URL`: the elections side's internal API (ingest), default `http://127.0.0.1:8080`.
     pub elections_url: String,
-    /// `S2S_KEYS`: `keyid:tenant:base64url-secret,...`, the first key of a tenant signs.
+    /// `S2S_KEYS`: `keyid:tenant:base64url-secret,...`, the first key of a tenant signs. Each of
+    /// these per-tenant lists may also come as one variable per tenant (`S2S_KEYS__<TENANT>`,
+    /// `Env::list`), so each tenant's keys can be a secret of their own.
     pub s2s_keys: Keyring,
     /// `S2S_RETRY_BUDGET_MS` (default 3000) and `S2S_ATTEMPT_TIMEOUT_MS` (default 2000): how
     /// long one call to the elections side may take in all, and each attempt.
@@ -68,7 +70,7 @@ impl Settings {
     pub fn from(mut env: Env) -> Result<Self, ConfigError> {
         let addr = env.listen_addr("EVENTS_ADDR", "127.0.0.1:8081");
         let database = DatabaseSettings::from_env(&mut env);
-        let s2s_keys = match Keyring::from_config(&env.string("S2S_KEYS")) {
+        let s2s_keys = match Keyring::from_config(&env.list("S2S_KEYS")) {
             Ok(k) => k,
             Err(e) => {
                 env.problem(format!("S2S_KEYS: {e}"));
@@ -76,7 +78,7 @@ impl Settings {
             }
         };
         let mut token_signers = HashMap::new();
-        match shared::token::signers_from_config(&env.string("VOTING_TOKEN_SIGNING_KEYS")) {
+        match shared::token::signers_from_config(&env.list("VOTING_TOKEN_SIGNING_KEYS")) {
             Ok(signers) => {
                 for signer in signers {
                     token_signers
@@ -86,7 +88,7 @@ impl Settings {
             }
             Err(e) => env.problem(format!("VOTING_TOKEN_SIGNING_KEYS: {e}")),
         }
-        let token_slot_keys = match SlotKeys::from_config(&env.string("TOKEN_SLOT_KEYS")) {
+        let token_slot_keys = match SlotKeys::from_config(&env.list("TOKEN_SLOT_KEYS")) {
             Ok(keys) => keys,
             Err(e) => {
                 env.problem(format!("TOKEN_SLOT_KEYS: {e}"));

@@ -28,11 +28,12 @@ pub struct Settings {
     pub server_limits: shared::service::ServerLimits,
     pub database: DatabaseSettings,
     pub pubsub: PubSubSettings,
-    /// `VOTING_TOKEN_PUBLIC_KEYS`: `kid:tenant:base64url-key,...`.
+    /// `VOTING_TOKEN_PUBLIC_KEYS`: `kid:tenant:base64url-key,...` (also from
+    /// `VOTING_TOKEN_PUBLIC_KEYS__<TENANT>`, one variable per tenant: `Env::list`).
     pub token_verifier: TokenVerifier,
     /// `RECEIPT_KEY`: base64url, ≥ 32 bytes; the same on every instance.
     pub receipt_key: ReceiptKey,
-    /// `S2S_KEYS`: keys events-svc signs internal calls with.
+    /// `S2S_KEYS`: keys events-svc signs internal calls with (also from `S2S_KEYS__<TENANT>`).
     pub s2s_keys: Keyring,
     /// `VOTE_KEYS`: `kid:base64url-secret,...`, shared with the worker only: vote messages and
     /// direct-mode ballots are encrypted with the first.
@@ -88,14 +89,14 @@ impl Settings {
         let addr = env.listen_addr("INGEST_ADDR", "127.0.0.1:8080");
         let database = DatabaseSettings::from_env(&mut env);
         let pubsub = PubSubSettings::from_env(&mut env);
-        let token_verifier =
-            match TokenVerifier::from_config(&env.string("VOTING_TOKEN_PUBLIC_KEYS")) {
-                Ok(v) => v,
-                Err(e) => {
-                    env.problem(format!("VOTING_TOKEN_PUBLIC_KEYS: {e}"));
-                    TokenVerifier::new()
-                }
-            };
+        let token_verifier = match TokenVerifier::from_config(&env.list("VOTING_TOKEN_PUBLIC_KEYS"))
+        {
+            Ok(v) => v,
+            Err(e) => {
+                env.problem(format!("VOTING_TOKEN_PUBLIC_KEYS: {e}"));
+                TokenVerifier::new()
+            }
+        };
         let receipt_key = match ReceiptKey::from_base64(&env.string("RECEIPT_KEY")) {
             Ok(k) => k,
             Err(e) => {
@@ -103,13 +104,14 @@ impl Settings {
                 ReceiptKey::new(vec![0; 32]).expect("32 bytes")
             }
         };
-        let s2s_keys = match Keyring::from_config(&env.string_or("S2S_KEYS", "")) {
-            Ok(k) => k,
-            Err(e) => {
-                env.problem(format!("S2S_KEYS: {e}"));
-                Keyring::default()
-            }
-        };
+        let s2s_keys =
+            match Keyring::from_config(&env.optional_list("S2S_KEYS").unwrap_or_default()) {
+                Ok(k) => k,
+                Err(e) => {
+                    env.problem(format!("S2S_KEYS: {e}"));
+                    Keyring::default()
+                }
+            };
         let vote_keys = shared::vote_keys::from_env(&mut env);
         let default_instance = format!(
             "ingest-{}-{}-{:08x}",

@@ -3,11 +3,65 @@
 //! Every service builds its `Settings` through [`Env`], which collects *all* missing or
 //! malformed variables and reports them together, naming each variable -- never its value,
 //! since many of them are secrets.
+//!
+//! `Env` also records every variable it was asked for ([`Env::requested`]), so a deployment can
+//! be checked against the code: building a service's `Settings` from the variables a deployment
+//! sets lists exactly the ones the code reads and which of them it requires
+//! (`infra/check/tests/terraform.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+/// Variables whose values are secrets: a deployment takes them from a secret store (Secret
+/// Manager), never from a plain value. Per-tenant parts of a list (`NAME__TENANT`, see
+/// [`Env::list`]) are secrets when `NAME` is.
+pub const SECRET_VARIABLES: &[&str] = &[
+    "VOTE_KEYS",
+    "RECEIPT_KEY",
+    "S2S_KEYS",
+    "VOTING_TOKEN_SIGNING_KEYS",
+    "TOKEN_SLOT_KEYS",
+    "SESSION_SIGNING_KEYS",
+    "OIDC_CLIENT_SECRET",
+];
+
+/// How the code asked for a variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    /// Asked for with [`Env::string`] or [`Env::list`]: missing, it is a configuration error.
+    pub required: bool,
+    /// Asked for with [`Env::list`] / [`Env::optional_list`]: also read from `NAME__<suffix>`.
+    pub list: bool,
+}
+
+/// Every variable an [`Env`] was asked for, shared with whoever holds a clone (the `Env` itself
+/// is consumed by the `Settings` it builds).
+#[derive(Debug, Clone, Default)]
+pub struct Requests(Arc<Mutex<BTreeMap<String, Request>>>);
+
+impl Requests {
+    fn note(&self, name: &str, required: bool, list: bool) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = map.entry(name.to_owned()).or_insert(Request {
+            required: false,
+            list: false,
+        });
+        // Asked for both ways: required wins.
+        entry.required |= required;
+        entry.list |= list;
+    }
+
+    /// Name → how it was asked for, in name order.
+    pub fn snapshot(&self) -> BTreeMap<String, Request> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n  {}", .problems.join("\n  "))]
@@ -19,6 +73,7 @@ pub struct ConfigError {
 pub struct Env {
     vars: BTreeMap<String, String>,
     problems: Vec<String>,
+    requests: Requests,
 }
 
 impl Env {
@@ -35,17 +90,67 @@ impl Env {
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
             problems: Vec::new(),
+            requests: Requests::default(),
         }
     }
 
-    pub fn optional_string(&self, name: &str) -> Option<String> {
+    /// A handle on the record of every variable this `Env` is asked for; it outlives the `Env`.
+    pub fn requests(&self) -> Requests {
+        self.requests.clone()
+    }
+
+    /// What this `Env` was asked for so far (see [`Env::requests`] to read it after the `Env`
+    /// is consumed).
+    pub fn requested(&self) -> BTreeMap<String, Request> {
+        self.requests.snapshot()
+    }
+
+    fn lookup(&self, name: &str) -> Option<String> {
         self.vars
             .get(name)
             .filter(|v| !v.trim().is_empty())
             .cloned()
     }
 
+    pub fn optional_string(&self, name: &str) -> Option<String> {
+        self.requests.note(name, false, false);
+        self.lookup(name)
+    }
+
+    /// A comma-separated list read from `NAME` and from every `NAME__<suffix>` (in name order),
+    /// joined: a list of per-tenant entries can come from one variable per tenant (e.g.
+    /// `S2S_KEYS__PARTY_A`), each its own secret, so onboarding or rotating one tenant never
+    /// touches another's keys. The suffix is only a name; the entries say whose they are.
+    pub fn optional_list(&self, name: &str) -> Option<String> {
+        self.requests.note(name, false, true);
+        let prefix = format!("{name}__");
+        // BTreeMap order puts `NAME` itself before every `NAME__…`.
+        let parts: Vec<&str> = self
+            .vars
+            .iter()
+            .filter(|(k, _)| k.as_str() == name || k.starts_with(&prefix))
+            .map(|(_, v)| v.trim().trim_matches(','))
+            .filter(|v| !v.is_empty())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(","))
+    }
+
+    /// [`Env::optional_list`], required: missing everywhere, it is a configuration error.
+    pub fn list(&mut self, name: &str) -> String {
+        self.requests.note(name, true, true);
+        match self.optional_list(name) {
+            Some(v) => v,
+            None => {
+                self.problems.push(format!(
+                    "{name} is required but not set (nor any {name}__<suffix>)"
+                ));
+                String::new()
+            }
+        }
+    }
+
     pub fn string(&mut self, name: &str) -> String {
+        self.requests.note(name, true, false);
         match self.optional_string(name) {
             Some(v) => v,
             None => {
@@ -253,6 +358,52 @@ mod tests {
         );
         assert!(text.contains("at most 2000"), "{text}");
         assert!(!text.contains("lots"), "values must not be echoed: {text}");
+    }
+
+    #[test]
+    fn records_every_variable_asked_for_and_whether_it_is_required() {
+        let mut env = Env::from_map([("PORT", "8080")]);
+        let requests = env.requests();
+        let _ = DatabaseSettings::from_env(&mut env);
+        let _ = env.listen_addr("INGEST_ADDR", "127.0.0.1:8080");
+        let _ = env.optional_list("VOTING_TOKEN_PUBLIC_KEYS");
+        // Consumed, as `Settings::from` consumes it: the handle still reads the record.
+        let _ = env.finish(());
+        let asked = requests.snapshot();
+        let required = |name: &str| asked.get(name).map(|r| r.required);
+        assert_eq!(required("DATABASE_URL"), Some(true));
+        assert_eq!(required("DATABASE_MAX_CONNECTIONS"), Some(false));
+        assert_eq!(required("PORT"), Some(false));
+        // With PORT set (Cloud Run) the service's own address variable is not read at all.
+        assert_eq!(required("INGEST_ADDR"), None, "{asked:?}");
+        assert!(asked["VOTING_TOKEN_PUBLIC_KEYS"].list);
+        assert!(!asked["DATABASE_URL"].list);
+    }
+
+    #[test]
+    fn a_list_joins_its_per_tenant_parts_in_name_order() {
+        let mut env = Env::from_map([
+            ("S2S_KEYS__PARTY_B", "b1:party-b:x,"),
+            ("S2S_KEYS", "k0:platform:y"),
+            ("S2S_KEYS__PARTY_A", " a1:party-a:z,a0:party-a:w "),
+            ("S2S_KEYS_OTHER", "not:a:part"),
+            ("S2S_KEYS__EMPTY", "  "),
+        ]);
+        assert_eq!(
+            env.list("S2S_KEYS"),
+            "k0:platform:y,a1:party-a:z,a0:party-a:w,b1:party-b:x"
+        );
+        assert_eq!(env.optional_list("TOKEN_SLOT_KEYS"), None);
+        env.finish(()).unwrap();
+    }
+
+    #[test]
+    fn a_missing_required_list_is_named_never_valued() {
+        let mut env = Env::from_map([("S2S_KEYS_TYPO", "secret-value")]);
+        assert_eq!(env.list("S2S_KEYS"), "");
+        let text = env.finish(()).unwrap_err().to_string();
+        assert!(text.contains("S2S_KEYS is required"), "{text}");
+        assert!(!text.contains("secret-value"), "{text}");
     }
 
     #[test]

@@ -162,6 +162,35 @@ pub async fn ping(pool: &PgPool) -> Result<(), String> {
         .map_err(|e| format!("database unreachable: {}", redact(&e)))
 }
 
+/// `CLOUD_SQL_PROXY_QUIT_URL`: where a Cloud Run job's Cloud SQL Auth Proxy sidecar serves
+/// `/quitquitquit` (infra/terraform/jobs.tf).
+pub const PROXY_QUIT_URL_VAR: &str = "CLOUD_SQL_PROXY_QUIT_URL";
+
+/// Asks a job's Cloud SQL Auth Proxy sidecar to exit, so the Cloud Run task ends when the job's
+/// own work does (a sidecar still running would hold the task open until its timeout). Does
+/// nothing without a URL (local runs, tests); a proxy that cannot be reached is reported on
+/// stderr only: the job's own outcome decides its exit code.
+pub async fn quit_proxy(url: Option<&str>) {
+    let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
+        return;
+    };
+    let sent = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+    {
+        Ok(client) => client
+            .post(url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = sent {
+        eprintln!("could not stop the Cloud SQL Auth Proxy sidecar: {e}");
+    }
+}
+
 /// sqlx errors can quote the connection string on connect failures; keep only the kind.
 pub fn redact(error: &sqlx::Error) -> String {
     match error {
@@ -212,5 +241,36 @@ impl ElectionRow {
             opens_at: self.opens_at,
             closes_at: self.closes_at,
         })
+    }
+}
+
+#[cfg(test)]
+mod quit_proxy_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_job_asks_its_proxy_sidecar_to_quit_and_only_when_told_where() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let app = axum::Router::new().route(
+            "/quitquitquit",
+            axum::routing::post(move || {
+                let seen = seen.clone();
+                async move {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        super::quit_proxy(None).await;
+        super::quit_proxy(Some("  ")).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+        super::quit_proxy(Some(&format!("http://{addr}/quitquitquit"))).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

@@ -5,7 +5,8 @@
 //! Prints what changed as JSON (`added`, `updated`, `removed`, `unchanged`; a person back after
 //! a removal is `added`, under their old member id). A file with any bad line changes nothing
 //! and lists every bad line. Reads `DATABASE_URL` (the members role) and `PLATFORM_ORG`
-//! (default `platform`): only that organisation's file may grant the `ops` role.
+//! (default `platform`): only that organisation's file may grant the `ops` role. As a Cloud Run
+//! job it stops its Cloud SQL Auth Proxy sidecar when done (`CLOUD_SQL_PROXY_QUIT_URL`).
 
 use std::path::PathBuf;
 
@@ -30,7 +31,36 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args = Args::try_parse();
+    let result = match args {
+        Ok(args) => run(args).await,
+        Err(e) => Err(e.into()),
+    };
+    // On Cloud Run the proxy sidecar would otherwise keep the job's task running.
+    shared::db::quit_proxy(
+        std::env::var(shared::db::PROXY_QUIT_URL_VAR)
+            .ok()
+            .as_deref(),
+    )
+    .await;
+    match result {
+        Ok(Outcome::Imported) => Ok(()),
+        Ok(Outcome::BadFile) => std::process::exit(2),
+        // Usage errors and --help print as clap prints them, with clap's exit code.
+        Err(e) => match e.downcast::<clap::Error>() {
+            Ok(usage) => usage.exit(),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+enum Outcome {
+    Imported,
+    /// The file had bad lines (printed); nothing was imported.
+    BadFile,
+}
+
+async fn run(args: Args) -> anyhow::Result<Outcome> {
     let tenant = TenantId::parse(&args.org).context("--org")?;
     let mut env = Env::from_process();
     let database = DatabaseSettings::from_env(&mut env);
@@ -51,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{e}");
-            std::process::exit(2);
+            return Ok(Outcome::BadFile);
         }
     };
     let pool = shared::db::pool(&database)?;
@@ -60,5 +90,5 @@ async fn main() -> anyhow::Result<()> {
         "{}",
         serde_json::json!({ "org": tenant.as_str(), "dry_run": args.dry_run, "report": report })
     );
-    Ok(())
+    Ok(Outcome::Imported)
 }
