@@ -194,14 +194,29 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct ServiceArgs {
-    #[arg(long, env = "INGEST_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        alias = "ingest",
+        env = "INGEST_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     ingest_url: String,
     /// ingest's internal listener (the elections side's S2S API and ingest's /metrics).
     #[arg(long, env = "ELECTIONS_URL", default_value = "http://127.0.0.1:8079")]
     elections_url: String,
-    #[arg(long, env = "EVENTS_URL", default_value = "http://127.0.0.1:8081")]
+    #[arg(
+        long,
+        alias = "events",
+        env = "EVENTS_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
     events_url: String,
-    #[arg(long, env = "MEMBERS_URL", default_value = "http://127.0.0.1:8082")]
+    #[arg(
+        long,
+        alias = "members",
+        env = "MEMBERS_URL",
+        default_value = "http://127.0.0.1:8082"
+    )]
     members_url: String,
     /// The worker's base URL (its /metrics show when replayed votes were dropped as duplicates).
     #[arg(long, env = "WORKER_URL", default_value = "http://127.0.0.1:9090")]
