@@ -6,7 +6,7 @@
 # Brings up PostgreSQL 15 (installing it if missing) and Google's Pub/Sub emulator, applies the
 # migrations and the local service logins, then runs every crate's tests, formatting and lint
 # checks, then the checks by tools the project did not write (schemathesis against the running
-# stack). Each test creates its own database (cloned from a migrated template) and its own topic
+# stack, cargo fuzz), each on a short fixed budget (docs/testing.md has the long runs). Each test creates its own database (cloned from a migrated template) and its own topic
 # and subscription, so the suite can run in parallel and leaves the dev database alone.
 set -euo pipefail
 
@@ -30,6 +30,8 @@ psql -X -q -w "$EKKLESIA_ADMIN_DATABASE_URL" -At -c \
 
 echo "== promtool: the alert rules and their unit tests"
 "$here/monitoring-check.sh"
+echo "== terraform fmt, checkov, hadolint: the deployment"
+"$here/infra-check.sh"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
@@ -42,4 +44,6 @@ cargo test --workspace "$@"
 # Tools no one here wrote, each on a fixed, short budget (the long runs: docs/testing.md).
 echo "== schemathesis: every listener's OpenAPI document against its answers"
 "$here/schemathesis.sh" "${SCHEMATHESIS_EXAMPLES:-20}"
+echo "== cargo fuzz: every parser that takes bytes from outside, ${FUZZ_SECONDS:-20} s per target"
+FUZZ_BUILD_ARGS="${FUZZ_BUILD_ARGS---dev --sanitizer none}" "$here/fuzz.sh" "${FUZZ_SECONDS:-20}"
 "$here/down.sh" >/dev/null
