@@ -2,7 +2,8 @@
 #
 # One image with every binary; each Cloud Run service and job picks its own command
 # (infra/terraform): ingest, worker, events-svc, members-fn, and the jobs migrate,
-# members-import and soak (loadtest soak), and the queue-mode emergency CLI. No key or secret
+# members-import and soak (loadtest soak), the queue-mode emergency CLI and the ops CLI of the
+# meeting-day runbook (ops status, ops canary). No key or secret
 # is in it: everything secret comes from Secret Manager as environment variables at run time.
 #
 #   docker build -t REGION-docker.pkg.dev/PROJECT/ekklesia/ekklesia:TAG .
@@ -48,7 +49,7 @@ RUN set -eu; \
     find shared ingest worker events-svc members-fn loadtest -name '*.rs' -exec touch {} +; \
     cargo build --release --locked -p shared -p ingest -p worker -p events-svc -p members-fn -p loadtest --bins; \
     mkdir -p /out; \
-    for bin in ingest queue-mode worker events-svc members-fn members-import migrate loadtest; do \
+    for bin in ingest queue-mode worker events-svc members-fn members-import migrate loadtest ops; do \
       cp "target/release/$bin" /out/; \
     done
 
