@@ -21,7 +21,7 @@ use tokio::sync::OnceCell;
 #[allow(dead_code)] // the other tests' helpers
 mod support;
 
-const PATIENCE: Duration = Duration::from_secs(20);
+const PATIENCE: Duration = Duration::from_secs(30);
 
 /// chromedriver's path, installing Debian's packages once if they are missing; `None` (with
 /// the reason printed) when they cannot be installed outside CI.
@@ -302,7 +302,7 @@ async fn with_ingest_answering_503_twice_the_page_retries_and_the_vote_counts_on
     // Released once ingest has answered 503 twice; the voter does nothing meanwhile.
     let busy = || async {
         let text = target
-            .metrics_text(Some(&stack.config.elections_url))
+            .metrics_text(Some(stack.config.elections_url.as_str()))
             .await
             .unwrap_or_default();
         metric(&text, "votes_total", "outcome=\"busy\"").unwrap_or(0.0)
@@ -459,7 +459,10 @@ async fn a_member_without_the_roles_is_refused_by_the_api_and_told_so_by_the_con
         loadtest::ops::dev_login(&stack.config.members_url, &stack.config.admin_national_id)
             .await
             .expect("login");
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
     let events = &stack.config.events_url;
     for session in [&member, &admin] {
         let live = http
@@ -500,7 +503,10 @@ async fn a_member_without_the_roles_is_refused_by_the_api_and_told_so_by_the_con
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_pages_origin_may_call_members_fn_and_ingest_from_a_browser() {
     let stack = support::start_with_pages(1).await;
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
     let page = stack.config.events_url.clone();
     for (base, path) in [
         (&stack.config.members_url, "/v1/auth/dev-login"),

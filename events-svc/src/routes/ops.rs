@@ -178,7 +178,7 @@ pub async fn live(
                 .filter(|l| l.starts_with("votes_total{"))
                 .filter(|l| l.contains("outcome=\"accepted\"") == accepted)
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum()
+                .sum::<f64>()
         })
     };
     Ok(Json(LiveView {
