@@ -108,6 +108,7 @@
     const res = await call("", "/v1/elections", { method: "POST", bearer: session, body });
     if (res.status !== 201) return say($("admin-status"), "Not created: " + detail(res), "bad");
     $("create-form").reset();
+    $("create").open = false;
     await refreshElections();
   });
 

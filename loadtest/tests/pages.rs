@@ -129,8 +129,17 @@ impl Browser {
             .unwrap_or_else(|e| panic!("{css}: {e}"))
     }
 
+    /// Clicks once the element is there and can be clicked (a page shows sections only after
+    /// its calls answer).
     async fn click(&self, css: &str) {
-        self.find(css).await.click().await.expect(css);
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self.find(css).await.click().await {
+                Ok(()) => return,
+                Err(e) if Instant::now() > deadline => panic!("{css}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     async fn type_into(&self, css: &str, text: &str) {
