@@ -60,6 +60,10 @@ pub struct Settings {
     /// they are fetched again, so a key members-fn stops publishing is refused within it. If
     /// members-fn cannot be reached then, the keys held are kept for one more TTL.
     pub session_jwks_ttl: Duration,
+    /// `PAGES_MEMBERS_URL` and `PAGES_INGEST_URL` (default none): the origins at which the
+    /// browser reaches members-fn and ingest, for the web pages (`crate::pages`). Each of those
+    /// services must list events-svc's origin in its `PAGE_ORIGINS`.
+    pub pages: crate::pages::PageConfig,
 }
 
 impl Settings {
@@ -115,6 +119,21 @@ impl Settings {
         if session_jwks_ttl.is_zero() {
             env.problem("SESSION_JWKS_TTL_SECS must be at least 1");
         }
+        let mut page_origin = |name: &str| {
+            let raw = env.string_or(name, "");
+            // An origin only: it also goes into the pages' Content-Security-Policy.
+            match shared::cors::AllowedOrigins::parse(&raw) {
+                Ok(_) if !raw.contains(',') => raw.trim().to_owned(),
+                _ => {
+                    env.problem(format!("{name} is not one origin (http[s]://host[:port])"));
+                    String::new()
+                }
+            }
+        };
+        let pages = crate::pages::PageConfig {
+            members_url: page_origin("PAGES_MEMBERS_URL"),
+            ingest_url: page_origin("PAGES_INGEST_URL"),
+        };
         let budget = env.millis_or("S2S_RETRY_BUDGET_MS", 3000);
         let attempt = env.millis_or("S2S_ATTEMPT_TIMEOUT_MS", 2000);
         let settings = Self {
@@ -143,6 +162,7 @@ impl Settings {
             rate_limit_per_member,
             rate_limit_global,
             session_jwks_ttl,
+            pages,
         };
         env.finish(settings)
     }

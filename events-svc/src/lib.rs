@@ -12,6 +12,7 @@ pub mod configuration;
 pub mod elections_side;
 pub mod error;
 pub mod limits;
+pub mod pages;
 pub mod routes;
 pub mod slots;
 pub mod startup;

@@ -60,6 +60,8 @@ pub struct Inner {
     pub limits: Limits,
     /// Held while this instance registers more token slots (`slots::register_more`).
     pub slot_registrations: tokio::sync::Mutex<()>,
+    /// For the console's live view (`routes::ops::live`): short timeouts, loopback or internal.
+    pub probe: reqwest::Client,
     /// Token requests by outcome (`issued` or the problem slug).
     pub tokens: IntCounterVec,
 }
@@ -107,6 +109,10 @@ impl Application {
                 settings.s2s_keys.clone(),
                 settings.s2s_retry.clone(),
             )),
+            probe: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(1))
+                .build()
+                .unwrap_or_default(),
             tokens,
             limits: Limits::new(settings.rate_limit_per_member, settings.rate_limit_global),
             slot_registrations: tokio::sync::Mutex::new(()),
@@ -121,10 +127,13 @@ impl Application {
             .routes(routes!(elections::results))
             .routes(routes!(tokens::issue))
             .routes(routes!(ops::get, ops::put))
+            .routes(routes!(ops::live))
             .layer(DefaultBodyLimit::max(64 * 1024))
             .split_for_parts();
         let router = service::router(
-            api_router.with_state(state.clone()),
+            api_router
+                .merge(crate::pages::routes())
+                .with_state(state.clone()),
             api,
             metrics,
             service::database_readiness(pool),

@@ -40,4 +40,5 @@ echo "== the journey"
 echo
 echo "The stack keeps running. Logs: $EKKLESIA_STATE_DIR/{members-fn,events-svc,ingest,worker}.log"
 echo "Queue flag: PUT $EVENTS_URL/v1/ops/queue-mode (a platform operator: ops in the platform organisation), or $bin/queue-mode --database-url \$EKKLESIA_ADMIN_DATABASE_URL get"
+echo "Voter page: $EVENTS_URL/pages/vote   Meeting console (admins, platform operators): $EVENTS_URL/pages/console (dev login by kennitala; see the demo export)"
 echo "Stop everything: infra/local/down.sh"

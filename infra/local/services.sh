@@ -45,6 +45,8 @@ export INGEST_URL=http://127.0.0.1:8080 EVENTS_URL=http://127.0.0.1:8081 MEMBERS
 # ingest serves the elections side's internal API (and its /metrics) on a listener of its own.
 export INTERNAL_ADDR=127.0.0.1:8079 ELECTIONS_URL=http://127.0.0.1:8079
 export SESSION_JWKS_URL=$MEMBERS_URL/.well-known/jwks.json
+# The web pages are served by events-svc; members-fn and ingest allow its origin (CORS).
+export PAGE_ORIGINS=$EVENTS_URL PAGES_MEMBERS_URL=$MEMBERS_URL PAGES_INGEST_URL=$INGEST_URL
 export QUEUE_MODE_DEFAULT=true SEAL_DELAY_MS=3000
 # Local only: the production profile refuses dev login.
 export EKKLESIA_PROFILE=local DEV_LOGIN_ENABLED=true

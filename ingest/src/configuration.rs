@@ -65,6 +65,9 @@ pub struct Settings {
     /// so polling receipts cannot take the database connections votes need.
     pub receipt_rate_per_client: u32,
     pub receipt_rate_global: u32,
+    /// `PAGE_ORIGINS` (default none): the web pages' origins allowed to call the vote path
+    /// (`shared::cors`).
+    pub page_origins: shared::cors::AllowedOrigins,
     /// `TRUSTED_PROXY_HOPS` (0): proxies in front of ingest that append to `X-Forwarded-For`
     /// (Cloud Run: 1); the client address for rate limits is the entry the farthest one added.
     pub trusted_proxy_hops: usize,
@@ -159,6 +162,7 @@ impl Settings {
             rate_limit_per_token: env.parse_or("RATE_LIMIT_PER_TOKEN", 1),
             receipt_rate_per_client: env.parse_or("RECEIPT_RATE_PER_CLIENT", 20),
             receipt_rate_global: env.parse_or("RECEIPT_RATE_GLOBAL", 500),
+            page_origins: shared::cors::AllowedOrigins::from_env(&mut env),
             trusted_proxy_hops: env.parse_or("TRUSTED_PROXY_HOPS", 0),
             max_body_bytes: env.parse_or("MAX_BODY_BYTES", 16 * 1024),
         };

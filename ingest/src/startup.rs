@@ -353,11 +353,14 @@ fn public_router(state: AppState, http_metrics: HttpMetrics) -> axum::Router {
         .routes(routes!(receipts::lookup))
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
         .split_for_parts();
-    shared::service::public_router(
-        api_router.with_state(state.clone()),
-        api,
-        http_metrics,
-        shared::service::database_readiness(state.pool.clone()),
+    shared::cors::allow(
+        shared::service::public_router(
+            api_router.with_state(state.clone()),
+            api,
+            http_metrics,
+            shared::service::database_readiness(state.pool.clone()),
+        ),
+        state.settings.page_origins.clone(),
     )
 }
 

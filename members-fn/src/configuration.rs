@@ -24,6 +24,9 @@ pub struct Settings {
     pub oidc: Option<OidcSettings>,
     /// `DEV_LOGIN_ENABLED`: log in by national id alone. Refused in production.
     pub dev_login: bool,
+    /// `PAGE_ORIGINS` (default none): the web pages' origins allowed to call the login
+    /// (`shared::cors`).
+    pub page_origins: shared::cors::AllowedOrigins,
     /// `LOGIN_RATE_PER_CLIENT` / `LOGIN_RATE_GLOBAL`: login attempts per second (bursts of two
     /// seconds' worth). A whole meeting hall may log in from one address behind the venue's
     /// NAT, so the per-client default is 50/s, not a per-person figure; there is no password
@@ -107,6 +110,7 @@ impl Settings {
             session: Arc::new(session),
             oidc,
             dev_login,
+            page_origins: shared::cors::AllowedOrigins::from_env(&mut env),
             login_rate_per_client: env.parse_or("LOGIN_RATE_PER_CLIENT", 50),
             login_rate_global: env.parse_or("LOGIN_RATE_GLOBAL", 500),
         };

@@ -105,11 +105,14 @@ impl Application {
             .routes(routes!(routes::jwks))
             .layer(DefaultBodyLimit::max(16 * 1024))
             .split_for_parts();
-        let router = service::router(
-            api_router.with_state(state.clone()),
-            api,
-            metrics,
-            service::database_readiness(pool),
+        let router = shared::cors::allow(
+            service::router(
+                api_router.with_state(state.clone()),
+                api,
+                metrics,
+                service::database_readiness(pool),
+            ),
+            state.settings.page_origins.clone(),
         );
         Ok(Self {
             server: Server::bind_with(

@@ -3,6 +3,7 @@
 //! Pub/Sub clients and the vote message.
 
 pub mod config;
+pub mod cors;
 pub mod db;
 pub mod domain;
 pub mod jwks;

@@ -123,3 +123,72 @@ async fn current(state: &AppState) -> Result<QueueModeState, EventsError> {
         recent_changes,
     })
 }
+
+/// What the console shows live: the vote path's counters and each service's readiness.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LiveView {
+    /// Votes ingest accepted (202 or 201) since it started, and refused (any problem).
+    pub votes_accepted: Option<f64>,
+    pub votes_refused: Option<f64>,
+    /// Readiness by service: `members-fn`, `events-svc`, `ingest`.
+    pub ready: std::collections::BTreeMap<String, bool>,
+}
+
+/// Live counters for the console (platform operators only): ingest's vote counters read from
+/// its internal `/metrics` (which the public cannot reach, so the browser asks here) and
+/// whether each service is ready. The console polls this every second or two.
+#[utoipa::path(get, path = "/v1/ops/live",
+    security(("session" = [])),
+    responses(
+        (status = 401, description = SESSION_401, body = shared::Problem),
+        (status = 200, description = "Counters (`null` when ingest's metrics do not answer) and readiness", body = LiveView),
+        (status = 403, description = "Not a platform operator (`not-platform-ops`)", body = shared::Problem),
+        (status = 429, description = "Too many requests from this member or in total (`rate-limited`, Retry-After)", body = shared::Problem),
+        (status = 503, description = SESSION_503, body = shared::Problem),
+    ),
+    tag = "ops")]
+pub async fn live(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<LiveView>, EventsError> {
+    caller.require_platform_ops(&state.settings.platform_org)?;
+    let ingest = state.settings.elections_url.trim_end_matches('/');
+    let members = state
+        .settings
+        .session_jwks_url
+        .trim_end_matches("/.well-known/jwks.json");
+    let probe = &state.probe;
+    let get = |url: String| async move {
+        let reply = probe.get(url).send().await.ok()?;
+        if reply.status().is_success() {
+            reply.text().await.ok()
+        } else {
+            None
+        }
+    };
+    let (metrics, ingest_ready, members_ready) = tokio::join!(
+        get(format!("{ingest}/metrics")),
+        get(format!("{ingest}/readyz")),
+        get(format!("{members}/readyz")),
+    );
+    let events_ready = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();
+    let votes = |accepted: bool| {
+        metrics.as_deref().map(|text| {
+            text.lines()
+                .filter(|l| l.starts_with("votes_total{"))
+                .filter(|l| l.contains("outcome=\"accepted\"") == accepted)
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        })
+    };
+    Ok(Json(LiveView {
+        votes_accepted: votes(true),
+        votes_refused: votes(false),
+        ready: [
+            ("members-fn".to_owned(), members_ready.is_some()),
+            ("events-svc".to_owned(), events_ready),
+            ("ingest".to_owned(), ingest_ready.is_some()),
+        ]
+        .into(),
+    }))
+}

@@ -35,6 +35,30 @@ pub async fn start(voters: u32) -> Stack {
 
 /// With `worker: false` nothing consumes the votes (a worker that is down).
 pub async fn start_with(voters: u32, worker: bool) -> Stack {
+    start_inner(voters, worker, false).await
+}
+
+/// The stack with the web pages wired up: events-svc serves them and tells them where
+/// members-fn and ingest are, and those two allow events-svc's origin (`PAGE_ORIGINS`).
+#[allow(dead_code)] // only tests/pages.rs
+pub async fn start_with_pages(voters: u32) -> Stack {
+    start_inner(voters, true, true).await
+}
+
+async fn start_inner(voters: u32, worker: bool, pages: bool) -> Stack {
+    // members-fn and ingest must name events-svc's origin before events-svc is built, so its
+    // port is chosen first (free now; taken again a moment later by events-svc itself).
+    let events_addr = if pages {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        free.local_addr().expect("its address").to_string()
+    } else {
+        "127.0.0.1:0".to_owned()
+    };
+    let page_origins = if pages {
+        format!("http://{events_addr}")
+    } else {
+        String::new()
+    };
     let db = TestDb::create().await;
     let pubsub = TestPubSub::create().await;
     let keys = TestKeys::new(&[TENANT]);
@@ -60,6 +84,7 @@ pub async fn start_with(voters: u32, worker: bool) -> Stack {
             ("SESSION_SIGNING_KEYS", session.config_entry()),
             ("LOGIN_RATE_PER_CLIENT", "1000".into()),
             ("LOGIN_RATE_GLOBAL", "1000".into()),
+            ("PAGE_ORIGINS", page_origins.clone()),
         ]))
         .expect("members-fn settings"),
     )
@@ -81,6 +106,7 @@ pub async fn start_with(voters: u32, worker: bool) -> Stack {
         // The harness is one client address standing for a whole hall (as in loadtest.sh).
         ("RECEIPT_RATE_PER_CLIENT", "100000".into()),
         ("RECEIPT_RATE_GLOBAL", "100000".into()),
+        ("PAGE_ORIGINS", page_origins.clone()),
     ]);
     let ingest = ingest::startup::Application::build(
         ingest::configuration::Settings::from(Env::from_map(env)).expect("ingest settings"),
@@ -125,7 +151,23 @@ pub async fn start_with(voters: u32, worker: bool) -> Stack {
         .join(",");
     let events = events_svc::Application::build(
         events_svc::Settings::from(Env::from_map([
-            ("EVENTS_ADDR", "127.0.0.1:0".to_owned()),
+            ("EVENTS_ADDR", events_addr),
+            (
+                "PAGES_MEMBERS_URL",
+                if pages {
+                    members_url.clone()
+                } else {
+                    String::new()
+                },
+            ),
+            (
+                "PAGES_INGEST_URL",
+                if pages {
+                    ingest_url.clone()
+                } else {
+                    String::new()
+                },
+            ),
             ("DATABASE_URL", db.url(Role::Events)),
             ("ELECTIONS_URL", internal_url.clone()),
             ("S2S_KEYS", keys.s2s_config.clone()),
