@@ -80,10 +80,14 @@ async fn the_previous_releases_services_keep_taking_votes_while_the_newest_migra
     // A third of the votes in, the migration; two thirds in, direct mode (through
     // ops.set_queue_mode, which the newest migration may have replaced).
     let operator = async {
-        eventually(Duration::from_secs(60), "a third of the votes answered", || {
-            let n = answered.load(Ordering::SeqCst);
-            async move { n >= VOTES / 3 }
-        })
+        eventually(
+            Duration::from_secs(60),
+            "a third of the votes answered",
+            || {
+                let n = answered.load(Ordering::SeqCst);
+                async move { n >= VOTES / 3 }
+            },
+        )
         .await;
         let started = Instant::now();
         if index + 1 == MIGRATOR.iter().count() {
@@ -99,10 +103,14 @@ async fn the_previous_releases_services_keep_taking_votes_while_the_newest_migra
                 .expect("the migration applies under load");
         }
         let finished = Instant::now();
-        eventually(Duration::from_secs(60), "two thirds of the votes answered", || {
-            let n = answered.load(Ordering::SeqCst);
-            async move { n >= 2 * VOTES / 3 }
-        })
+        eventually(
+            Duration::from_secs(60),
+            "two thirds of the votes answered",
+            || {
+                let n = answered.load(Ordering::SeqCst);
+                async move { n >= 2 * VOTES / 3 }
+            },
+        )
         .await;
         stack.set_queue_mode(false).await;
         (started, finished)
@@ -130,10 +138,7 @@ async fn the_previous_releases_services_keep_taking_votes_while_the_newest_migra
         .iter()
         .filter(|(sent, _, _, _)| *sent > migration_finished)
         .count();
-    assert!(
-        during > 0,
-        "no vote was in flight while the migration ran"
-    );
+    assert!(during > 0, "no vote was in flight while the migration ran");
     assert!(after > 0, "no vote was sent after the migration");
     println!(
         "migration {} applied in {:?} with {during} votes in flight; {queued} queued, {direct} direct",
@@ -143,9 +148,7 @@ async fn the_previous_releases_services_keep_taking_votes_while_the_newest_migra
 
     let receipts: Vec<String> = log.into_iter().filter_map(|(_, _, _, r)| r).collect();
     assert_eq!(receipts.len(), VOTES, "every answer names its receipt");
-    let outcomes = stack
-        .wait_decided(&receipts, Duration::from_secs(60))
-        .await;
+    let outcomes = stack.wait_decided(&receipts, Duration::from_secs(60)).await;
     assert!(
         outcomes.values().all(|s| s == "recorded"),
         "every vote recorded: {outcomes:?}"
