@@ -8,32 +8,37 @@
 -- docs/restore.md on Cloud SQL):
 --   psql -X -At -F ' | ' "$URL" -f infra/local/restore-check.sql > before.txt
 -- As the database owner (table owners are not subject to row-level security) or a superuser.
+-- Privileges are compared as they take effect (a NULL ACL is the default one, acldefault): pg_dump
+-- leaves out a grant that equals the default, so a restored object may carry NULL for it.
 SELECT 'role', rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin, rolbypassrls
   FROM pg_roles WHERE rolname LIKE 'ekklesia%' OR rolname LIKE '%\_dev' ORDER BY 2;
 SELECT 'member of', r.rolname, m.rolname FROM pg_auth_members a
   JOIN pg_roles r ON r.oid = a.roleid JOIN pg_roles m ON m.oid = a.member
  WHERE r.rolname LIKE 'ekklesia%' ORDER BY 2, 3;
-SELECT 'schema', n.nspname, pg_get_userbyid(n.nspowner), coalesce(n.nspacl::text, '-')
+SELECT 'schema', n.nspname, pg_get_userbyid(n.nspowner), coalesce(n.nspacl, acldefault('n', n.nspowner))::text
   FROM pg_namespace n WHERE n.nspname IN ('public', 'members', 'events', 'elections', 'ops') ORDER BY 2;
 SELECT 'relation', c.oid::regclass, c.relkind, pg_get_userbyid(c.relowner), c.relrowsecurity,
        c.relforcerowsecurity, coalesce(g.grants, '-')
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   LEFT JOIN LATERAL (SELECT string_agg(coalesce(nullif(a.grantee, 0)::regrole::text, 'PUBLIC')
                                        || ':' || a.privilege_type, ',' ORDER BY 1) AS grants
-                       FROM aclexplode(c.relacl) a) g ON true
+                       FROM aclexplode(CASE WHEN c.relkind IN ('i', 'I') THEN NULL  -- indexes have none
+                                            ELSE coalesce(c.relacl, acldefault(
+                                              (CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END)::"char",
+                                              c.relowner)) END) a) g ON true
  WHERE n.nspname IN ('members', 'events', 'elections', 'ops') ORDER BY c.oid::regclass::text;
 SELECT 'column grant', c.oid::regclass, at.attname, at.attacl::text
   FROM pg_attribute at JOIN pg_class c ON c.oid = at.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname IN ('members', 'events', 'elections', 'ops') AND at.attacl IS NOT NULL
  ORDER BY c.oid::regclass::text, 3;
 SELECT 'function', p.oid::regprocedure, pg_get_userbyid(p.proowner), p.prosecdef,
-       coalesce(p.proconfig::text, '-'), coalesce(p.proacl::text, '-'), md5(p.prosrc)
+       coalesce(p.proconfig::text, '-'), coalesce(p.proacl, acldefault('f', p.proowner))::text, md5(p.prosrc)
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname IN ('public', 'members', 'events', 'elections', 'ops') ORDER BY p.oid::regprocedure::text;
 SELECT 'policy', schemaname, tablename, policyname, permissive, roles::text, cmd, qual, with_check
   FROM pg_policies ORDER BY 2, 3, 4;
 SELECT 'migration', version, encode(checksum, 'hex'), success FROM _sqlx_migrations ORDER BY 2;
-SELECT 'database', datname, pg_get_userbyid(datdba), coalesce(datacl::text, '-') FROM pg_database
+SELECT 'database', datname, pg_get_userbyid(datdba), coalesce(datacl, acldefault('d', datdba))::text FROM pg_database
  WHERE datname = current_database();
 -- The data: every election's state and counts, and its tally by the elections side's query.
 SELECT 'election', e.org_id, e.id, e.status, e.closed_at, e.sealed_at,

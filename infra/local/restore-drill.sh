@@ -79,9 +79,12 @@ marker() { echo "/etc/postgresql/$ver/$1/ekklesia-restore-drill"; }
 cluster_exists() { [[ -n $(pg_lsclusters -h | awk -v v="$ver" -v c="$1" '$1 == v && $2 == c')  ]]; }
 # drop_cluster NAME: drops it if this drill made it; fails if someone else's has that name.
 drop_cluster() {
-  cluster_exists "$1" || return 0
-  [[ -f $(marker "$1") ]] || return 1
-  pg_dropcluster --stop "$ver" "$1"
+  if cluster_exists "$1"; then
+    [[ -f $(marker "$1") ]] || return 1
+    pg_dropcluster --stop "$ver" "$1"
+  fi
+  # pg_dropcluster leaves the files it did not create (the marker, conf.d/drill.conf).
+  if [[ -f $(marker "$1") ]]; then rm -rf "/etc/postgresql/$ver/$1"; fi
 }
 
 # --- cleanup, also on failure -------------------------------------------------------------
@@ -352,7 +355,7 @@ wait_for "the last WAL segment archived" 60 test -f "$work/archive/$(cat "$work/
   die "WAL segment $(cat "$work/last-wal") was not archived"
 
 log "destroying cluster $ver/drill (data directory and all)"
-pg_dropcluster --stop "$ver" drill
+drop_cluster drill
 
 # --- 3a. point-in-time recovery into a fresh cluster -------------------------------------------
 log "PITR: fresh cluster $ver/drill-pitr from the base backup, WAL replayed to $target"
@@ -375,7 +378,7 @@ window=$(psql_super -d postgres -Atc "SELECT round(extract(epoch FROM timestampt
 log "PITR restored in $pitr_time s (cluster creation, copy, WAL replay, promotion)"
 log "data-loss window: the lost cluster's last commit $last_commit, target $target, last commit replayed $replayed: ${window} s of commits lost by restoring to the target"
 verify pitr "$late"
-pg_dropcluster --stop "$ver" drill-pitr
+drop_cluster drill-pitr
 
 # --- 3b. the logical dump into a fresh cluster --------------------------------------------------
 log "logical: fresh cluster $ver/drill-dump, roles then the database"
@@ -389,6 +392,6 @@ grep -v -E '^(CREATE|ALTER) ROLE postgres( |;)' "$work/roles.sql" | psql_super -
 dump_time=$((SECONDS - t))
 log "logical dump restored in $dump_time s (data-loss window: everything after the dump started, here the one late vote)"
 verify dump "$late"
-pg_dropcluster --stop "$ver" drill-dump
+drop_cluster drill-dump
 
 log "restore drill passed: $voters members, PITR ${pitr_time} s, logical ${dump_time} s, data-loss window ${window} s, total $((SECONDS - started)) s"
