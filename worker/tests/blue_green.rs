@@ -26,6 +26,14 @@ const CONCURRENCY: usize = 8;
 
 /// The migration applied live: the newest expand step. A contract step runs only once no
 /// instance of the release before it is left, so it is never applied under that release.
+/// One vote as the voter saw it.
+struct Answer {
+    sent: Instant,
+    done: Instant,
+    status: u16,
+    receipt: Option<String>,
+}
+
 fn newest_expand_step() -> usize {
     MIGRATOR
         .iter()
@@ -55,9 +63,8 @@ async fn the_previous_releases_services_keep_taking_votes_while_the_newest_migra
     let election = stack.open_election(TENANT, "single", 3, 1).await;
     let tokens = stack.tokens(TENANT, election, VOTES).await;
 
-    // Each vote: when it was sent and answered, its status and receipt.
     let answered = AtomicUsize::new(0);
-    let log: Mutex<Vec<(Instant, Instant, u16, Option<String>)>> = Mutex::new(Vec::new());
+    let log: Mutex<Vec<Answer>> = Mutex::new(Vec::new());
     let voters = futures::stream::iter(tokens.iter().enumerate())
         .map(|(i, token)| {
             let (stack, answered, log) = (&stack, &answered, &log);
@@ -68,9 +75,12 @@ async fn the_previous_releases_services_keep_taking_votes_while_the_newest_migra
                 let status = response.status().as_u16();
                 let body: Value = response.json().await.unwrap_or(Value::Null);
                 let receipt = body["receipt"].as_str().map(str::to_owned);
-                log.lock()
-                    .unwrap()
-                    .push((sent, Instant::now(), status, receipt));
+                log.lock().unwrap().push(Answer {
+                    sent,
+                    done: Instant::now(),
+                    status,
+                    receipt,
+                });
                 answered.fetch_add(1, Ordering::SeqCst);
             }
         })
@@ -120,24 +130,21 @@ async fn the_previous_releases_services_keep_taking_votes_while_the_newest_migra
     let log = log.into_inner().unwrap();
     let failed: Vec<u16> = log
         .iter()
-        .map(|(_, _, status, _)| *status)
+        .map(|a| a.status)
         .filter(|s| !matches!(s, 201 | 202))
         .collect();
     assert!(failed.is_empty(), "votes failed: {failed:?}");
-    let queued = log.iter().filter(|(_, _, s, _)| *s == 202).count();
-    let direct = log.iter().filter(|(_, _, s, _)| *s == 201).count();
+    let queued = log.iter().filter(|a| a.status == 202).count();
+    let direct = log.iter().filter(|a| a.status == 201).count();
     assert!(
         queued > 0 && direct > 0,
         "both modes: {queued} queued, {direct} direct"
     );
     let during = log
         .iter()
-        .filter(|(sent, done, _, _)| *sent < migration_finished && *done > migration_started)
+        .filter(|a| a.sent < migration_finished && a.done > migration_started)
         .count();
-    let after = log
-        .iter()
-        .filter(|(sent, _, _, _)| *sent > migration_finished)
-        .count();
+    let after = log.iter().filter(|a| a.sent > migration_finished).count();
     assert!(during > 0, "no vote was in flight while the migration ran");
     assert!(after > 0, "no vote was sent after the migration");
     println!(
@@ -146,7 +153,7 @@ async fn the_previous_releases_services_keep_taking_votes_while_the_newest_migra
         migration_finished - migration_started
     );
 
-    let receipts: Vec<String> = log.into_iter().filter_map(|(_, _, _, r)| r).collect();
+    let receipts: Vec<String> = log.into_iter().filter_map(|a| a.receipt).collect();
     assert_eq!(receipts.len(), VOTES, "every answer names its receipt");
     let outcomes = stack.wait_decided(&receipts, Duration::from_secs(60)).await;
     assert!(
