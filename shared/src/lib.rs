@@ -8,6 +8,7 @@ pub mod db;
 pub mod domain;
 pub mod jwks;
 pub mod metrics;
+pub mod migration_policy;
 pub mod openapi;
 pub mod problem;
 pub mod pubsub;

@@ -5,6 +5,7 @@
 //! It needs the local stack (`infra/local/up.sh`): `EKKLESIA_ADMIN_DATABASE_URL` and
 //! `PUBSUB_EMULATOR_HOST` must be set (`source infra/local/env.sh`).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,64 +67,79 @@ impl Role {
     }
 }
 
-static TEMPLATE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+/// Template databases by how many migrations they ran (all of them, or an older release's).
+static TEMPLATES: tokio::sync::Mutex<BTreeMap<usize, String>> =
+    tokio::sync::Mutex::const_new(BTreeMap::new());
 
-/// The template database: migrated once per migration set, shared by all test processes.
-async fn template() -> String {
-    TEMPLATE
-        .get_or_init(|| async {
-            let admin = admin_url();
-            let mut fingerprint = Vec::new();
-            for m in crate::db::MIGRATOR.iter() {
-                fingerprint.extend_from_slice(&m.checksum);
-            }
-            fingerprint.extend_from_slice(DEV_LOGINS.as_bytes());
-            let name = format!(
-                "ekklesia_tpl_{}",
-                &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&fingerprint))[..12]
-            );
-            let mut conn = PgConnection::connect(&admin)
-                .await
-                .expect("connect as the owner (is the local stack up?)");
-            // Serialise template creation across test processes.
-            conn.execute("SELECT pg_advisory_lock(727274)")
-                .await
-                .expect("advisory lock");
-            let exists: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                    .bind(&name)
-                    .fetch_one(&mut conn)
-                    .await
-                    .expect("query pg_database");
-            if !exists {
-                let building = format!("{name}_building");
-                conn.execute(format!("DROP DATABASE IF EXISTS {building}").as_str())
-                    .await
-                    .expect("drop");
-                conn.execute(format!("CREATE DATABASE {building}").as_str())
-                    .await
-                    .expect("create template");
-                {
-                    let pool = PgPoolOptions::new()
-                        .max_connections(1)
-                        .connect(&with_database(&admin, &building))
-                        .await
-                        .expect("connect template");
-                    crate::db::migrate(&pool).await.expect("migrations");
-                    pool.execute(DEV_LOGINS).await.expect("dev logins");
-                    pool.close().await;
-                }
-                conn.execute(format!("ALTER DATABASE {building} RENAME TO {name}").as_str())
-                    .await
-                    .expect("rename template");
-            }
-            conn.execute("SELECT pg_advisory_unlock(727274)")
-                .await
-                .expect("unlock");
-            name
-        })
+/// The template database migrated with the first `count` migrations: built once per migration
+/// set, shared by all test processes.
+async fn template(count: usize) -> String {
+    let mut templates = TEMPLATES.lock().await;
+    if let Some(name) = templates.get(&count) {
+        return name.clone();
+    }
+    let admin = admin_url();
+    let migrations: Vec<_> = crate::db::MIGRATOR.iter().take(count).collect();
+    let mut fingerprint = Vec::new();
+    for m in &migrations {
+        fingerprint.extend_from_slice(&m.checksum);
+    }
+    fingerprint.extend_from_slice(DEV_LOGINS.as_bytes());
+    let name = format!(
+        "ekklesia_tpl_{}",
+        &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&fingerprint))[..12]
+    );
+    let mut conn = PgConnection::connect(&admin)
         .await
-        .clone()
+        .expect("connect as the owner (is the local stack up?)");
+    // Serialise template creation across test processes.
+    conn.execute("SELECT pg_advisory_lock(727274)")
+        .await
+        .expect("advisory lock");
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await
+            .expect("query pg_database");
+    if !exists {
+        let building = format!("{name}_building");
+        conn.execute(format!("DROP DATABASE IF EXISTS {building}").as_str())
+            .await
+            .expect("drop");
+        conn.execute(format!("CREATE DATABASE {building}").as_str())
+            .await
+            .expect("create template");
+        {
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&with_database(&admin, &building))
+                .await
+                .expect("connect template");
+            if migrations.len() == crate::db::MIGRATOR.iter().count() {
+                crate::db::migrate(&pool).await.expect("migrations");
+            } else {
+                // An older release's schema: the same migrations, one by one, as sqlx records
+                // them, so the rest can be applied later by `shared::db::migrate`.
+                use sqlx::migrate::Migrate;
+                let mut c = pool.acquire().await.expect("connection");
+                c.ensure_migrations_table().await.expect("migrations table");
+                for m in &migrations {
+                    c.apply(m).await.expect("migration");
+                }
+            }
+            pool.execute(DEV_LOGINS).await.expect("dev logins");
+            pool.close().await;
+        }
+        conn.execute(format!("ALTER DATABASE {building} RENAME TO {name}").as_str())
+            .await
+            .expect("rename template");
+    }
+    conn.execute("SELECT pg_advisory_unlock(727274)")
+        .await
+        .expect("unlock");
+    templates.insert(count, name.clone());
+    name
 }
 
 /// A fresh, migrated database for one test.
@@ -135,7 +151,13 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn create() -> Self {
-        let template = template().await;
+        Self::create_at(crate::db::MIGRATOR.iter().count()).await
+    }
+
+    /// A fresh database with only the first `count` migrations applied: the schema of the
+    /// release before them, for tests that migrate it under running services.
+    pub async fn create_at(count: usize) -> Self {
+        let template = template(count).await;
         let admin = admin_url();
         let name = format!("ekklesia_test_{}", Uuid::new_v4().simple());
         let mut conn = PgConnection::connect(&admin)

@@ -62,7 +62,11 @@ impl Default for StackOptions {
 
 impl Stack {
     pub async fn start(options: StackOptions) -> Self {
-        let db = TestDb::create().await;
+        Self::start_on(TestDb::create().await, options).await
+    }
+
+    /// The stack on a database the test prepared (e.g. an older release's schema).
+    pub async fn start_on(db: TestDb, options: StackOptions) -> Self {
         let pubsub = TestPubSub::create_with(options.max_delivery_attempts).await;
         let keys = TestKeys::new(&[TENANT, OTHER_TENANT]);
         let mut env: HashMap<&'static str, String> = HashMap::from([
