@@ -30,6 +30,8 @@ psql -X -q -w "$EKKLESIA_ADMIN_DATABASE_URL" -At -c \
 
 echo "== promtool: the alert rules and their unit tests"
 "$here/monitoring-check.sh"
+echo "== migration policy: every migration expands the schema or is a marked contract step"
+"$here/migration-check.sh"
 echo "== terraform fmt, checkov, hadolint: the deployment"
 "$here/infra-check.sh"
 echo "== cargo fmt --check"
@@ -44,6 +46,8 @@ cargo test --workspace "$@"
 # Tools no one here wrote, each on a fixed, short budget (the long runs: docs/testing.md).
 echo "== schemathesis: every listener's OpenAPI document against its answers"
 "$here/schemathesis.sh" "${SCHEMATHESIS_EXAMPLES:-20}"
+echo "== restore drill: base backup + WAL and logical dump, destroyed, restored both ways, verified"
+"$here/restore-drill.sh" --ci
 echo "== cargo fuzz: every parser that takes bytes from outside, ${FUZZ_SECONDS:-20} s per target"
 FUZZ_BUILD_ARGS="${FUZZ_BUILD_ARGS---dev --sanitizer none}" "$here/fuzz.sh" "${FUZZ_SECONDS:-20}"
 "$here/down.sh" >/dev/null
