@@ -248,7 +248,10 @@ mod tests {
             b.as_str(),
             b.as_str()
         );
-        let Err(ImportError::Invalid(problems)) = parse_csv(file.as_bytes()) else {
+        let party = TenantId::parse("party-a").expect("a valid organisation");
+        let platform = TenantId::parse("platform").expect("a valid organisation");
+        let Err(ImportError::Invalid(problems)) = parse_csv(file.as_bytes(), &party, &platform)
+        else {
             panic!("the file has unknown roles");
         };
         let text = problems.join("\n");
