@@ -58,6 +58,12 @@ pub struct Settings {
     /// they are fetched again, so a key members-fn stops publishing is refused within it. If
     /// members-fn cannot be reached then, the keys held are kept for one more TTL.
     pub session_jwks_ttl: Duration,
+    /// `AUDIT_KEY`: base64url, ≥ 32 bytes; every change of the queue flag is appended to the
+    /// platform organisation's audit chain with a MAC under it (`shared::audit`). A secret.
+    pub audit_key: shared::audit::AuditKey,
+    /// `USAGE_FLUSH_MS` (default 60000): how often this instance adds its usage counts
+    /// (requests per tenant) to the database.
+    pub usage_flush: Duration,
 }
 
 impl Settings {
@@ -141,6 +147,8 @@ impl Settings {
             rate_limit_per_member,
             rate_limit_global,
             session_jwks_ttl,
+            audit_key: shared::audit::key_from_env(&mut env),
+            usage_flush: shared::usage::flush_interval_from_env(&mut env),
         };
         env.finish(settings)
     }
