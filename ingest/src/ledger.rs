@@ -35,14 +35,17 @@ struct Entry {
 
 pub struct Ledger {
     instance_id: String,
+    /// This instance's view of the queue flag, reported with each heartbeat.
+    queue_mode: crate::queue_mode::QueueMode,
     pending: Mutex<Vec<Entry>>,
     dropped: std::sync::atomic::AtomicU64,
 }
 
 impl Ledger {
-    pub fn new(instance_id: String) -> Self {
+    pub fn new(instance_id: String, queue_mode: crate::queue_mode::QueueMode) -> Self {
         Self {
             instance_id,
+            queue_mode,
             pending: Mutex::new(Vec::new()),
             dropped: Default::default(),
         }
@@ -132,12 +135,16 @@ impl Ledger {
             .await?;
         }
         sqlx::query(
-            "INSERT INTO ops.ingest_ledger (instance_id, heartbeat_at, flushed_through) \
-             VALUES ($1, now(), $2) ON CONFLICT (instance_id) DO UPDATE \
-             SET heartbeat_at = now(), flushed_through = excluded.flushed_through",
+            "INSERT INTO ops.ingest_ledger \
+                 (instance_id, heartbeat_at, flushed_through, queue_mode, queue_mode_read_at) \
+             VALUES ($1, now(), $2, $3, $4) ON CONFLICT (instance_id) DO UPDATE \
+             SET heartbeat_at = now(), flushed_through = excluded.flushed_through, \
+                 queue_mode = excluded.queue_mode, queue_mode_read_at = excluded.queue_mode_read_at",
         )
         .bind(&self.instance_id)
         .bind(watermark)
+        .bind(self.queue_mode.enabled())
+        .bind(self.queue_mode.read_at())
         .execute(&mut *tx)
         .await?;
         tx.commit().await

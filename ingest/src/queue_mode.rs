@@ -2,7 +2,7 @@
 //! `ops.set_queue_mode` (which audits who, when, old and new), with its entry in the platform
 //! organisation's audit chain (`shared::audit`) in the same transaction.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,17 +11,28 @@ use sqlx::PgPool;
 #[derive(Clone)]
 pub struct QueueMode {
     enabled: Arc<AtomicBool>,
+    /// When the flag was last read successfully (Unix milliseconds; 0: never).
+    read_at: Arc<AtomicI64>,
 }
 
 impl QueueMode {
     pub fn new(initial: bool) -> Self {
         Self {
             enabled: Arc::new(AtomicBool::new(initial)),
+            read_at: Arc::new(AtomicI64::new(0)),
         }
     }
 
     pub fn enabled(&self) -> bool {
         self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// When this instance last read the flag (`None`: never; it runs on its default).
+    pub fn read_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self.read_at.load(Ordering::Relaxed) {
+            0 => None,
+            millis => chrono::DateTime::from_timestamp_millis(millis),
+        }
     }
 
     /// The flag as stored; `None` while ops never set it.
@@ -32,7 +43,10 @@ impl QueueMode {
     }
 
     pub async fn refresh(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        if let Some(enabled) = Self::read(pool).await? {
+        let stored = Self::read(pool).await?;
+        self.read_at
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+        if let Some(enabled) = stored {
             let before = self.enabled.swap(enabled, Ordering::Relaxed);
             if before != enabled {
                 tracing::info!(queue_mode = enabled, "queue mode changed");

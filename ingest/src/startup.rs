@@ -182,7 +182,10 @@ impl Application {
                 settings.receipt_rate_global,
             ),
             definitions: Definitions::default(),
-            ledger: Arc::new(Ledger::new(settings.instance_id.clone())),
+            ledger: Arc::new(Ledger::new(
+                settings.instance_id.clone(),
+                queue_mode.clone(),
+            )),
             queue_mode,
             pool,
             publisher,

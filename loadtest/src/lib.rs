@@ -19,6 +19,7 @@ pub mod fire;
 pub mod journey;
 pub mod keys;
 pub mod machine;
+pub mod ops;
 pub mod report;
 pub mod scenario;
 pub mod schedule;

@@ -2,182 +2,88 @@
 //! this process on a fresh database and a fresh topic; a tiny burst in queue mode and in
 //! direct mode through the same code the `loadtest` binary runs, then a few tokens through
 //! events-svc. Every invariant check must pass and the three report files must be written.
-//! Performance targets are never asserted here.
+//! Performance targets are never asserted here. Also the `ops` commands the person on duty
+//! runs: the canary passes on a healthy stack and names the worker when none runs; the status
+//! shows what it should.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use loadtest::ops::{self, Patience, Urls};
 use loadtest::report::{Body, Report};
 use loadtest::scenario::{self, Common, Mode};
 use loadtest::schedule::Schedule;
 use loadtest::target::{Target, TargetConfig};
-use shared::config::Env;
-use shared::session::SessionSigner;
-use shared::testkit::{Role, TestDb, TestKeys, TestPubSub};
 use uuid::Uuid;
 
-const TENANT: &str = "demo-party";
+mod support;
 
-fn serve<F>(run: F)
-where
-    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-{
-    tokio::spawn(async move {
-        if let Err(e) = run.await {
-            panic!("service stopped: {e}");
-        }
-    });
+use support::{start, start_with};
+
+fn urls(config: &TargetConfig) -> Urls {
+    Urls {
+        members: config.members_url.clone(),
+        events: config.events_url.clone(),
+        ingest: config.ingest_url.clone(),
+        elections: config.elections_url.clone(),
+        worker: config.worker_url.clone().unwrap_or_default(),
+    }
 }
 
-struct Stack {
-    _db: TestDb,
-    _pubsub: TestPubSub,
-    config: TargetConfig,
-}
-
-async fn start(voters: u32) -> Stack {
-    let db = TestDb::create().await;
-    let pubsub = TestPubSub::create().await;
-    let keys = TestKeys::new(&[TENANT]);
-    let session =
-        SessionSigner::generate("s1", "ekklesia-members".into(), Duration::from_secs(900));
-    let emulator = pubsub.settings.emulator_host.clone().unwrap_or_default();
-    let pubsub_env = |role: Role| {
-        vec![
-            ("DATABASE_URL", db.url(role)),
-            ("PUBSUB_EMULATOR_HOST", emulator.clone()),
-            ("PUBSUB_PROJECT_ID", pubsub.settings.project.clone()),
-            ("PUBSUB_TOPIC", pubsub.settings.topic.clone()),
-            ("PUBSUB_SUBSCRIPTION", pubsub.settings.subscription.clone()),
-        ]
-    };
-
-    let members = members_fn::Application::build(
-        members_fn::Settings::from(Env::from_map([
-            ("MEMBERS_ADDR", "127.0.0.1:0".to_owned()),
-            ("DATABASE_URL", db.url(Role::Members)),
-            ("EKKLESIA_PROFILE", "local".into()),
-            ("DEV_LOGIN_ENABLED", "true".into()),
-            ("SESSION_SIGNING_KEYS", session.config_entry()),
-            ("LOGIN_RATE_PER_CLIENT", "1000".into()),
-            ("LOGIN_RATE_GLOBAL", "1000".into()),
-        ]))
-        .expect("members-fn settings"),
-    )
-    .await
-    .expect("members-fn builds");
-    let members_url = format!("http://{}", members.local_addr());
-    serve(members.run_until(std::future::pending()));
-
-    let mut env = pubsub_env(Role::Ingest);
-    env.extend([
-        ("INGEST_ADDR", "127.0.0.1:0".to_owned()),
-        ("INTERNAL_ADDR", "127.0.0.1:0".to_owned()),
-        ("VOTING_TOKEN_PUBLIC_KEYS", keys.public_keys_config()),
-        ("RECEIPT_KEY", keys.receipt_key_b64.clone()),
-        ("VOTE_KEYS", keys.vote_keys_config.clone()),
-        ("S2S_KEYS", keys.s2s_config.clone()),
-        ("AUDIT_KEY", keys.audit_key_b64.clone()),
-        ("QUEUE_MODE_POLL_MS", "100".into()),
-        ("DEFINITION_REFRESH_MS", "200".into()),
-    ]);
-    let ingest = ingest::startup::Application::build(
-        ingest::configuration::Settings::from(Env::from_map(env)).expect("ingest settings"),
-    )
-    .await
-    .expect("ingest builds");
-    let ingest_url = format!("http://{}", ingest.local_addr());
-    let internal_url = format!(
-        "http://{}",
-        ingest.internal_addr().expect("ingest's internal API")
-    );
-    serve(ingest.run_until(std::future::pending()));
-
-    let mut env = pubsub_env(Role::Worker);
-    env.extend([
-        ("WORKER_ADDR", "127.0.0.1:0".to_owned()),
-        ("WORKER_ID", format!("w-{}", Uuid::new_v4().simple())),
-        ("VOTE_KEYS", keys.vote_keys_config.clone()),
-        ("IDLE_AFTER_MS", "200".into()),
-        ("SEAL_DELAY_MS", "1000".into()),
-    ]);
-    let worker = worker::startup::Application::build(
-        worker::configuration::Settings::from(Env::from_map(env)).expect("worker settings"),
-    )
-    .await
-    .expect("worker builds");
-    let worker_url = format!("http://{}", worker.local_addr());
-    serve(worker.run_until(std::future::pending()));
-
-    let signing_keys = keys
-        .signers
-        .iter()
-        .map(|s| format!("{}:{}:{}", s.kid(), s.tenant(), s.seed()))
-        .collect::<Vec<_>>()
-        .join(",");
-    let events = events_svc::Application::build(
-        events_svc::Settings::from(Env::from_map([
-            ("EVENTS_ADDR", "127.0.0.1:0".to_owned()),
-            ("DATABASE_URL", db.url(Role::Events)),
-            ("ELECTIONS_URL", internal_url.clone()),
-            ("S2S_KEYS", keys.s2s_config.clone()),
-            ("VOTING_TOKEN_SIGNING_KEYS", signing_keys.clone()),
-            ("TOKEN_SLOT_KEYS", keys.slot_keys_config.clone()),
-            ("AUDIT_KEY", keys.audit_key_b64.clone()),
-            // The harness flips the flag between its queue and direct runs.
-            ("QUEUE_MODE_CHANGE_INTERVAL_MS", "100".into()),
-            (
-                "SESSION_JWKS_URL",
-                format!("{members_url}/.well-known/jwks.json"),
-            ),
-        ]))
-        .expect("events-svc settings"),
-    )
-    .await
-    .expect("events-svc builds");
-    let events_url = format!("http://{}", events.local_addr());
-    serve(events.run_until(std::future::pending()));
-
-    // The registries: the party's admin and voters, and a platform operator (the queue flag).
-    let operator = loadtest::journey::PLATFORM_OPERATOR;
-    for n in (0..=voters).chain([operator]) {
-        let (org, roles): (&str, Vec<String>) = match n {
-            0 => (TENANT, vec!["member".into(), "admin".into()]),
-            n if n == operator => (
-                shared::domain::DEFAULT_PLATFORM_ORG,
-                vec!["member".into(), "ops".into()],
-            ),
-            _ => (TENANT, vec!["member".into()]),
-        };
-        sqlx::query(
-            "INSERT INTO members.members (org_id, national_id, name, roles) VALUES ($1, $2, 'Smoke', $3)",
-        )
-        .bind(org)
-        .bind(members_fn::national_id::synthetic(n).as_str())
-        .bind(&roles)
-        .execute(&db.owner)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_canary_passes_every_hop_and_the_status_shows_the_system() {
+    let stack = start(1).await;
+    let urls = urls(&stack.config);
+    let admin = ops::dev_login(&urls.members, &stack.config.admin_national_id)
         .await
-        .expect("add member");
-    }
+        .expect("dev login");
+    let report = ops::canary(&urls, &admin, Patience::default()).await;
+    report.print();
+    assert!(report.failed().is_none(), "{report:?}");
+    assert_eq!(report.hops.len(), 7, "{report:?}");
 
-    Stack {
-        config: TargetConfig {
-            ingest_url,
-            elections_url: internal_url,
-            events_url,
-            members_url,
-            worker_url: Some(worker_url),
-            tenant: TENANT.into(),
-            signing_keys,
-            s2s_keys: keys.s2s_config.clone(),
-            admin_national_id: members_fn::national_id::synthetic(0).as_str().to_owned(),
-            ops_national_id: members_fn::national_id::synthetic(operator)
-                .as_str()
-                .to_owned(),
-        },
-        _db: db,
-        _pubsub: pubsub,
-    }
+    let status = ops::status(&urls, &stack.db.admin_url())
+        .await
+        .expect("status");
+    status.print();
+    assert!(status.healthy(), "{:?}", status.services);
+    assert_eq!(status.services.len(), 5);
+    assert!(
+        !status.ingests.is_empty(),
+        "the ingest instance reports itself"
+    );
+    assert!(status
+        .ingests
+        .iter()
+        .all(|(_, _, read_at, _)| read_at.is_some()));
+    assert!(status.undecided.is_empty() && status.awaiting_seal.is_empty());
+    assert_eq!(status.worker_counters, Some((0.0, 0.0, 0.0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_worker_down_the_canary_fails_naming_the_worker() {
+    let stack = start_with(1, false).await;
+    let urls = urls(&stack.config);
+    let admin = ops::dev_login(&urls.members, &stack.config.admin_national_id)
+        .await
+        .expect("dev login");
+    let patience = Patience {
+        recorded: std::time::Duration::from_secs(3),
+        sealed: std::time::Duration::from_secs(3),
+    };
+    let report = ops::canary(&urls, &admin, patience).await;
+    report.print();
+    let failed = report.failed().expect("the canary fails");
+    assert_eq!(failed.name, "worker: the vote is recorded", "{report:?}");
+    let status = ops::status(&urls, &stack.db.admin_url())
+        .await
+        .expect("status");
+    assert!(!status.healthy());
+    assert!(status
+        .services
+        .iter()
+        .any(|(name, error)| *name == "worker" && error.is_some()));
+    assert_eq!(status.undecided.len(), 1, "the canary's vote waits");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -144,7 +144,7 @@ async fn service_roles_append_to_their_own_chain_and_nothing_else() {
 fn audit_cli(db: &TestDb, key: &str, chain: &str) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_audit"))
         .args(["verify", "--tenant", chain])
-        .env("DATABASE_URL", db.owner_url())
+        .env("DATABASE_URL", db.admin_url())
         .env("AUDIT_KEY", key)
         .output()
         .expect("run audit");
@@ -193,7 +193,7 @@ async fn the_cli_passes_an_intact_chain_and_names_the_tampered_entry() {
     assert_eq!(audit_cli(&db, &keys.audit_key_b64, "party-z").0, 0);
     let out = Command::new(env!("CARGO_BIN_EXE_audit"))
         .args(["verify", "--tenant", "party-a"])
-        .env("DATABASE_URL", db.owner_url())
+        .env("DATABASE_URL", db.admin_url())
         .env("AUDIT_KEY", "c2hvcnQ")
         .output()
         .unwrap();

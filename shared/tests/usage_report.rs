@@ -202,7 +202,7 @@ async fn the_cli_prints_the_same_report_with_the_prices_it_is_given() {
         let out = Command::new(env!("CARGO_BIN_EXE_usage-report"))
             .args(["--month", "2026-11", "--format", format])
             .args(prices)
-            .env("DATABASE_URL", db.owner_url())
+            .env("DATABASE_URL", db.admin_url())
             .output()
             .expect("run usage-report");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -235,7 +235,7 @@ async fn the_cli_prints_the_same_report_with_the_prices_it_is_given() {
     );
     let bad = Command::new(env!("CARGO_BIN_EXE_usage-report"))
         .args(["--month", "2026-13"])
-        .env("DATABASE_URL", db.owner_url())
+        .env("DATABASE_URL", db.admin_url())
         .output()
         .unwrap();
     assert!(!bad.status.success());
