@@ -185,8 +185,14 @@ fn change_mac_of(key: &AuditKey, change: &QueueModeChange) -> [u8; 32] {
     put_i64(&mut mac, change.id);
     put_i64(&mut mac, change.changed_at.timestamp_micros());
     put_bytes(&mut mac, change.changed_by.as_bytes());
-    put_option(&mut mac, change.database_user.as_deref(), put_bytes);
-    put_option(&mut mac, change.old_enabled, |m, b| m.update(&[u8::from(b)]));
+    put_option(
+        &mut mac,
+        change.database_user.as_deref().map(str::as_bytes),
+        put_bytes,
+    );
+    put_option(&mut mac, change.old_enabled, |m, b| {
+        m.update(&[u8::from(b)])
+    });
     mac.update(&[u8::from(change.new_enabled)]);
     mac.finalize().into_bytes().into()
 }
@@ -354,7 +360,12 @@ impl std::fmt::Display for Finding {
         match *self {
             Self::Edited { seq } => write!(f, "entry #{seq} was edited"),
             Self::Deleted { from, to } if from == to => {
-                write!(f, "entry #{from} was deleted (#{} follows #{})", to + 1, from - 1)
+                write!(
+                    f,
+                    "entry #{from} was deleted (#{} follows #{})",
+                    to + 1,
+                    from - 1
+                )
             }
             Self::Deleted { from, to } => write!(
                 f,
@@ -366,7 +377,10 @@ impl std::fmt::Display for Finding {
                 write!(f, "entry #{seq} was inserted (not written with the key)")
             }
             Self::Reordered { seq, written_as } => {
-                write!(f, "entry #{seq} was reordered (it was written as #{written_as})")
+                write!(
+                    f,
+                    "entry #{seq} was reordered (it was written as #{written_as})"
+                )
             }
             Self::NotAuthentic { seq } => write!(
                 f,
@@ -564,7 +578,10 @@ mod tests {
         assert_eq!(finding(deleted), Some(Finding::Deleted { from: 3, to: 3 }));
         let mut first_gone = chain(&key, 3);
         first_gone.remove(0);
-        assert_eq!(finding(first_gone), Some(Finding::Deleted { from: 1, to: 1 }));
+        assert_eq!(
+            finding(first_gone),
+            Some(Finding::Deleted { from: 1, to: 1 })
+        );
 
         // A forged entry slipped in after #3: the later ones moved up one place.
         let mut inserted = chain(&key, 6);

@@ -382,7 +382,11 @@ impl UsageReport {
             self.counted_figure(sum(|t| t.logins)),
             self.counted_figure(sum(|t| t.requests)),
             self.tenants.iter().map(|t| t.estimated_cost).sum::<f64>(),
-            if self.tenants.is_empty() { "–" } else { "100 %" },
+            if self.tenants.is_empty() {
+                "–"
+            } else {
+                "100 %"
+            },
         );
         out.push('\n');
         out.push_str(
@@ -480,7 +484,11 @@ mod tests {
                 .sum()
         };
         assert_eq!(
-            (sum("party-a", REQUESTS), sum("party-a", LOGINS), sum("party-b", VOTES)),
+            (
+                sum("party-a", REQUESTS),
+                sum("party-a", LOGINS),
+                sum("party-b", VOTES)
+            ),
             (2, 1, 1)
         );
         assert_eq!(taken.seconds.values().sum::<i64>(), 1);

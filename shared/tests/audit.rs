@@ -183,7 +183,10 @@ async fn the_cli_passes_an_intact_chain_and_names_the_tampered_entry() {
         out.starts_with("chain party-a: entry #3 was edited\n  as stored: #3 tokens_registered"),
         "{out}"
     );
-    assert!(out.contains("{\"received\":640,\"registered\":640}"), "{out}");
+    assert!(
+        out.contains("{\"received\":640,\"registered\":640}"),
+        "{out}"
+    );
 
     // Another key verifies nothing, and the CLI says so.
     let (code, out) = audit_cli(&db, &AuditKey::generate_base64(), "party-a");

@@ -271,8 +271,8 @@ async fn service_roles_cannot_read_what_they_must_not() {
         .execute(&mut *tx)
         .await
         .unwrap();
-    let key = shared::audit::AuditKey::from_base64(&shared::audit::AuditKey::generate_base64())
-        .unwrap();
+    let key =
+        shared::audit::AuditKey::from_base64(&shared::audit::AuditKey::generate_base64()).unwrap();
     shared::audit::append_queue_mode_changes(&mut tx, &key, &platform, "test")
         .await
         .unwrap();

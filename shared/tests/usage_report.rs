@@ -70,8 +70,13 @@ async fn election(
 
 /// What one instance adds in one flush: (org, minute, logins, requests, votes) and
 /// (org, second, votes).
-async fn add_usage(db: &PgPool, minutes: &[(&str, &str, i64, i64, i64)], seconds: &[(&str, &str, i64)]) {
-    let col = |f: fn(&(&str, &str, i64, i64, i64)) -> i64| minutes.iter().map(f).collect::<Vec<_>>();
+async fn add_usage(
+    db: &PgPool,
+    minutes: &[(&str, &str, i64, i64, i64)],
+    seconds: &[(&str, &str, i64)],
+) {
+    let col =
+        |f: fn(&(&str, &str, i64, i64, i64)) -> i64| minutes.iter().map(f).collect::<Vec<_>>();
     sqlx::query(
         "SELECT ops.add_usage($1, $2::text[]::timestamptz[], $3, $4, $5, $6, $7::text[]::timestamptz[], $8)",
     )
@@ -166,9 +171,10 @@ async fn the_report_of_a_month_has_each_tenants_exact_figures() {
     assert!(markdown.contains("election 0.05, token issued 0.0001, vote recorded 0.0002, login 0.0005, 1,000 requests 0.002"));
 
     // October: party-a's election of its last second and the counters of that minute.
-    let october = shared::usage::report(&mut conn, "2026-10".parse().unwrap(), UnitPrices::default())
-        .await
-        .unwrap();
+    let october =
+        shared::usage::report(&mut conn, "2026-10".parse().unwrap(), UnitPrices::default())
+            .await
+            .unwrap();
     assert_eq!(
         october.csv().lines().nth(1),
         Some("2026-10,party-a,1,4,4,0,7,100,0.0512,100.00")
@@ -179,9 +185,10 @@ async fn the_report_of_a_month_has_each_tenants_exact_figures() {
 async fn a_month_without_counters_says_so_rather_than_showing_zeros() {
     let db = seeded().await;
     let mut conn = db.owner.acquire().await.unwrap();
-    let report = shared::usage::report(&mut conn, "2026-09".parse().unwrap(), UnitPrices::default())
-        .await
-        .unwrap();
+    let report =
+        shared::usage::report(&mut conn, "2026-09".parse().unwrap(), UnitPrices::default())
+            .await
+            .unwrap();
     assert!(!report.counted);
     assert_eq!(
         report.csv().lines().nth(1),
@@ -192,7 +199,10 @@ async fn a_month_without_counters_says_so_rather_than_showing_zeros() {
         markdown.contains("| party-b | 1 | 7 | 6 | n/a | n/a | n/a | 0.0519 | 100.0 % |"),
         "{markdown}"
     );
-    assert!(markdown.contains("no service counted anything in this month"), "{markdown}");
+    assert!(
+        markdown.contains("no service counted anything in this month"),
+        "{markdown}"
+    );
 }
 
 #[tokio::test]
@@ -205,7 +215,11 @@ async fn the_cli_prints_the_same_report_with_the_prices_it_is_given() {
             .env("DATABASE_URL", db.admin_url())
             .output()
             .expect("run usage-report");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let mut conn = db.owner.acquire().await.unwrap();

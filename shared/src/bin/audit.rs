@@ -66,7 +66,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let key = AuditKey::from_base64(&cli.audit_key).map_err(|e| anyhow::anyhow!("AUDIT_KEY: {e}"))?;
+    let key =
+        AuditKey::from_base64(&cli.audit_key).map_err(|e| anyhow::anyhow!("AUDIT_KEY: {e}"))?;
     let Command::Verify { tenant } = cli.command;
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&cli.database_url)
         .await
