@@ -395,10 +395,9 @@ async fn the_queue_mode_cli_path_records_the_database_user_whatever_actor_it_is_
             .await
             .unwrap();
     assert_eq!((old, new), (None, false));
-    let (old, new) =
-        ingest::queue_mode::set(&world.db.owner, true, "bob@example", &key, &platform)
-            .await
-            .unwrap();
+    let (old, new) = ingest::queue_mode::set(&world.db.owner, true, "bob@example", &key, &platform)
+        .await
+        .unwrap();
     assert_eq!((old, new), (Some(false), true));
     let owner: String = sqlx::query_scalar("SELECT session_user::text")
         .fetch_one(&world.db.owner)

@@ -100,13 +100,22 @@ async fn a_realistic_run_leaves_chains_that_verify_and_each_tampering_is_named()
     assert_eq!(
         events[..4],
         [
-            ("election_pushed", json!({"status": "draft", "previous": null})),
+            (
+                "election_pushed",
+                json!({"status": "draft", "previous": null})
+            ),
             (
                 "tokens_registered",
                 json!({"received": registered, "registered": registered})
             ),
-            ("election_pushed", json!({"status": "open", "previous": "draft"})),
-            ("election_pushed", json!({"status": "closed", "previous": "open"})),
+            (
+                "election_pushed",
+                json!({"status": "open", "previous": "draft"})
+            ),
+            (
+                "election_pushed",
+                json!({"status": "closed", "previous": "open"})
+            ),
         ]
     );
     // Then every read of the results (the admin polled until they were final).
@@ -229,7 +238,10 @@ async fn a_realistic_run_leaves_chains_that_verify_and_each_tampering_is_named()
             &["UPDATE ops.queue_mode_audit SET changed_by = 'someone-else'".to_owned()]
         )
         .await,
-        Some(Finding::ChangeEdited { seq: 1, change: platform[0].queue_mode_change.unwrap() })
+        Some(Finding::ChangeEdited {
+            seq: 1,
+            change: platform[0].queue_mode_change.unwrap()
+        })
     );
     for name in [TENANT, PLATFORM] {
         assert!(verify(&mut conn, &world, name).await.intact(), "{name}");

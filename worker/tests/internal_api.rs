@@ -331,8 +331,14 @@ async fn every_s2s_event_is_audited_in_the_transaction_of_its_effect() {
 
     let actor = format!("{TENANT}-s2s");
     let expected = [
-        ("election_pushed", json!({"status": "draft", "previous": null})),
-        ("election_pushed", json!({"status": "open", "previous": "draft"})),
+        (
+            "election_pushed",
+            json!({"status": "draft", "previous": null}),
+        ),
+        (
+            "election_pushed",
+            json!({"status": "open", "previous": "draft"}),
+        ),
         ("tokens_registered", json!({"received": 3, "registered": 3})),
         ("tokens_registered", json!({"received": 4, "registered": 1})),
         (
