@@ -182,7 +182,7 @@ async fn audit(
         actor: &caller.key_id,
         summary,
     };
-    shared::audit::append(&mut **tx, &state.settings.audit_key, &caller.tenant, entry).await?;
+    shared::audit::append(tx, &state.settings.audit_key, &caller.tenant, entry).await?;
     Ok(())
 }
 
