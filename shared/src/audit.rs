@@ -228,7 +228,7 @@ pub async fn append(
 /// Appends the entry of every queue-flag change this transaction made (`ops.set_queue_mode`,
 /// also through `ops.change_queue_mode`) to `chain` (the platform organisation's; the
 /// transaction's tenant), naming `path`, the way the change came (`events-svc`,
-/// `queue-mode-cli`). Without it the change does not commit.
+/// `queue-mode-cli`). Call it in every transaction that changes the flag.
 pub async fn append_queue_mode_changes(
     conn: &mut PgConnection,
     key: &AuditKey,

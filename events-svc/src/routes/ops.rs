@@ -92,8 +92,7 @@ pub async fn put(
     let Json(update) = body.map_err(shared::problem::from_json_rejection)?;
     let actor = caller.actor();
     let interval = state.settings.queue_mode_change_interval;
-    // The change and its entry in the platform organisation's audit chain commit together
-    // (the database refuses a change without its entry).
+    // The change and its entry in the platform organisation's audit chain commit together.
     let platform_org = &state.settings.platform_org;
     let mut tx = shared::db::begin_for_tenant(&state.pool, platform_org).await?;
     let (changed, retry_after_ms): (bool, i64) =

@@ -20,7 +20,7 @@ struct Cli {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
     /// base64url: the audit log's key (as the services hold it); a change is appended to the
-    /// platform organisation's audit chain, and refused without its entry.
+    /// platform organisation's audit chain, in the change's transaction.
     #[arg(long, env = "AUDIT_KEY", hide_env_values = true)]
     audit_key: Option<String>,
     /// The platform organisation, whose audit chain records the flag's changes.
