@@ -57,6 +57,7 @@ impl FromRequestParts<AppState> for Caller {
             .filter(|t| !t.is_empty())
             .ok_or(SessionError::Missing)?;
         let caller = Self(state.sessions.verify(token).await?);
+        shared::telemetry::record_tenant(caller.0.org.as_str());
         // Budgets are per verified member: a forged or expired session spends nobody's.
         let counts_globally =
             !(caller.0.has(Role::Admin) || caller.is_platform_ops(&state.settings.platform_org));

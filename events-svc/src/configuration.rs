@@ -64,6 +64,12 @@ pub struct Settings {
     /// browser reaches members-fn and ingest, for the web pages (`crate::pages`). Each of those
     /// services must list events-svc's origin in its `PAGE_ORIGINS`.
     pub pages: crate::pages::PageConfig,
+    /// `AUDIT_KEY`: base64url, ≥ 32 bytes; every change of the queue flag is appended to the
+    /// platform organisation's audit chain with a MAC under it (`shared::audit`). A secret.
+    pub audit_key: shared::audit::AuditKey,
+    /// `USAGE_FLUSH_MS` (default 60000): how often this instance adds its usage counts
+    /// (requests per tenant) to the database.
+    pub usage_flush: Duration,
 }
 
 impl Settings {
@@ -163,6 +169,8 @@ impl Settings {
             rate_limit_global,
             session_jwks_ttl,
             pages,
+            audit_key: shared::audit::key_from_env(&mut env),
+            usage_flush: shared::usage::flush_interval_from_env(&mut env),
         };
         env.finish(settings)
     }

@@ -64,6 +64,8 @@ pub struct Inner {
     pub probe: reqwest::Client,
     /// Token requests by outcome (`issued` or the problem slug).
     pub tokens: IntCounterVec,
+    /// Requests per tenant, added to the database every `USAGE_FLUSH_MS`.
+    pub usage: Arc<shared::usage::Usage>,
 }
 
 #[derive(Clone)]
@@ -78,13 +80,16 @@ impl std::ops::Deref for AppState {
 
 pub struct Application {
     server: Server,
+    state: AppState,
     _pool_sampler: shared::metrics::Sampler,
+    _usage_flusher: shared::usage::Flusher,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let pool = shared::db::pool(&settings.database)?;
-        let metrics = HttpMetrics::new("events-svc");
+        let usage = shared::usage::Usage::new();
+        let metrics = HttpMetrics::new("events-svc").with_usage(usage.clone());
         let pool_sampler =
             shared::metrics::PoolMetrics::register(&metrics, settings.database.max_connections)
                 .spawn_sampler(pool.clone());
@@ -114,6 +119,7 @@ impl Application {
                 .build()
                 .unwrap_or_default(),
             tokens,
+            usage: usage.clone(),
             limits: Limits::new(settings.rate_limit_per_member, settings.rate_limit_global),
             slot_registrations: tokio::sync::Mutex::new(()),
             pool: pool.clone(),
@@ -138,6 +144,7 @@ impl Application {
             metrics,
             service::database_readiness(pool),
         );
+        let usage_flusher = usage.spawn_flusher(state.pool.clone(), state.settings.usage_flush);
         Ok(Self {
             server: Server::bind_with(
                 "events-svc",
@@ -146,7 +153,9 @@ impl Application {
                 state.settings.server_limits,
             )
             .await?,
+            state,
             _pool_sampler: pool_sampler,
+            _usage_flusher: usage_flusher,
         })
     }
 
@@ -162,6 +171,13 @@ impl Application {
         self,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        Ok(self.server.run_until(stop).await?)
+        self.server.run_until(stop).await?;
+        // What was counted since the last flush.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            self.state.usage.flush(&self.state.pool),
+        )
+        .await;
+        Ok(())
     }
 }

@@ -389,11 +389,13 @@ async fn the_queue_mode_cli_path_records_the_database_user_whatever_actor_it_is_
     let world = World::start(true).await;
     // What `queue-mode set off --actor ...` does, with the database owner's credentials (the
     // emergency path, without a session and without the change interval).
-    let (old, new) = ingest::queue_mode::set(&world.db.owner, false, "alice@example")
-        .await
-        .unwrap();
+    let (key, platform) = (world.keys.audit_key(), TenantId::parse(PLATFORM).unwrap());
+    let (old, new) =
+        ingest::queue_mode::set(&world.db.owner, false, "alice@example", &key, &platform)
+            .await
+            .unwrap();
     assert_eq!((old, new), (None, false));
-    let (old, new) = ingest::queue_mode::set(&world.db.owner, true, "bob@example")
+    let (old, new) = ingest::queue_mode::set(&world.db.owner, true, "bob@example", &key, &platform)
         .await
         .unwrap();
     assert_eq!((old, new), (Some(false), true));
@@ -1216,20 +1218,31 @@ async fn a_token_that_needs_more_slots_holds_no_lock_while_the_elections_side_an
 
 #[tokio::test]
 async fn of_concurrent_changes_of_the_queue_flag_one_goes_through() {
-    // As many events-svc instances would, each on its own connection.
+    // As many events-svc instances would, each on its own connection (routes/ops.rs: the
+    // change and its audit entry in one transaction).
     let db = shared::testkit::TestDb::create().await;
     let events = db.pool(DbRole::Events).await;
+    let platform = TenantId::parse(PLATFORM).unwrap();
+    let key = shared::testkit::TestKeys::new(&[]).audit_key();
     let changes = futures::future::join_all((0..8).map(|n| {
-        let events = events.clone();
+        let (events, platform, key) = (events.clone(), platform.clone(), key.clone());
         async move {
-            sqlx::query_as::<_, (bool, i64)>(
+            let mut tx = shared::db::begin_for_tenant(&events, &platform)
+                .await
+                .unwrap();
+            let answer = sqlx::query_as::<_, (bool, i64)>(
                 "SELECT * FROM ops.change_queue_mode($1, $2, interval '10 seconds')",
             )
             .bind(n % 2 == 0)
             .bind(format!("instance-{n}"))
-            .fetch_one(&events)
+            .fetch_one(&mut *tx)
             .await
-            .unwrap()
+            .unwrap();
+            shared::audit::append_queue_mode_changes(&mut tx, &key, &platform, "events-svc")
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            answer
         }
     }))
     .await;

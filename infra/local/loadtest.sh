@@ -105,7 +105,7 @@ bin="${CARGO_TARGET_DIR:-$root/target}/release"
 # Development keys: the ones run.sh made for this machine (kept outside the repository).
 keys="$EKKLESIA_STATE_DIR/dev-keys.env"
 # A file from before a key was added is made again (the local stack's data is demo data).
-if [ ! -s "$keys" ] || ! grep -q '^VOTE_KEYS=' "$keys" || ! grep -q '^TOKEN_SLOT_KEYS=' "$keys"; then
+if [ ! -s "$keys" ] || ! grep -q '^VOTE_KEYS=' "$keys" || ! grep -q '^TOKEN_SLOT_KEYS=' "$keys" || ! grep -q '^AUDIT_KEY=' "$keys"; then
   (umask 077 && "$bin/loadtest" keys --tenant demo-party >"$keys")
 fi
 set -a

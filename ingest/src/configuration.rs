@@ -38,6 +38,12 @@ pub struct Settings {
     /// `VOTE_KEYS`: `kid:base64url-secret,...`, shared with the worker only: vote messages and
     /// direct-mode ballots are encrypted with the first.
     pub vote_keys: Arc<VoteKeys>,
+    /// `AUDIT_KEY`: base64url, ≥ 32 bytes; every S2S event is appended to the caller's audit
+    /// chain with a MAC under it (`shared::audit`). A secret the database never sees.
+    pub audit_key: shared::audit::AuditKey,
+    /// `USAGE_FLUSH_MS` (default 60000): how often this instance adds its usage counts
+    /// (requests, votes per tenant) to the database.
+    pub usage_flush: Duration,
     /// `INSTANCE_ID`: names this instance in `ops.ingest_ledger` (default: host, pid, random).
     pub instance_id: String,
     /// `LEDGER_FLUSH_MS`: how often accepted receipts are written to the ledger (default 250).
@@ -145,6 +151,8 @@ impl Settings {
             server_limits: shared::service::ServerLimits::from_env(&mut env),
             metrics_tenants: shared::metrics::TenantLabels::from_env(&mut env),
             vote_keys,
+            audit_key: shared::audit::key_from_env(&mut env),
+            usage_flush: shared::usage::flush_interval_from_env(&mut env),
             instance_id: env.string_or("INSTANCE_ID", &default_instance),
             ledger_flush: env.millis_or("LEDGER_FLUSH_MS", 250),
             database,

@@ -1,5 +1,6 @@
 //! The live queue flag: read from `ops.queue_mode` by every instance, changed only through
-//! `ops.set_queue_mode` (which audits who, when, old and new).
+//! `ops.set_queue_mode` (which audits who, when, old and new), with its entry in the platform
+//! organisation's audit chain (`shared::audit`) in the same transaction.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -64,17 +65,26 @@ impl QueueMode {
     }
 }
 
-/// Sets the flag and writes the audit row in one call; returns (old, new).
+/// The path the queue-mode CLI's changes are audited under.
+pub const CLI_PATH: &str = "queue-mode-cli";
+
+/// Sets the flag, writes its audit row and appends the change to `chain` (the platform
+/// organisation's audit chain, with `key`), in one transaction; returns (old, new).
 pub async fn set(
     pool: &PgPool,
     enabled: bool,
     actor: &str,
+    key: &shared::audit::AuditKey,
+    chain: &shared::domain::TenantId,
 ) -> Result<(Option<bool>, bool), sqlx::Error> {
+    let mut tx = shared::db::begin_for_tenant(pool, chain).await?;
     let row: (Option<bool>, bool) =
         sqlx::query_as("SELECT old_enabled, new_enabled FROM ops.set_queue_mode($1, $2)")
             .bind(enabled)
             .bind(actor)
-            .fetch_one(pool)
+            .fetch_one(&mut *tx)
             .await?;
+    shared::audit::append_queue_mode_changes(&mut tx, key, chain, CLI_PATH).await?;
+    tx.commit().await?;
     Ok(row)
 }

@@ -107,6 +107,8 @@ pub struct Inner {
     /// Per-client and instance-wide budgets for receipt look-ups.
     pub receipt_limits: shared::ratelimit::Limits,
     pub metrics: VoteMetrics,
+    /// Requests and votes per tenant, added to the database every `USAGE_FLUSH_MS`.
+    pub usage: Arc<shared::usage::Usage>,
 }
 
 #[derive(Clone)]
@@ -126,12 +128,14 @@ pub struct Application {
     internal: Option<shared::service::Server>,
     state: AppState,
     background: Vec<tokio::task::JoinHandle<()>>,
+    _usage_flusher: shared::usage::Flusher,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let pool = shared::db::pool(&settings.database)?;
-        let http_metrics = HttpMetrics::new("ingest");
+        let usage = shared::usage::Usage::new();
+        let http_metrics = HttpMetrics::new("ingest").with_usage(usage.clone());
         let publisher = crate::publisher::VotePublisher::build(
             &settings.pubsub,
             settings.publish_timeout,
@@ -190,6 +194,7 @@ impl Application {
             pool,
             publisher,
             metrics,
+            usage,
             settings,
         }));
         // Nonces are spent in the database too, so a replay to another instance fails as well.
@@ -227,11 +232,15 @@ impl Application {
             },
         ];
         background.extend(nonce_pruner);
+        let usage_flusher = state
+            .usage
+            .spawn_flusher(state.pool.clone(), state.settings.usage_flush);
         Ok(Self {
             public,
             internal,
             state,
             background,
+            _usage_flusher: usage_flusher,
         })
     }
 
@@ -296,6 +305,11 @@ impl Application {
         let _ = tokio::time::timeout(
             std::time::Duration::from_secs(5),
             self.state.ledger.close(&self.state.pool),
+        )
+        .await;
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            self.state.usage.flush(&self.state.pool),
         )
         .await;
         Ok(())

@@ -7,7 +7,7 @@ use shared::domain::TenantId;
 use shared::token::{encode_public_key, TokenSigner};
 
 /// Fresh keys for `tenant`: voting-token keys (public and signing), S2S, receipt, vote and
-/// session keys, and events-svc's token slot key. Secrets: write them to a file only the owner
+/// session keys, events-svc's token slot key and the audit log's key. Secrets: write them to a file only the owner
 /// can read (run.sh does, `umask 077`).
 pub fn dev_keys(tenant: &str) -> anyhow::Result<String> {
     let tenant = TenantId::parse(tenant)?;
@@ -30,7 +30,8 @@ pub fn dev_keys(tenant: &str) -> anyhow::Result<String> {
          VOTE_KEYS={}\n\
          SESSION_SIGNING_KEYS={}\n\
          DEMO_TENANT={tenant}\n\
-         TOKEN_SLOT_KEYS={tenant}-slots-1:{tenant}:{}\n",
+         TOKEN_SLOT_KEYS={tenant}-slots-1:{tenant}:{}\n\
+         AUDIT_KEY={}\n",
         encode_public_key(&signer.verifying_key()),
         signer.seed(),
         b64.encode(s2s),
@@ -38,5 +39,6 @@ pub fn dev_keys(tenant: &str) -> anyhow::Result<String> {
         shared::vote_keys::VoteKeys::generate_config("dev-1"),
         session.config_entry(),
         b64.encode(slots),
+        shared::audit::AuditKey::generate_base64(),
     ))
 }

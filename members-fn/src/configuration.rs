@@ -34,6 +34,9 @@ pub struct Settings {
     /// database from floods.
     pub login_rate_per_client: u32,
     pub login_rate_global: u32,
+    /// `USAGE_FLUSH_MS` (default 60000): how often this instance adds its usage counts
+    /// (logins and requests per tenant) to the database.
+    pub usage_flush: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -113,6 +116,7 @@ impl Settings {
             page_origins: shared::cors::AllowedOrigins::from_env(&mut env),
             login_rate_per_client: env.parse_or("LOGIN_RATE_PER_CLIENT", 50),
             login_rate_global: env.parse_or("LOGIN_RATE_GLOBAL", 500),
+            usage_flush: shared::usage::flush_interval_from_env(&mut env),
         };
         if settings.login_rate_per_client == 0 || settings.login_rate_global == 0 {
             env.problem("login rate limits must be at least 1 per second");

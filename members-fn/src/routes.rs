@@ -366,6 +366,8 @@ async fn session_for(
             .sign(member_id, org.clone(), roles.clone(), Utc::now());
     // No member id here: this line carries the request's correlation id, which a client may
     // reuse on the vote path (security review M11).
+    shared::telemetry::record_tenant(org.as_str());
+    state.usage.login(org.as_str());
     tracing::info!(tenant = %org, "session issued");
     Ok(Session {
         session_token,

@@ -34,6 +34,8 @@ pub struct Inner {
     pub limits: shared::ratelimit::Limits,
     /// Logins by method (`oidc`, `dev`) and outcome (`ok` or the problem slug).
     pub logins: IntCounterVec,
+    /// Logins and requests per tenant, added to the database every `USAGE_FLUSH_MS`.
+    pub usage: Arc<shared::usage::Usage>,
 }
 
 #[derive(Clone)]
@@ -69,13 +71,16 @@ impl AppState {
 
 pub struct Application {
     server: Server,
+    state: AppState,
     _pool_sampler: shared::metrics::Sampler,
+    _usage_flusher: shared::usage::Flusher,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let pool = shared::db::pool(&settings.database)?;
-        let metrics = HttpMetrics::new("members-fn");
+        let usage = shared::usage::Usage::new();
+        let metrics = HttpMetrics::new("members-fn").with_usage(usage.clone());
         let pool_sampler =
             shared::metrics::PoolMetrics::register(&metrics, settings.database.max_connections)
                 .spawn_sampler(pool.clone());
@@ -94,6 +99,7 @@ impl Application {
                 settings.login_rate_global,
             ),
             logins,
+            usage: usage.clone(),
             pool: pool.clone(),
             settings,
         }));
@@ -114,6 +120,7 @@ impl Application {
             ),
             state.settings.page_origins.clone(),
         );
+        let usage_flusher = usage.spawn_flusher(state.pool.clone(), state.settings.usage_flush);
         Ok(Self {
             server: Server::bind_with(
                 "members-fn",
@@ -122,7 +129,9 @@ impl Application {
                 state.settings.server_limits,
             )
             .await?,
+            state,
             _pool_sampler: pool_sampler,
+            _usage_flusher: usage_flusher,
         })
     }
 
@@ -138,6 +147,13 @@ impl Application {
         self,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        Ok(self.server.run_until(stop).await?)
+        self.server.run_until(stop).await?;
+        // What was counted since the last flush.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            self.state.usage.flush(&self.state.pool),
+        )
+        .await;
+        Ok(())
     }
 }

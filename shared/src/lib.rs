@@ -1,7 +1,8 @@
 //! The one vocabulary every Ekklesia service speaks: configuration, telemetry, metrics,
-//! problems (errors), database pools, voting tokens, receipts, service-to-service signing,
+//! usage counters, the audit log, problems (errors), database pools, voting tokens, receipts, service-to-service signing,
 //! Pub/Sub clients and the vote message.
 
+pub mod audit;
 pub mod config;
 pub mod cors;
 pub mod db;
@@ -21,6 +22,7 @@ pub mod telemetry;
 pub mod testkit;
 pub mod token;
 pub mod traces;
+pub mod usage;
 pub mod vote;
 pub mod vote_keys;
 

@@ -27,6 +27,8 @@ pub struct HttpMetrics {
     pub registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    /// Where requests are counted per tenant, for services that report usage.
+    usage: Option<Arc<crate::usage::Usage>>,
 }
 
 impl HttpMetrics {
@@ -56,7 +58,19 @@ impl HttpMetrics {
             registry,
             requests,
             latency,
+            usage: None,
         }
+    }
+
+    /// Counts every request whose tenant becomes known in `usage`
+    /// ([`crate::telemetry::record_tenant`]).
+    pub fn with_usage(mut self, usage: Arc<crate::usage::Usage>) -> Self {
+        self.usage = Some(usage);
+        self
+    }
+
+    pub fn usage(&self) -> Option<&crate::usage::Usage> {
+        self.usage.as_deref()
     }
 
     pub fn observe(&self, route: &str, method: &str, status: u16, latency: Duration) {

@@ -253,6 +253,19 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CorrelationId {
     }
 }
 
+tokio::task_local! {
+    /// The tenant the request turned out to be for, set by [`record_tenant`] while it runs.
+    static REQUEST_TENANT: std::cell::RefCell<Option<String>>;
+}
+
+/// Says whose request this is, once the service knows (a verified voting token, session or
+/// S2S key, a login): it goes on the request's span (every log line of the request carries it)
+/// and the request counts for that tenant's usage ([`crate::usage`]).
+pub fn record_tenant(tenant: &str) {
+    tracing::Span::current().record("tenant", tenant);
+    let _ = REQUEST_TENANT.try_with(|t| *t.borrow_mut() = Some(tenant.to_owned()));
+}
+
 /// Marks the route template a request matched, for the outer layer's labels.
 #[derive(Clone)]
 struct RouteTemplate(String);
@@ -298,8 +311,16 @@ pub async fn observe_requests(
         span.record("trace_id", trace_id.as_str());
     }
     let started = Instant::now();
-    let mut response = next.run(req).instrument(span.clone()).await;
+    let (mut response, tenant) = REQUEST_TENANT
+        .scope(std::cell::RefCell::new(None), async {
+            let response = next.run(req).instrument(span.clone()).await;
+            (response, REQUEST_TENANT.with(|t| t.borrow_mut().take()))
+        })
+        .await;
     let latency = started.elapsed();
+    if let (Some(usage), Some(tenant)) = (metrics.usage(), tenant) {
+        usage.request(&tenant);
+    }
     let route = response
         .extensions()
         .get::<RouteTemplate>()

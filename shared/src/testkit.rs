@@ -312,8 +312,8 @@ impl TestPubSub {
     }
 }
 
-/// Keys for one test: a token signer per tenant, the receipt key, S2S and token slot keys, with the
-/// environment strings the services read.
+/// Keys for one test: a token signer per tenant, the receipt key, S2S, token slot and audit
+/// keys, with the environment strings the services read.
 pub struct TestKeys {
     pub signers: Vec<TokenSigner>,
     pub receipt_key_b64: String,
@@ -323,6 +323,8 @@ pub struct TestKeys {
     pub s2s_config: String,
     /// events-svc's `TOKEN_SLOT_KEYS`: one slot secret per tenant.
     pub slot_keys_config: String,
+    /// `AUDIT_KEY` for ingest and events-svc (and the audit and queue-mode CLIs).
+    pub audit_key_b64: String,
 }
 
 impl TestKeys {
@@ -360,7 +362,12 @@ impl TestKeys {
             s2s: Keyring::new(s2s_keys),
             s2s_config: s2s_entries.join(","),
             slot_keys_config,
+            audit_key_b64: crate::audit::AuditKey::generate_base64(),
         }
+    }
+
+    pub fn audit_key(&self) -> crate::audit::AuditKey {
+        crate::audit::AuditKey::from_base64(&self.audit_key_b64).expect("audit key")
     }
 
     pub fn public_keys_config(&self) -> String {

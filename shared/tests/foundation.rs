@@ -257,10 +257,22 @@ async fn service_roles_cannot_read_what_they_must_not() {
         .unwrap_err();
     assert_eq!(err.as_database_error().unwrap().code().unwrap(), "42501");
     let events = db.pool(Role::Events).await;
-    sqlx::query("SELECT * FROM ops.set_queue_mode(false, 'ops@example')")
-        .execute(&events)
+    // ... with its entry in the platform organisation's audit chain (migration 14), as
+    // events-svc does.
+    let platform = TenantId::parse(shared::domain::DEFAULT_PLATFORM_ORG).unwrap();
+    let mut tx = shared::db::begin_for_tenant(&events, &platform)
         .await
         .unwrap();
+    sqlx::query("SELECT * FROM ops.set_queue_mode(false, 'ops@example')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let key =
+        shared::audit::AuditKey::from_base64(&shared::audit::AuditKey::generate_base64()).unwrap();
+    shared::audit::append_queue_mode_changes(&mut tx, &key, &platform, "test")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
     let audit: Vec<(String, Option<bool>, bool)> =
         sqlx::query_as("SELECT changed_by, old_enabled, new_enabled FROM ops.queue_mode_audit")
             .fetch_all(&events)

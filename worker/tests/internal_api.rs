@@ -1,6 +1,7 @@
 //! The elections side's internal API (served by ingest behind the S2S layer): an election's
 //! status only moves forward, whoever pushes what in which order, and a signed request is
-//! spent once across every instance and restart.
+//! spent once across every instance and restart; every S2S event is appended to the caller's
+//! audit chain in the transaction of its effect.
 
 mod support;
 
@@ -286,4 +287,101 @@ async fn a_malformed_election_id_is_a_problem_on_every_internal_route() {
             other => panic!("{method} {path}: {other:?}"),
         }
     }
+}
+
+/// The entries of `chain`, oldest first: (event, election, actor, summary).
+async fn audit_entries(stack: &Stack, chain: &str) -> Vec<(String, Option<Uuid>, String, Value)> {
+    let rows: Vec<(String, Option<Uuid>, String, String)> = sqlx::query_as(
+        "SELECT event, election_id, actor, summary::text FROM ops.audit_log \
+         WHERE chain = $1 ORDER BY seq",
+    )
+    .bind(chain)
+    .fetch_all(&stack.db.owner)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(e, id, actor, s)| (e, id, actor, serde_json::from_str(&s).unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_s2s_event_is_audited_in_the_transaction_of_its_effect() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let id = Uuid::new_v4();
+    assert_eq!(push(&stack, id, "draft").await.0, StatusCode::OK);
+    assert_eq!(push(&stack, id, "open").await.0, StatusCode::OK);
+    let hashes: Vec<String> = (1..=4u128).map(|n| format!("{n:064x}")).collect();
+    for batch in [&hashes[..3], &hashes[..]] {
+        stack
+            .s2s
+            .call(
+                &stack.tenant(TENANT),
+                Method::POST,
+                &format!("/internal/v1/elections/{id}/tokens"),
+                Some(&json!({ "token_hashes": batch })),
+                Some(&Uuid::new_v4().to_string()),
+                &CorrelationId::new(),
+            )
+            .await
+            .expect("tokens registered");
+    }
+    stack.results(TENANT, id).await;
+    // Refused: nothing happened, nothing is audited.
+    assert_eq!(push(&stack, id, "draft").await.1, "status-regression");
+
+    let actor = format!("{TENANT}-s2s");
+    let expected = [
+        (
+            "election_pushed",
+            json!({"status": "draft", "previous": null}),
+        ),
+        (
+            "election_pushed",
+            json!({"status": "open", "previous": "draft"}),
+        ),
+        ("tokens_registered", json!({"received": 3, "registered": 3})),
+        ("tokens_registered", json!({"received": 4, "registered": 1})),
+        (
+            "results_read",
+            json!({"sealed": false, "total": 0, "used_tokens": 0}),
+        ),
+    ]
+    .map(|(event, summary)| (event.to_owned(), Some(id), actor.clone(), summary));
+    assert_eq!(audit_entries(&stack, TENANT).await, expected);
+    let mut conn = stack.db.owner.acquire().await.unwrap();
+    let verdict = shared::audit::verify(&mut conn, &stack.keys.audit_key(), TENANT)
+        .await
+        .unwrap();
+    assert!(verdict.intact(), "{:?}", verdict.finding);
+
+    // The effect commits only with its entry: when ingest cannot append, the close is not
+    // stored (and the caller is told to retry).
+    sqlx::query("REVOKE INSERT ON ops.audit_log FROM ekklesia_ingest")
+        .execute(&stack.db.owner)
+        .await
+        .unwrap();
+    let impatient = shared::s2s::Client::new(
+        &stack.internal_url,
+        stack.keys.s2s.clone(),
+        shared::s2s::RetrySettings {
+            max_elapsed: Duration::from_millis(300),
+            ..Default::default()
+        },
+    );
+    let refused = impatient
+        .call(
+            &stack.tenant(TENANT),
+            Method::PUT,
+            &format!("/internal/v1/elections/{id}"),
+            Some(&election("closed")),
+            Some(&Uuid::new_v4().to_string()),
+            &CorrelationId::new(),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(CallError::Status { status, .. }) if status.is_server_error()),
+        "{refused:?}"
+    );
+    assert_eq!(stored_status(&stack, id).await, "open");
+    assert_eq!(audit_entries(&stack, TENANT).await.len(), 5);
 }

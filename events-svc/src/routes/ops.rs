@@ -3,7 +3,9 @@
 //! `ops` role is not enough. Every ingest instance follows it within its poll interval; each
 //! change goes through `ops.change_queue_mode`, which refuses a change sooner than
 //! `QUEUE_MODE_CHANGE_INTERVAL_MS` after the last one (platform-wide, in the database) and
-//! otherwise writes the flag and its audit row (actor and database user) in the same statement.
+//! otherwise writes the flag and its audit row (actor and database user) in the same statement;
+//! the change's entry in the platform organisation's tamper-evident audit chain
+//! (`shared::audit`) is appended in the same transaction.
 
 use axum::extract::State;
 use axum::Json;
@@ -15,6 +17,9 @@ use super::{BAD_BODY, NOT_JSON, SESSION_401, SESSION_503, TOO_LARGE};
 use crate::auth::Caller;
 use crate::error::EventsError;
 use crate::startup::AppState;
+
+/// The path this API's changes are audited under (the actor is in `ops.queue_mode_audit`).
+const AUDIT_PATH: &str = "events-svc";
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema, FromRow)]
 pub struct QueueModeChange {
@@ -87,13 +92,26 @@ pub async fn put(
     let Json(update) = body.map_err(shared::problem::from_json_rejection)?;
     let actor = caller.actor();
     let interval = state.settings.queue_mode_change_interval;
+    // The change and its entry in the platform organisation's audit chain commit together.
+    let platform_org = &state.settings.platform_org;
+    let mut tx = shared::db::begin_for_tenant(&state.pool, platform_org).await?;
     let (changed, retry_after_ms): (bool, i64) =
         sqlx::query_as("SELECT * FROM ops.change_queue_mode($1, $2, make_interval(secs => $3))")
             .bind(update.enabled)
             .bind(&actor)
             .bind(interval.as_secs_f64())
-            .fetch_one(&state.pool)
+            .fetch_one(&mut *tx)
             .await?;
+    if changed {
+        shared::audit::append_queue_mode_changes(
+            &mut tx,
+            &state.settings.audit_key,
+            platform_org,
+            AUDIT_PATH,
+        )
+        .await?;
+    }
+    tx.commit().await?;
     if !changed {
         let retry_after = (retry_after_ms.max(0) as u64).div_ceil(1000);
         return Err(EventsError::QueueModeChangedRecently { retry_after });

@@ -20,6 +20,8 @@ pub const OTHER_TENANT: &str = "party-b";
 /// The platform organisation (events-svc's default `PLATFORM_ORG`): its `ops` members are the
 /// platform operators.
 pub const PLATFORM: &str = shared::domain::DEFAULT_PLATFORM_ORG;
+/// Every service adds its usage counts this often (ms), so a test sees them soon.
+pub const USAGE_FLUSH_MS: &str = "100";
 
 pub struct World {
     pub db: TestDb,
@@ -87,6 +89,7 @@ impl World {
                 ("OIDC_CLIENT_ID", oidc.client_id.clone()),
                 ("OIDC_CLIENT_SECRET", oidc.client_secret.clone()),
                 ("OIDC_REDIRECT_URI", oidc.redirect_uri.clone()),
+                ("USAGE_FLUSH_MS", USAGE_FLUSH_MS.into()),
             ]))
             .expect("members-fn settings"),
         )
@@ -111,6 +114,8 @@ impl World {
                 ("RECEIPT_KEY", keys.receipt_key_b64.clone()),
                 ("VOTE_KEYS", keys.vote_keys_config.clone()),
                 ("S2S_KEYS", keys.s2s_config.clone()),
+                ("AUDIT_KEY", keys.audit_key_b64.clone()),
+                ("USAGE_FLUSH_MS", USAGE_FLUSH_MS.into()),
                 ("QUEUE_MODE_DEFAULT", queue_mode.to_string()),
                 ("QUEUE_MODE_POLL_MS", "200".into()),
                 ("DEFINITION_REFRESH_MS", "200".into()),
@@ -160,6 +165,8 @@ impl World {
             ("S2S_RETRY_BUDGET_MS", "1000".into()),
             ("VOTING_TOKEN_SIGNING_KEYS", signing_keys),
             ("TOKEN_SLOT_KEYS", keys.slot_keys_config.clone()),
+            ("AUDIT_KEY", keys.audit_key_b64.clone()),
+            ("USAGE_FLUSH_MS", USAGE_FLUSH_MS.into()),
             (
                 "SESSION_JWKS_URL",
                 format!("{members_url}/.well-known/jwks.json"),

@@ -5,7 +5,8 @@
 //! members-fn down): run it with the database owner's credentials (in production a personal
 //! Cloud SQL IAM login). `--actor` is free text, so the audit also records the database login
 //! (`session_user`), which the operator cannot choose. Not subject to events-svc's change
-//! interval, but its changes count for it.
+//! interval, but its changes count for it. `set` needs `AUDIT_KEY`: the change is appended to
+//! the platform organisation's audit chain (`PLATFORM_ORG`) in its transaction.
 
 use std::io::Write;
 
@@ -18,6 +19,13 @@ struct Cli {
     /// recorded in the audit).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
+    /// base64url: the audit log's key (as the services hold it); a change is appended to the
+    /// platform organisation's audit chain, in the change's transaction.
+    #[arg(long, env = "AUDIT_KEY", hide_env_values = true)]
+    audit_key: Option<String>,
+    /// The platform organisation, whose audit chain records the flag's changes.
+    #[arg(long, env = "PLATFORM_ORG", default_value = shared::domain::DEFAULT_PLATFORM_ORG)]
+    platform_org: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -82,7 +90,19 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Set { mode, actor } => {
-            let (old, new) = ingest::queue_mode::set(&pool, mode == "on", &actor).await?;
+            let key = cli
+                .audit_key
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("set AUDIT_KEY: every change is audited"))
+                .and_then(|k| {
+                    shared::audit::AuditKey::from_base64(k)
+                        .map_err(|e| anyhow::anyhow!("AUDIT_KEY: {e}"))
+                })?;
+            let chain = shared::domain::TenantId::parse(&cli.platform_org)
+                .map_err(|_| anyhow::anyhow!("PLATFORM_ORG is not a tenant id"))?;
+            let (old, new) = ingest::queue_mode::set(&pool, mode == "on", &actor, &key, &chain)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", shared::db::redact(&e)))?;
             let database_user: String = sqlx::query_scalar("SELECT session_user::text")
                 .fetch_one(&pool)
                 .await?;

@@ -89,6 +89,7 @@ pub async fn cast(
     let token = path
         .map_err(|e| IngestError::from(shared::problem::from_path_rejection(e)))
         .and_then(|Path(election_id)| verify_token(&state, &headers, election_id));
+    let verified_tenant = token.as_ref().ok().map(|t| t.tenant.clone());
     let tenant = token
         .as_ref()
         .map_or("none", |t| {
@@ -110,6 +111,9 @@ pub async fn cast(
         }
         Err(e) => Err(e),
     };
+    if let (Ok(_), Some(tenant)) = (&result, &verified_tenant) {
+        state.usage.vote(tenant.as_str());
+    }
     let outcome = match &result {
         Ok(_) => "accepted".to_owned(),
         Err(e) => e.to_problem().slug().to_owned(),
@@ -183,7 +187,7 @@ fn verify_token(
             .settings
             .token_verifier
             .verify(bearer(headers)?, election_id, chrono::Utc::now())?;
-    span.record("tenant", token.tenant.as_str());
+    shared::telemetry::record_tenant(token.tenant.as_str());
     Ok(token)
 }
 

@@ -1,5 +1,7 @@
 //! Internal API for events-svc, behind the S2S signature layer. The caller's tenant comes from
-//! its key, never from the request, so a tenant can only touch its own elections.
+//! its key, never from the request, so a tenant can only touch its own elections. Each handler
+//! appends its event to the caller's audit chain (`shared::audit`: which key, which election,
+//! counts) in the transaction that has its effect, as the last step before the commit.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +11,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
+use shared::audit::{Event, NewEntry};
 use shared::domain::{ElectionDefinition, ElectionKind, ElectionOption, ElectionStatus, TokenHash};
 use shared::s2s::S2sCaller;
 use shared::Problem;
@@ -99,6 +103,7 @@ pub async fn put_election(
             .fetch_optional(&mut *tx)
             .await?;
     let options = serde_json::to_value(&definition.options).unwrap_or_default();
+    let previous = existing.as_ref().map(|(status, ..)| status.clone());
     if let Some((status, kind, stored_options, max_choices)) = &existing {
         let same_ballot = kind == definition.kind.as_str()
             && stored_options == &options
@@ -144,6 +149,15 @@ pub async fn put_election(
         )
         .into());
     }
+    audit(
+        &state,
+        &mut tx,
+        &caller,
+        Event::ElectionPushed,
+        id,
+        json!({"status": definition.status.as_str(), "previous": previous}),
+    )
+    .await?;
     tx.commit().await?;
     let status = definition.status;
     state.definitions.put(definition);
@@ -151,6 +165,25 @@ pub async fn put_election(
         election_id: id,
         status: status.as_str().to_owned(),
     }))
+}
+
+/// Appends the request's event to the caller's audit chain, in `tx` (last, before the commit).
+async fn audit(
+    state: &AppState,
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    caller: &S2sCaller,
+    event: Event,
+    election_id: Uuid,
+    summary: serde_json::Value,
+) -> Result<(), IngestError> {
+    let entry = NewEntry {
+        event,
+        election_id: Some(election_id),
+        actor: &caller.key_id,
+        summary,
+    };
+    shared::audit::append(tx, &state.settings.audit_key, &caller.tenant, entry).await?;
+    Ok(())
 }
 
 fn conflict(detail: &str) -> Problem {
@@ -234,6 +267,15 @@ pub async fn register_tokens(
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    audit(
+        &state,
+        &mut tx,
+        &caller,
+        Event::TokensRegistered,
+        id,
+        json!({"received": hashes.len(), "registered": inserted}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Json(TokensRegistered {
         election_id: id,
@@ -296,6 +338,15 @@ pub async fn results(
             .collect();
         tally.extend(counts);
     }
+    audit(
+        &state,
+        &mut tx,
+        &caller,
+        Event::ResultsRead,
+        id,
+        json!({"sealed": sealed, "total": total, "used_tokens": used_tokens}),
+    )
+    .await?;
     tx.commit().await?;
     let integrity_problem = (sealed && total != used_tokens).then(|| {
         tracing::error!(election_id = %id, tenant = %caller.tenant, total, used_tokens,

@@ -92,9 +92,13 @@ fn charge(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<(),
 }
 
 async fn find(state: &AppState, presented: &str) -> Result<ReceiptStatus, IngestError> {
-    let Some((receipt, _election)) = state.settings.receipt_key.check(presented) else {
+    let Some((receipt, election)) = state.settings.receipt_key.check(presented) else {
         return Err(shared::Problem::not_found("this system never issued that receipt").into());
     };
+    // Whose look-up this is, if this instance knows the election (no query just for that).
+    if let Some(definition) = state.definitions.cached(election) {
+        shared::telemetry::record_tenant(definition.tenant.as_str());
+    }
     let row: Option<(String, Option<String>)> =
         sqlx::query_as("SELECT status, reason FROM elections.receipt_status($1)")
             .bind(receipt.as_str())

@@ -101,6 +101,7 @@ async fn start_inner(voters: u32, worker: bool, pages: bool) -> Stack {
         ("RECEIPT_KEY", keys.receipt_key_b64.clone()),
         ("VOTE_KEYS", keys.vote_keys_config.clone()),
         ("S2S_KEYS", keys.s2s_config.clone()),
+        ("AUDIT_KEY", keys.audit_key_b64.clone()),
         ("QUEUE_MODE_POLL_MS", "100".into()),
         ("DEFINITION_REFRESH_MS", "200".into()),
         // The harness is one client address standing for a whole hall (as in loadtest.sh).
@@ -173,6 +174,7 @@ async fn start_inner(voters: u32, worker: bool, pages: bool) -> Stack {
             ("S2S_KEYS", keys.s2s_config.clone()),
             ("VOTING_TOKEN_SIGNING_KEYS", signing_keys.clone()),
             ("TOKEN_SLOT_KEYS", keys.slot_keys_config.clone()),
+            ("AUDIT_KEY", keys.audit_key_b64.clone()),
             // The harness flips the flag between its queue and direct runs.
             ("QUEUE_MODE_CHANGE_INTERVAL_MS", "100".into()),
             (

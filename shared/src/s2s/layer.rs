@@ -58,6 +58,7 @@ pub async fn verify_layer(
         Ok(caller) => caller,
         Err(e) => return refused(&e),
     };
+    crate::telemetry::record_tenant(caller.tenant.as_str());
     parts.extensions.insert(caller.clone());
     let Some(key) = idempotency_key(&parts.headers) else {
         return next.run(Request::from_parts(parts, Body::from(body))).await;

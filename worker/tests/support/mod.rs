@@ -92,6 +92,7 @@ impl Stack {
             ("DEFINITION_REFRESH_MS", "200".to_owned()),
             ("PUBLISH_TIMEOUT_MS", options.publish_timeout_ms.to_string()),
             ("VOTE_KEYS", keys.vote_keys_config.clone()),
+            ("AUDIT_KEY", keys.audit_key_b64.clone()),
             ("LEDGER_FLUSH_MS", "100".to_owned()),
             // Tests poll receipts far faster than a voter's page would.
             ("RECEIPT_RATE_PER_CLIENT", "100000".to_owned()),
@@ -516,12 +517,17 @@ impl Stack {
         }
     }
 
+    /// As the queue-mode CLI does (owner, audited in the platform organisation's chain).
     pub async fn set_queue_mode(&self, enabled: bool) {
-        sqlx::query("SELECT * FROM ops.set_queue_mode($1, 'test')")
-            .bind(enabled)
-            .execute(&self.db.owner)
-            .await
-            .unwrap();
+        ingest::queue_mode::set(
+            &self.db.owner,
+            enabled,
+            "test",
+            &self.keys.audit_key(),
+            &self.tenant(shared::domain::DEFAULT_PLATFORM_ORG),
+        )
+        .await
+        .unwrap();
     }
 }
 
