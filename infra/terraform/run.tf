@@ -109,6 +109,15 @@ resource "google_cloud_run_v2_service" "ingest" {
           }
         }
       }
+      env {
+        name = "AUDIT_KEY"
+        value_source {
+          secret_key_ref {
+            secret  = google_secret_manager_secret.audit_key.secret_id
+            version = "latest"
+          }
+        }
+      }
       dynamic "env" {
         for_each = var.tenants
         content {
@@ -165,7 +174,7 @@ resource "google_cloud_run_v2_service" "ingest" {
     ignore_changes = [scaling[0].min_instance_count]
   }
 
-  depends_on = [google_secret_manager_secret_iam_member.vote_keys, google_secret_manager_secret_iam_member.receipt_key]
+  depends_on = [google_secret_manager_secret_iam_member.vote_keys, google_secret_manager_secret_iam_member.receipt_key, google_secret_manager_secret_iam_member.audit_key]
 }
 
 # --- ingest (internal): the elections side's S2S API and /metrics -------------------------------
@@ -253,6 +262,15 @@ resource "google_cloud_run_v2_service" "ingest_internal" {
           }
         }
       }
+      env {
+        name = "AUDIT_KEY"
+        value_source {
+          secret_key_ref {
+            secret  = google_secret_manager_secret.audit_key.secret_id
+            version = "latest"
+          }
+        }
+      }
       dynamic "env" {
         for_each = var.tenants
         content {
@@ -316,7 +334,7 @@ resource "google_cloud_run_v2_service" "ingest_internal" {
     }
   }
 
-  depends_on = [google_secret_manager_secret_iam_member.s2s_keys_ingest, google_secret_manager_secret_iam_member.vote_keys, google_secret_manager_secret_iam_member.receipt_key]
+  depends_on = [google_secret_manager_secret_iam_member.s2s_keys_ingest, google_secret_manager_secret_iam_member.vote_keys, google_secret_manager_secret_iam_member.receipt_key, google_secret_manager_secret_iam_member.audit_key]
 }
 
 # --- worker: drains both subscriptions, seals elections ----------------------------------------
@@ -572,6 +590,16 @@ resource "google_cloud_run_v2_service" "events_svc" {
         }
       }
 
+      env {
+        name = "AUDIT_KEY"
+        value_source {
+          secret_key_ref {
+            secret  = google_secret_manager_secret.audit_key.secret_id
+            version = "latest"
+          }
+        }
+      }
+
       startup_probe {
         period_seconds    = 5
         timeout_seconds   = 4
@@ -619,6 +647,7 @@ resource "google_cloud_run_v2_service" "events_svc" {
     google_secret_manager_secret_iam_member.s2s_keys_events,
     google_secret_manager_secret_iam_member.voting_token_signing_keys,
     google_secret_manager_secret_iam_member.token_slot_keys,
+    google_secret_manager_secret_iam_member.audit_key,
   ]
 }
 

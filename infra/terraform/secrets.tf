@@ -22,6 +22,17 @@ resource "google_secret_manager_secret" "receipt_key" {
   depends_on = [google_project_service.apis]
 }
 
+# The audit chains' HMAC key (shared::audit): the services that append entries hold it, and
+# whoever runs `audit verify`; never the database.
+resource "google_secret_manager_secret" "audit_key" {
+  secret_id = "audit-key"
+  labels    = { ekklesia = "audit-key" }
+  replication {
+    auto {}
+  }
+  depends_on = [google_project_service.apis]
+}
+
 resource "google_secret_manager_secret" "session_signing_keys" {
   secret_id = "session-signing-keys"
   labels    = { ekklesia = "session-signing-keys" }
@@ -70,8 +81,8 @@ resource "google_secret_manager_secret" "token_slot_keys" {
   depends_on = [google_project_service.apis]
 }
 
-# Who reads what (docs/deploy.md, "Secrets"). ingest's internal service needs VOTE_KEYS and
-# RECEIPT_KEY only because its configuration requires them (it never uses them).
+# Who reads what (docs/deploy.md, "Secrets"). ingest's public service needs AUDIT_KEY, and its
+# internal service VOTE_KEYS and RECEIPT_KEY, only because their configuration requires them.
 
 resource "google_secret_manager_secret_iam_member" "vote_keys" {
   for_each  = toset(["ingest", "ingest-internal", "worker"])
@@ -83,6 +94,13 @@ resource "google_secret_manager_secret_iam_member" "vote_keys" {
 resource "google_secret_manager_secret_iam_member" "receipt_key" {
   for_each  = toset(["ingest", "ingest-internal"])
   secret_id = google_secret_manager_secret.receipt_key.id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.runtime[each.key].member
+}
+
+resource "google_secret_manager_secret_iam_member" "audit_key" {
+  for_each  = toset(["ingest", "ingest-internal", "events-svc"])
+  secret_id = google_secret_manager_secret.audit_key.id
   role      = "roles/secretmanager.secretAccessor"
   member    = google_service_account.runtime[each.key].member
 }

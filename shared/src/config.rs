@@ -26,6 +26,7 @@ pub const SECRET_VARIABLES: &[&str] = &[
     "TOKEN_SLOT_KEYS",
     "SESSION_SIGNING_KEYS",
     "OIDC_CLIENT_SECRET",
+    "AUDIT_KEY",
 ];
 
 /// How the code asked for a variable.

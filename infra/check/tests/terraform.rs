@@ -679,6 +679,7 @@ fn each_service_account_holds_the_documented_minimal_roles() {
                 "topic:votes roles/pubsub.publisher".to_owned(),
                 accessor("vote_keys"),
                 accessor("receipt_key"),
+                accessor("audit_key"),
             ],
         ),
         (
@@ -687,6 +688,7 @@ fn each_service_account_holds_the_documented_minimal_roles() {
                 accessor("vote_keys"),
                 accessor("receipt_key"),
                 accessor("s2s_keys"),
+                accessor("audit_key"),
             ],
         ),
         (
@@ -704,6 +706,7 @@ fn each_service_account_holds_the_documented_minimal_roles() {
                 accessor("s2s_keys"),
                 accessor("voting_token_signing_keys"),
                 accessor("token_slot_keys"),
+                accessor("audit_key"),
             ],
         ),
         (
