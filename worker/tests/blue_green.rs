@@ -21,6 +21,10 @@ use shared::testkit::TestDb;
 use support::{eventually, Stack, StackOptions, TENANT};
 
 const VOTES: usize = 240;
+/// Extra tokens the operator votes with after switching to direct mode, until ingest answers
+/// 201: the last third of the votes waits for that, so both modes are seen however fast the
+/// first two thirds go.
+const PROBES: usize = 40;
 /// Votes in flight at any moment.
 const CONCURRENCY: usize = 8;
 
@@ -61,14 +65,20 @@ async fn the_previous_releases_services_keep_taking_votes_while_the_newest_migra
     let mut stack = Stack::start_on(db, StackOptions::default()).await;
     stack.start_worker(stack.worker_settings()).await;
     let election = stack.open_election(TENANT, "single", 3, 1).await;
-    let tokens = stack.tokens(TENANT, election, VOTES).await;
+    let all_tokens = stack.tokens(TENANT, election, VOTES + PROBES).await;
+    let (tokens, probes) = all_tokens.split_at(VOTES);
+    let (direct_tx, direct_rx) = tokio::sync::watch::channel(false);
 
     let answered = AtomicUsize::new(0);
     let log: Mutex<Vec<Answer>> = Mutex::new(Vec::new());
     let voters = futures::stream::iter(tokens.iter().enumerate())
         .map(|(i, token)| {
             let (stack, answered, log) = (&stack, &answered, &log);
+            let mut direct = direct_rx.clone();
             async move {
+                if i >= 2 * VOTES / 3 {
+                    let _ = direct.wait_for(|followed| *followed).await;
+                }
                 let choice = ["o0", "o1", "o2"][i % 3];
                 let sent = Instant::now();
                 let response = stack.vote(election, token, &[choice]).await;
@@ -123,6 +133,26 @@ async fn the_previous_releases_services_keep_taking_votes_while_the_newest_migra
         )
         .await;
         stack.set_queue_mode(false).await;
+        // Until ingest follows the flag: votes of their own, each logged like any other.
+        for (i, token) in probes.iter().enumerate() {
+            let sent = Instant::now();
+            let response = stack
+                .vote(election, token, &[["o0", "o1", "o2"][i % 3]])
+                .await;
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            log.lock().unwrap().push(Answer {
+                sent,
+                done: Instant::now(),
+                status,
+                receipt: body["receipt"].as_str().map(str::to_owned),
+            });
+            if status == 201 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = direct_tx.send(true);
         (started, finished)
     };
     let ((migration_started, migration_finished), _) = tokio::join!(operator, voters);
@@ -153,20 +183,21 @@ async fn the_previous_releases_services_keep_taking_votes_while_the_newest_migra
         migration_finished - migration_started
     );
 
+    let cast = log.len();
     let receipts: Vec<String> = log.into_iter().filter_map(|a| a.receipt).collect();
-    assert_eq!(receipts.len(), VOTES, "every answer names its receipt");
+    assert_eq!(receipts.len(), cast, "every answer names its receipt");
     let outcomes = stack.wait_decided(&receipts, Duration::from_secs(60)).await;
     assert!(
         outcomes.values().all(|s| s == "recorded"),
         "every vote recorded: {outcomes:?}"
     );
-    assert_eq!(stack.ballot_count(election).await, VOTES as i64);
+    assert_eq!(stack.ballot_count(election).await, cast as i64);
 
     stack.close_election(TENANT, election, "single", 3, 1).await;
     let results = stack
         .wait_final(TENANT, election, Duration::from_secs(60))
         .await;
-    assert_eq!(results["total"], VOTES);
+    assert_eq!(results["total"], cast);
     let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
         .fetch_all(&stack.db.owner)
         .await
