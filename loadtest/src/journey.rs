@@ -101,7 +101,7 @@ async fn login(urls: &Urls, national_id: &str) -> anyhow::Result<String> {
 
 pub async fn run(urls: Urls, voters: u32) -> anyhow::Result<()> {
     let api = Api {
-        http: reqwest::Client::new(),
+        http: crate::target::api_client(Duration::from_secs(30)),
     };
     let admin = login(&urls, members_fn::national_id::synthetic(0).as_str()).await?;
     println!(

@@ -119,11 +119,7 @@ async fn hop<T>(
 /// hop ends the canary and is named in the report.
 pub async fn canary(urls: &Urls, session: &str, patience: Patience) -> CanaryReport {
     let api = Api {
-        http: reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(15))
-            .build()
-            .unwrap_or_default(),
+        http: crate::target::api_client(Duration::from_secs(15)),
     };
     let mut report = CanaryReport::default();
     let _ = run_canary(&api, &mut report, urls, session, patience).await;
@@ -281,7 +277,7 @@ async fn wait_final(
 
 /// A session by dev login (local profile only).
 pub async fn dev_login(members: &str, national_id: &str) -> anyhow::Result<String> {
-    let http = reqwest::Client::builder().no_proxy().build()?;
+    let http = crate::target::api_client(Duration::from_secs(15));
     let (status, _, body) = call_json(
         &http,
         Method::POST,
@@ -384,10 +380,7 @@ impl Status {
 /// Reads the status from the services and the database (`database_url`: a login that may read
 /// `ops.*` and run the elections functions, e.g. the owner's).
 pub async fn status(urls: &Urls, database_url: &str) -> anyhow::Result<Status> {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()?;
+    let http = crate::target::api_client(Duration::from_secs(5));
     let mut status = Status::default();
     for (name, base) in [
         ("members-fn", &urls.members),

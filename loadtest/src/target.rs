@@ -45,6 +45,19 @@ pub struct TargetConfig {
     pub ops_national_id: String,
 }
 
+/// A client for the services' APIs. Idle connections are dropped after 4 s: every service closes
+/// a connection that sends no request within `HTTP_HEADER_READ_TIMEOUT_MS` (5 s by default), and
+/// a request sent on one just as the server closes it gets no answer at all (seen when a caller
+/// waits out a 5 s `Retry-After`).
+pub fn api_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_idle_timeout(Duration::from_secs(4))
+        .timeout(timeout)
+        .build()
+        .unwrap_or_default()
+}
+
 /// Refuses anything but a loopback http URL.
 pub fn loopback(url: &str, what: &str) -> anyhow::Result<String> {
     let parsed = reqwest::Url::parse(url).with_context(|| format!("{what}: not a URL: `{url}`"))?;
@@ -114,11 +127,7 @@ impl Target {
             worker_url,
             tenant,
             signer: Arc::new(signer),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(15))
-                .build()
-                .unwrap_or_default(),
+            http: api_client(Duration::from_secs(15)),
             admin_national_id: config.admin_national_id,
             admin: tokio::sync::Mutex::new(None),
             ops_national_id: config.ops_national_id,
