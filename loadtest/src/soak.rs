@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::fire::{self, Answer, Votes};
 use crate::machine::{self, CpuWatch};
-use crate::scenario::{self, Check, Common, Mode, Probe, Ui};
+use crate::scenario::{self, Check, Common, Invariants, Mode, Probe, Ui};
 use crate::stats::Latency;
 use crate::target::{PrepThroughEvents, Target};
 
@@ -485,18 +485,14 @@ async fn one_cycle(
     stop_reads.notify_one();
     let (results_reads, results_read_failures, read_latencies) = reads.await.unwrap_or_default();
 
-    let mut checks = Vec::new();
-    scenario::check(
+    let invariants = Invariants {
         target,
         common,
         http,
         mode,
         election,
-        &answers,
-        &tokens,
-        &mut checks,
-    )
-    .await?;
+    };
+    let mut checks = invariants.check(&answers, &tokens).await?;
     checks.push(Check::new(
         "no tally visible while the election was open",
         results_read_failures == 0,
