@@ -2,7 +2,7 @@
 //!
 //! - [`target`]: the running services as a voter, an admin and the events side see them
 //!   (election set-up, voting tokens through the bulk path or through events-svc, the queue
-//!   flag, results, receipts);
+//!   flag, results, receipts), over [`http`], reading their metrics with [`prometheus`];
 //! - [`schedule`] and [`fire`]: open-loop arrival schedules and the engine that sends them,
 //!   measuring every request from its *scheduled* send time (no coordinated omission),
 //!   honouring `Retry-After` with a bounded number of client retries;
@@ -18,10 +18,12 @@ pub mod ceiling;
 pub mod chart;
 pub mod drain;
 pub mod fire;
+pub mod http;
 pub mod journey;
 pub mod keys;
 pub mod machine;
 pub mod ops;
+pub mod prometheus;
 pub mod report;
 pub mod scenario;
 pub mod schedule;

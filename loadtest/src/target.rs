@@ -6,6 +6,10 @@
 //! their token; the elections side's tally; receipts; the worker's counters.
 //!
 //! Only loopback addresses are accepted: the harness never sends traffic elsewhere.
+//!
+//! The HTTP client and the JSON call live in [`crate::http`], the reading of the services'
+//! metrics in [`crate::prometheus`]; both are re-exported here, where the harness and its
+//! tests have always found them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +25,10 @@ use shared::token::TokenSigner;
 use uuid::Uuid;
 
 use crate::stats::Latency;
+
+pub use crate::http::{api_client, loopback};
+pub(crate) use crate::http::{call_json, put_queue_mode};
+pub use crate::prometheus::{metric, metric_sum, HistogramDelta, ServerSide, Snapshot};
 
 /// Most token hashes the elections side accepts in one registration call.
 pub const MAX_HASHES_PER_CALL: usize = 10_000;
@@ -43,29 +51,6 @@ pub struct TargetConfig {
     pub admin_national_id: String,
     /// A platform operator (`ops` in the platform organisation's registry), for the queue flag.
     pub ops_national_id: String,
-}
-
-/// A client for the services' APIs. Idle connections are dropped after 4 s: every service closes
-/// a connection that sends no request within `HTTP_HEADER_READ_TIMEOUT_MS` (5 s by default), and
-/// a request sent on one just as the server closes it gets no answer at all (seen when a caller
-/// waits out a 5 s `Retry-After`).
-pub fn api_client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .pool_idle_timeout(Duration::from_secs(4))
-        .timeout(timeout)
-        .build()
-        .unwrap_or_default()
-}
-
-/// Refuses anything but a loopback http URL.
-pub fn loopback(url: &str, what: &str) -> anyhow::Result<String> {
-    let parsed = reqwest::Url::parse(url).with_context(|| format!("{what}: not a URL: `{url}`"))?;
-    let host = parsed.host_str().unwrap_or_default();
-    if parsed.scheme() != "http" || !matches!(host, "127.0.0.1" | "localhost" | "[::1]" | "::1") {
-        bail!("{what}: the load test only talks to http://127.0.0.1 or http://localhost (got `{url}`)");
-    }
-    Ok(url.trim_end_matches('/').to_owned())
 }
 
 pub struct Target {
@@ -287,6 +272,95 @@ impl Target {
         Ok(serde_json::from_value(body)?)
     }
 
+    /// The live queue flag (`None` while ops never set it).
+    pub async fn queue_mode(&self) -> anyhow::Result<Option<bool>> {
+        let session = self.ops_session().await?;
+        let url = format!("{}/v1/ops/queue-mode", self.events_url);
+        let (status, _, state) = self.call(Method::GET, &url, Some(&session), None).await?;
+        if status != 200 {
+            bail!(
+                "GET /v1/ops/queue-mode at events-svc: expected 200, got {status}: {}",
+                state["detail"]
+            );
+        }
+        Ok(state["enabled"].as_bool())
+    }
+
+    /// Flips the live queue flag as a platform operator (audited by events-svc).
+    pub async fn set_queue_mode(&self, enabled: bool) -> anyhow::Result<()> {
+        let session = self.ops_session().await?;
+        put_queue_mode(&self.http, &self.events_url, &session, enabled).await?;
+        Ok(())
+    }
+
+    /// The elections side's tally (signed S2S call, as events-svc makes it).
+    pub async fn results(&self, election: Uuid) -> anyhow::Result<Results> {
+        let reply = self
+            .s2s
+            .call(
+                &self.tenant,
+                Method::GET,
+                &format!("/internal/v1/elections/{election}/results"),
+                None,
+                None,
+                &self.correlation,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("reading results: {e}"))?;
+        reply
+            .json()
+            .map_err(|e| anyhow::anyhow!("reading results: {e}"))
+    }
+
+    /// `GET /v1/receipts/{receipt}`: (HTTP status, receipt status).
+    pub async fn receipt(&self, receipt: &str) -> anyhow::Result<(u16, String)> {
+        let (status, _, body) = self
+            .call(
+                Method::GET,
+                &format!("{}/v1/receipts/{receipt}", self.ingest_url),
+                None,
+                None,
+            )
+            .await?;
+        Ok((status, body["status"].as_str().unwrap_or("").to_owned()))
+    }
+
+    /// A worker counter `worker_votes_total{outcome=...}`, if the worker's metrics answer.
+    pub async fn worker_votes(&self, outcome: &str) -> Option<f64> {
+        let url = format!("{}/metrics", self.worker_url.as_ref()?);
+        let text = self.http.get(url).send().await.ok()?.text().await.ok()?;
+        Some(
+            metric(
+                &text,
+                "worker_votes_total",
+                &format!("outcome=\"{outcome}\""),
+            )
+            .unwrap_or(0.0),
+        )
+    }
+
+    /// The text of a service's `/metrics` (`None` when it does not answer).
+    pub async fn metrics_text(&self, base: Option<&str>) -> Option<String> {
+        let url = format!("{}/metrics", base?);
+        self.http.get(url).send().await.ok()?.text().await.ok()
+    }
+
+    /// Snapshots of ingest's and the worker's metrics.
+    pub async fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            ingest: self.metrics_text(Some(&self.elections_url)).await,
+            worker: self.metrics_text(self.worker_url.as_deref()).await,
+        }
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
+/// Voting tokens: the bulk path (signed here, hashes registered over S2S) and the voter's path
+/// (dev login at members-fn, then a token from events-svc).
+impl Target {
     /// The bulk path: signs `n` voting tokens with the tenant's key and registers their
     /// hashes with the elections side in calls of at most 10,000, over the same signed S2S
     /// API events-svc uses. Tokens are valid from a minute ago for two hours.
@@ -406,337 +480,9 @@ impl Target {
         let url = format!("{}/v1/elections/{election}/token", self.events_url);
         Ok(self.call(Method::POST, &url, Some(session), None).await?.0)
     }
-
-    /// The live queue flag (`None` while ops never set it).
-    pub async fn queue_mode(&self) -> anyhow::Result<Option<bool>> {
-        let session = self.ops_session().await?;
-        let url = format!("{}/v1/ops/queue-mode", self.events_url);
-        let (status, _, state) = self.call(Method::GET, &url, Some(&session), None).await?;
-        if status != 200 {
-            bail!(
-                "GET /v1/ops/queue-mode at events-svc: expected 200, got {status}: {}",
-                state["detail"]
-            );
-        }
-        Ok(state["enabled"].as_bool())
-    }
-
-    /// Flips the live queue flag as a platform operator (audited by events-svc).
-    pub async fn set_queue_mode(&self, enabled: bool) -> anyhow::Result<()> {
-        let session = self.ops_session().await?;
-        put_queue_mode(&self.http, &self.events_url, &session, enabled).await?;
-        Ok(())
-    }
-
-    /// The elections side's tally (signed S2S call, as events-svc makes it).
-    pub async fn results(&self, election: Uuid) -> anyhow::Result<Results> {
-        let reply = self
-            .s2s
-            .call(
-                &self.tenant,
-                Method::GET,
-                &format!("/internal/v1/elections/{election}/results"),
-                None,
-                None,
-                &self.correlation,
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("reading results: {e}"))?;
-        reply
-            .json()
-            .map_err(|e| anyhow::anyhow!("reading results: {e}"))
-    }
-
-    /// `GET /v1/receipts/{receipt}`: (HTTP status, receipt status).
-    pub async fn receipt(&self, receipt: &str) -> anyhow::Result<(u16, String)> {
-        let (status, _, body) = self
-            .call(
-                Method::GET,
-                &format!("{}/v1/receipts/{receipt}", self.ingest_url),
-                None,
-                None,
-            )
-            .await?;
-        Ok((status, body["status"].as_str().unwrap_or("").to_owned()))
-    }
-
-    /// A worker counter `worker_votes_total{outcome=...}`, if the worker's metrics answer.
-    pub async fn worker_votes(&self, outcome: &str) -> Option<f64> {
-        let url = format!("{}/metrics", self.worker_url.as_ref()?);
-        let text = self.http.get(url).send().await.ok()?.text().await.ok()?;
-        Some(
-            metric(
-                &text,
-                "worker_votes_total",
-                &format!("outcome=\"{outcome}\""),
-            )
-            .unwrap_or(0.0),
-        )
-    }
-
-    /// The text of a service's `/metrics` (`None` when it does not answer).
-    pub async fn metrics_text(&self, base: Option<&str>) -> Option<String> {
-        let url = format!("{}/metrics", base?);
-        self.http.get(url).send().await.ok()?.text().await.ok()
-    }
-
-    /// Snapshots of ingest's and the worker's metrics.
-    pub async fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            ingest: self.metrics_text(Some(&self.elections_url)).await,
-            worker: self.metrics_text(self.worker_url.as_deref()).await,
-        }
-    }
-
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-}
-
-/// The value of the first sample of `name` whose labels contain `label` (Prometheus text).
-pub fn metric(text: &str, name: &str, label: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .find(|l| label.is_empty() || l.contains(label))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
-/// Metrics of ingest and the worker at one instant.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    pub ingest: Option<String>,
-    pub worker: Option<String>,
-}
-
-/// The services' own view of a run, from their Prometheus histograms (the difference of two
-/// snapshots). Values are bucket upper bounds: "p99 ≤ 25 ms" means the bucket ending at 25 ms.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct ServerSide {
-    /// ingest's `POST /v1/elections/{id}/ballots` latency, from request to response.
-    pub ingest_requests: u64,
-    pub ingest_p50_le_ms: Option<f64>,
-    pub ingest_p99_le_ms: Option<f64>,
-    /// ingest's wait for Pub/Sub to acknowledge a publish (queue mode).
-    pub publishes: u64,
-    pub publish_p50_le_ms: Option<f64>,
-    pub publish_p99_le_ms: Option<f64>,
-    /// The worker's accept (ingest) → commit lag (queue mode).
-    pub committed: u64,
-    pub queue_lag_p50_le_ms: Option<f64>,
-    pub queue_lag_p99_le_ms: Option<f64>,
-}
-
-/// Cumulative bucket counts `(le, count)` of histogram `name` whose labels contain `label`.
-fn buckets(text: &str, name: &str, label: &str) -> Vec<(f64, f64)> {
-    let prefix = format!("{name}_bucket{{");
-    let mut out: Vec<(f64, f64)> = text
-        .lines()
-        .filter(|l| l.starts_with(&prefix) && (label.is_empty() || l.contains(label)))
-        .filter_map(|l| {
-            let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, l.rsplit(' ').next()?.parse().ok()?))
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.total_cmp(&b.0));
-    out
-}
-
-/// (count, p50 bound, p99 bound) in ms of the difference between two histograms.
-fn delta_quantiles(
-    before: Option<&str>,
-    after: Option<&str>,
-    name: &str,
-    label: &str,
-) -> (u64, Option<f64>, Option<f64>) {
-    let Some(after) = after else {
-        return (0, None, None);
-    };
-    let after = buckets(after, name, label);
-    let before = before.map(|b| buckets(b, name, label)).unwrap_or_default();
-    let delta: Vec<(f64, f64)> = after
-        .iter()
-        .map(|(le, n)| {
-            let b = before
-                .iter()
-                .find(|(l, _)| l == le)
-                .map_or(0.0, |(_, c)| *c);
-            (*le, n - b)
-        })
-        .collect();
-    let total = delta.last().map_or(0.0, |d| d.1);
-    if total <= 0.0 {
-        return (0, None, None);
-    }
-    let q = |q: f64| {
-        delta.iter().find(|(_, n)| *n >= q * total).map(|(le, _)| {
-            if le.is_finite() {
-                le * 1000.0
-            } else {
-                f64::INFINITY
-            }
-        })
-    };
-    (total as u64, q(0.5), q(0.99))
-}
-
-impl ServerSide {
-    pub fn between(before: &Snapshot, after: &Snapshot) -> Self {
-        let (ingest_requests, ingest_p50_le_ms, ingest_p99_le_ms) = delta_quantiles(
-            before.ingest.as_deref(),
-            after.ingest.as_deref(),
-            "http_request_duration_seconds",
-            "route=\"/v1/elections/{id}/ballots\"",
-        );
-        let (publishes, publish_p50_le_ms, publish_p99_le_ms) = delta_quantiles(
-            before.ingest.as_deref(),
-            after.ingest.as_deref(),
-            "publish_latency_seconds",
-            "",
-        );
-        let (committed, queue_lag_p50_le_ms, queue_lag_p99_le_ms) = delta_quantiles(
-            before.worker.as_deref(),
-            after.worker.as_deref(),
-            "worker_queue_lag_seconds",
-            "",
-        );
-        Self {
-            ingest_requests,
-            ingest_p50_le_ms,
-            ingest_p99_le_ms,
-            publishes,
-            publish_p50_le_ms,
-            publish_p99_le_ms,
-            committed,
-            queue_lag_p50_le_ms,
-            queue_lag_p99_le_ms,
-        }
-    }
-}
-
-/// The sum of every sample of `name` (all label sets).
-pub fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// A national id shown in a message: its last digits only.
 fn redact_national_id(id: &str) -> String {
     format!("…{}", &id[id.len().saturating_sub(4)..])
-}
-
-/// One JSON request to a service: its status, its `Retry-After` (seconds) if any, and its body
-/// (`null` when it is not JSON).
-/// Switches the live queue flag through events-svc as the platform operator `session`. The
-/// flag changes at most once per interval, platform-wide: a 429 is waited out (Retry-After).
-pub(crate) async fn put_queue_mode(
-    http: &reqwest::Client,
-    events_url: &str,
-    session: &str,
-    enabled: bool,
-) -> anyhow::Result<Value> {
-    let url = format!("{events_url}/v1/ops/queue-mode");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, retry_after, answer) = call_json(
-            http,
-            Method::PUT,
-            &url,
-            Some(session),
-            Some(json!({ "enabled": enabled })),
-        )
-        .await?;
-        match status {
-            200 => return Ok(answer),
-            429 if Instant::now() < deadline => {
-                tokio::time::sleep(retry_after.unwrap_or(Duration::from_secs(1))).await;
-            }
-            _ => bail!(
-                "PUT /v1/ops/queue-mode at events-svc: expected 200, got {status}: {}",
-                answer["detail"]
-            ),
-        }
-    }
-}
-
-pub(crate) async fn call_json(
-    http: &reqwest::Client,
-    method: Method,
-    url: &str,
-    bearer: Option<&str>,
-    body: Option<Value>,
-) -> anyhow::Result<(u16, Option<Duration>, Value)> {
-    let mut request = http.request(method.clone(), url);
-    if let Some(token) = bearer {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("{method} {url}: no answer (is the service running?)"))?;
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(Duration::from_secs);
-    Ok((
-        status,
-        retry_after,
-        response.json().await.unwrap_or(Value::Null),
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_only() {
-        assert!(loopback("http://127.0.0.1:8080/", "x").is_ok());
-        assert!(loopback("http://localhost:1", "x").is_ok());
-        assert!(loopback("http://example.com", "x").is_err());
-        assert!(loopback("https://127.0.0.1", "x").is_err());
-        assert!(loopback("nonsense", "x").is_err());
-    }
-
-    #[test]
-    fn reads_prometheus_samples() {
-        let text = "# HELP x\nworker_votes_total{outcome=\"recorded\",service=\"worker\"} 12\n\
-                    worker_votes_total{outcome=\"duplicate\",service=\"worker\"} 3\n";
-        assert_eq!(
-            metric(text, "worker_votes_total", "outcome=\"duplicate\""),
-            Some(3.0)
-        );
-        assert_eq!(metric(text, "worker_votes_total", "outcome=\"nope\""), None);
-    }
-
-    #[test]
-    fn reads_histogram_deltas() {
-        let h = |a: u32, b: u32, c: u32| {
-            format!(
-                "x_bucket{{route=\"r\",le=\"0.005\"}} {a}\nx_bucket{{route=\"r\",le=\"0.01\"}} {b}\n\
-                 x_bucket{{route=\"r\",le=\"+Inf\"}} {c}\nx_bucket{{route=\"other\",le=\"0.005\"}} 99\n"
-            )
-        };
-        let (n, p50, p99) = delta_quantiles(
-            Some(&h(10, 10, 10)),
-            Some(&h(60, 109, 110)),
-            "x",
-            "route=\"r\"",
-        );
-        assert_eq!(n, 100);
-        assert_eq!(p50, Some(5.0));
-        assert_eq!(p99, Some(10.0));
-    }
 }
