@@ -9,21 +9,27 @@
 //! recorded, one distinct receipt per vote, receipts say recorded, replays refused, the final
 //! tally after the close equals what was sent). Beside it a sampler records each service's
 //! resident memory and CPU and the database's size.
+//!
+//! The sampler lives in `sampler`, a cycle's run and checks in `cycle`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use indicatif::ProgressBar;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::fire::{self, Answer, Votes};
-use crate::machine::{self, CpuWatch};
-use crate::scenario::{self, Check, Common, Invariants, Mode, Probe, Ui};
+use crate::fire;
+use crate::scenario::{self, Check, Common, Mode};
 use crate::stats::Latency;
 use crate::target::{PrepThroughEvents, Target};
+
+mod cycle;
+mod sampler;
+
+use cycle::Soaker;
+use sampler::{db_size, Sampler};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SoakSettings {
@@ -170,119 +176,6 @@ impl SoakReport {
     }
 }
 
-/// Resident memory (MiB) of the named processes, this process (`loadtest`) and the Pub/Sub
-/// emulator's JVM.
-fn rss(watch: &CpuWatch) -> BTreeMap<String, f64> {
-    let of = |pid: &str| -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()?;
-        Some((kib / 1024.0 * 10.0).round() / 10.0)
-    };
-    let mut out = BTreeMap::new();
-    if let Some(m) = of("self") {
-        out.insert("loadtest".to_owned(), m);
-    }
-    for (name, pid) in &watch.pids {
-        if let Some(m) = of(&pid.to_string()) {
-            out.insert(name.clone(), m);
-        }
-    }
-    if let Some(pid) = machine::emulator_pid() {
-        if let Some(m) = of(&pid.to_string()) {
-            out.insert("pubsub-emulator".to_owned(), m);
-        }
-    }
-    out
-}
-
-async fn db_size(pool: Option<&sqlx::PgPool>) -> Option<i64> {
-    sqlx::query_scalar("SELECT pg_database_size(current_database())")
-        .fetch_one(pool?)
-        .await
-        .ok()
-}
-
-/// Samples memory, CPU and the database size every `every` until dropped.
-struct Sampler {
-    samples: Arc<std::sync::Mutex<Vec<Sample>>>,
-    handle: tokio::task::JoinHandle<()>,
-}
-
-impl Sampler {
-    fn start(watch: CpuWatch, pool: Option<sqlx::PgPool>, start: Instant, every: Duration) -> Self {
-        let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let handle = {
-            let samples = samples.clone();
-            tokio::spawn(async move {
-                let mut before = watch.sample();
-                let mut tick = tokio::time::interval(every);
-                loop {
-                    tick.tick().await;
-                    let now = watch.sample();
-                    let share = machine::share(&before, &now);
-                    before = now;
-                    // `share` is of the whole machine; the report speaks in cores.
-                    let cores = machine::describe().nproc.max(1) as f64;
-                    let sample = Sample {
-                        t_s: start.elapsed().as_secs_f64(),
-                        rss_mib: rss(&watch),
-                        cpu_pct_of_core: share
-                            .by_process_pct
-                            .into_iter()
-                            .map(|(k, v)| (k, (v * cores * 10.0).round() / 10.0))
-                            .collect(),
-                        db_bytes: db_size(pool.as_ref()).await,
-                    };
-                    samples
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(sample);
-                }
-            })
-        };
-        Self { samples, handle }
-    }
-
-    fn stop(self) -> Vec<Sample> {
-        self.handle.abort();
-        std::mem::take(&mut *self.samples.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
-
-/// The admin's results reads while a cycle runs: (reads, failures, latencies).
-type Reads = (usize, usize, Vec<Duration>);
-
-fn read_results(
-    target: Arc<Target>,
-    election: Uuid,
-    every: Duration,
-    stop: Arc<tokio::sync::Notify>,
-) -> tokio::task::JoinHandle<Reads> {
-    tokio::spawn(async move {
-        let (mut reads, mut failures, mut latencies) = (0, 0, Vec::new());
-        loop {
-            let started = Instant::now();
-            match target.results_via_events(election).await {
-                Ok(r) if r.tally.is_empty() => latencies.push(started.elapsed()),
-                // A tally while the election is open is a secrecy failure, counted as one.
-                _ => failures += 1,
-            }
-            reads += 1;
-            tokio::select! {
-                _ = stop.notified() => break,
-                _ = tokio::time::sleep(every) => {}
-            }
-        }
-        (reads, failures, latencies)
-    })
-}
-
 /// Memory settles: after the first half of the cycles, no process's resident memory at a
 /// cycle's end exceeds its first-half peak by more than 25 % + 32 MiB. A leak that grows with
 /// the votes handled breaks that over a long run; warm-up (pools, caches, allocator arenas) and
@@ -343,11 +236,47 @@ pub async fn run(
     if common.modes.is_empty() {
         bail!("soak needs at least one mode");
     }
-    let ui = Ui {
-        quiet: common.quiet,
-    };
     let http = fire::voter_client();
-    let (pool, db_note) = match database_url {
+    let (pool, db_note) = open_database(database_url).await;
+    let start = Instant::now();
+    let db_bytes_before = db_size(pool.as_ref()).await;
+    let sampler = Sampler::start(
+        common.cpu.clone(),
+        pool.clone(),
+        start,
+        Duration::from_secs_f64(settings.sample_every_secs),
+    );
+    let offsets = settings.offsets();
+    let voters: Vec<u32> = (1..=settings.logins_per_cycle).collect();
+    let soaker = Soaker {
+        target: &target,
+        common,
+        settings,
+        http: &http,
+        offsets: &offsets,
+        voters: &voters,
+        run_start: start,
+        pool: pool.as_ref(),
+    };
+    let outcome = scenario::restoring_flag(&target, soaker.cycles()).await;
+    let samples = sampler.stop();
+    let cycles = outcome?;
+    let checks = vec![memory_settles(&cycles)];
+    Ok(SoakReport {
+        settings: settings.clone(),
+        db_bytes_after: db_size(pool.as_ref()).await,
+        db_bytes_before,
+        db_note,
+        cycles,
+        samples,
+        checks,
+    })
+}
+
+/// The services' database (read-only, for its size), and where the size comes from or why
+/// there is none.
+async fn open_database(database_url: Option<&str>) -> (Option<sqlx::PgPool>, String) {
+    match database_url {
         Some(url) => match sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(5))
@@ -370,188 +299,6 @@ pub async fn run(
             None,
             "not measured: no database URL (EKKLESIA_ADMIN_DATABASE_URL)".to_owned(),
         ),
-    };
-    let start = Instant::now();
-    let db_bytes_before = db_size(pool.as_ref()).await;
-    let sampler = Sampler::start(
-        common.cpu.clone(),
-        pool.clone(),
-        start,
-        Duration::from_secs_f64(settings.sample_every_secs),
-    );
-    let offsets = settings.offsets();
-    let voters: Vec<u32> = (1..=settings.logins_per_cycle).collect();
-    let outcome = scenario::restoring_flag(&target, async {
-        let mut probe = Probe::new(&target).await?;
-        let mut cycles = Vec::new();
-        for index in 0..settings.cycles() {
-            let cycle_start = start + Duration::from_secs_f64(index as f64 * settings.cycle_secs);
-            tokio::time::sleep_until(cycle_start.into()).await;
-            let mode = common.modes[index % common.modes.len()];
-            let cycle = one_cycle(
-                &target, common, settings, &http, &mut probe, index, mode, &offsets, &voters,
-                start, pool.as_ref(),
-            )
-            .await?;
-            ui.say(format!(
-                "cycle {} ({}): {} sent, {} accepted, burst p99 {:.1} ms, {} logins, {} results reads; checks {}",
-                index + 1,
-                mode.name(),
-                cycle.sent,
-                cycle.accepted,
-                cycle.burst.p99_ms,
-                cycle.tokens_via_events.voters,
-                cycle.results_reads,
-                if cycle.checks.iter().all(|c| c.ok) { "pass" } else { "FAIL" }
-            ));
-            cycles.push(cycle);
-        }
-        Ok(cycles)
-    })
-    .await;
-    let samples = sampler.stop();
-    let cycles = outcome?;
-    let checks = vec![memory_settles(&cycles)];
-    Ok(SoakReport {
-        settings: settings.clone(),
-        db_bytes_after: db_size(pool.as_ref()).await,
-        db_bytes_before,
-        db_note,
-        cycles,
-        samples,
-        checks,
-    })
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn one_cycle(
-    target: &Arc<Target>,
-    common: &Common,
-    settings: &SoakSettings,
-    http: &reqwest::Client,
-    probe: &mut Probe,
-    index: usize,
-    mode: Mode,
-    offsets: &[Duration],
-    voters: &[u32],
-    run_start: Instant,
-    pool: Option<&sqlx::PgPool>,
-) -> anyhow::Result<Cycle> {
-    let started = Instant::now();
-    let election = target
-        .open_election(&format!("Soak cycle {} ({})", index + 1, mode.name()))
-        .await?;
-    // Members log in and fetch their tokens as they would at the meeting; the rest of the
-    // cycle's tokens come through the bulk path (the registry is not that large).
-    let (mut tokens, via_events) = target
-        .tokens_via_events(election, voters, common.events_concurrency)
-        .await?;
-    let bulk = offsets.len().saturating_sub(tokens.len());
-    if bulk > 0 {
-        tokens.extend(target.bulk_tokens(election, bulk).await?);
-    }
-    tokens.truncate(offsets.len());
-    probe.switch(target, http, mode).await?;
-
-    let stop_reads = Arc::new(tokio::sync::Notify::new());
-    let reads = read_results(
-        target.clone(),
-        election,
-        Duration::from_secs_f64(settings.results_every_secs),
-        stop_reads.clone(),
-    );
-    let shot = Arc::new(Votes::new(&target.ingest_url, election, tokens.clone()));
-    let fired_at = tokio::time::Instant::now() + Duration::from_millis(50);
-    let answers = fire::fire(
-        http,
-        shot,
-        &offsets[..tokens.len()],
-        &common.policy,
-        common.max_in_flight,
-        fired_at,
-        &ProgressBar::hidden(),
-    )
-    .await;
-    let accepted = answers.iter().filter(|a| a.ok()).count() as i64;
-    let last_answer = fired_at.into_std()
-        + answers
-            .iter()
-            .map(|a| a.done)
-            .max()
-            .unwrap_or(Duration::ZERO);
-    let drained_after_ms = wait_recorded(target, election, accepted, common.drain_timeout)
-        .await
-        .map(|at| at.saturating_duration_since(last_answer).as_secs_f64() * 1000.0);
-    stop_reads.notify_one();
-    let (results_reads, results_read_failures, read_latencies) = reads.await.unwrap_or_default();
-
-    let invariants = Invariants {
-        target,
-        common,
-        http,
-        mode,
-        election,
-    };
-    let mut checks = invariants.check(&answers, &tokens).await?;
-    checks.push(Check::new(
-        "no tally visible while the election was open",
-        results_read_failures == 0,
-        format!("{results_reads} results reads, {results_read_failures} failed or showed a tally"),
-    ));
-
-    let latency = |burst: bool| {
-        Latency::of_durations(
-            answers
-                .iter()
-                .filter(|a| settings.in_burst(a.scheduled) == burst)
-                .map(|a: &Answer| &a.latency),
-        )
-    };
-    Ok(Cycle {
-        index: index + 1,
-        mode,
-        election,
-        started_s: started.duration_since(run_start).as_secs_f64(),
-        seconds: started.elapsed().as_secs_f64(),
-        sent: answers.len(),
-        accepted: accepted as usize,
-        failed: answers.len() - accepted as usize,
-        statuses: {
-            let mut m = BTreeMap::new();
-            for a in &answers {
-                *m.entry(a.status.to_string()).or_default() += 1;
-            }
-            m
-        },
-        burst: latency(true),
-        trickle: latency(false),
-        tokens_via_events: via_events,
-        results_reads,
-        results_read_failures,
-        results_latency: Latency::of_durations(&read_latencies),
-        drained_after_ms: drained_after_ms.map(|ms| (ms * 10.0).round() / 10.0),
-        db_bytes_after: db_size(pool).await,
-        rss_mib_after: rss(&common.cpu),
-        checks,
-    })
-}
-
-/// Polls the tally until it holds `accepted` ballots; `None` if it did not within `timeout`.
-async fn wait_recorded(
-    target: &Target,
-    election: Uuid,
-    accepted: i64,
-    timeout: Duration,
-) -> Option<Instant> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if matches!(target.results(election).await, Ok(r) if r.total >= accepted) {
-            return Some(Instant::now());
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
