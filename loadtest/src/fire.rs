@@ -93,6 +93,20 @@ fn transport_kind(e: &reqwest::Error) -> &'static str {
     }
 }
 
+/// Why a request failed: the last segment of its problem type, or `None` for a 2xx.
+fn problem_of(status: u16, body: &Value) -> Option<String> {
+    if (200..300).contains(&status) {
+        return None;
+    }
+    Some(
+        body["type"]
+            .as_str()
+            .and_then(|t| t.rsplit('/').next())
+            .unwrap_or("no-problem-body")
+            .to_owned(),
+    )
+}
+
 async fn send_one<S: Shot>(
     http: &reqwest::Client,
     shot: &S,
@@ -126,18 +140,7 @@ async fn send_one<S: Shot>(
                     continue;
                 }
                 let kept = body[shot.keep()].as_str().map(str::to_owned);
-                let problem = if (200..300).contains(&status) {
-                    None
-                } else {
-                    Some(
-                        body["type"]
-                            .as_str()
-                            .and_then(|t| t.rsplit('/').next())
-                            .unwrap_or("no-problem-body")
-                            .to_owned(),
-                    )
-                };
-                (status, kept, problem)
+                (status, kept, problem_of(status, &body))
             }
             Err(e) => {
                 if may_retry {
