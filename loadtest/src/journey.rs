@@ -170,58 +170,7 @@ async fn election(
     println!("election {id} open: \"{question}\" (yes / no / abstain)");
     let choices = ["yes", "yes", "no", "abstain", "yes"];
     for (i, session) in sessions.iter().enumerate() {
-        let open = api
-            .expect(
-                200,
-                Method::GET,
-                &format!("{}/v1/elections", urls.events),
-                Some(session),
-                None,
-            )
-            .await?;
-        if !open
-            .as_array()
-            .is_some_and(|list| list.iter().any(|e| e["id"] == json!(id)))
-        {
-            bail!("the open election is not listed for member {}", i + 1);
-        }
-        let issued = api
-            .expect(
-                201,
-                Method::POST,
-                &format!("{}/v1/elections/{id}/token", urls.events),
-                Some(session),
-                None,
-            )
-            .await?;
-        let token = issued["token"].as_str().context("token")?;
-        let (second, _) = api
-            .call(
-                Method::POST,
-                &format!("{}/v1/elections/{id}/token", urls.events),
-                Some(session),
-                None,
-            )
-            .await?;
-        let choice = choices[i % choices.len()];
-        let started = Instant::now();
-        let (status, vote) = api
-            .call(
-                Method::POST,
-                &format!("{}/v1/elections/{id}/ballots", urls.ingest),
-                Some(token),
-                Some(json!({ "choices": [choice] })),
-            )
-            .await?;
-        if !(200..300).contains(&status) {
-            bail!("vote refused: {status} {vote}");
-        }
-        println!(
-            "member {} got a token (a second request: {second}), voted {choice:<7} -> {status} {} in {:.1} ms",
-            i + 1,
-            vote["status"].as_str().unwrap_or("?"),
-            started.elapsed().as_secs_f64() * 1000.0
-        );
+        member_votes(api, urls, &id, i + 1, session, choices[i % choices.len()]).await?;
     }
     api.expect(
         200,
@@ -232,8 +181,83 @@ async fn election(
     )
     .await?;
     println!("election closed; waiting until every vote is recorded and the ballots are sealed...");
-    let deadline = Instant::now() + Duration::from_secs(60);
     let reader = sessions.first().map(String::as_str).unwrap_or(admin);
+    final_results(api, urls, &id, reader, sessions.len()).await
+}
+
+/// Member `member` finds the open election, gets a token (a second request is refused) and
+/// votes `choice` with it.
+async fn member_votes(
+    api: &Api,
+    urls: &Urls,
+    id: &str,
+    member: usize,
+    session: &str,
+    choice: &str,
+) -> anyhow::Result<()> {
+    let open = api
+        .expect(
+            200,
+            Method::GET,
+            &format!("{}/v1/elections", urls.events),
+            Some(session),
+            None,
+        )
+        .await?;
+    if !open
+        .as_array()
+        .is_some_and(|list| list.iter().any(|e| e["id"] == json!(id)))
+    {
+        bail!("the open election is not listed for member {member}");
+    }
+    let issued = api
+        .expect(
+            201,
+            Method::POST,
+            &format!("{}/v1/elections/{id}/token", urls.events),
+            Some(session),
+            None,
+        )
+        .await?;
+    let token = issued["token"].as_str().context("token")?;
+    let (second, _) = api
+        .call(
+            Method::POST,
+            &format!("{}/v1/elections/{id}/token", urls.events),
+            Some(session),
+            None,
+        )
+        .await?;
+    let started = Instant::now();
+    let (status, vote) = api
+        .call(
+            Method::POST,
+            &format!("{}/v1/elections/{id}/ballots", urls.ingest),
+            Some(token),
+            Some(json!({ "choices": [choice] })),
+        )
+        .await?;
+    if !(200..300).contains(&status) {
+        bail!("vote refused: {status} {vote}");
+    }
+    println!(
+        "member {member} got a token (a second request: {second}), voted {choice:<7} -> {status} {} in {:.1} ms",
+        vote["status"].as_str().unwrap_or("?"),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    Ok(())
+}
+
+/// Waits (up to a minute) until the results are final, read as `reader`, and checks that they
+/// hold `ballots` ballots.
+async fn final_results(
+    api: &Api,
+    urls: &Urls,
+    id: &str,
+    reader: &str,
+    ballots: usize,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let results = api
             .expect(
@@ -249,8 +273,8 @@ async fn election(
                 "final results (read by a member): {} ballots, tally {}",
                 results["total"], results["tally"]
             );
-            if results["total"] != json!(sessions.len()) {
-                bail!("expected {} ballots", sessions.len());
+            if results["total"] != json!(ballots) {
+                bail!("expected {ballots} ballots");
             }
             return Ok(());
         }
