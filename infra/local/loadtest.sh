@@ -171,12 +171,16 @@ for svc in "${services[@]}"; do
   case $svc in
     members-fn) login=members_dev ;; events-svc) login=events_dev ;; ingest) login=ingest_dev ;; worker) login=worker_dev ;;
   esac
+  # LOADTEST_INGEST_WRAPPER runs ingest under a profiler, e.g. "valgrind --tool=callgrind"
+  # (BENCHMARKS.md, CPU per vote): word-split on purpose.
+  wrapper=()
+  [[ $svc == ingest && -n ${LOADTEST_INGEST_WRAPPER:-} ]] && read -r -a wrapper <<<"$LOADTEST_INGEST_WRAPPER"
   DATABASE_URL="postgres://$login:$login@$PGHOST:$PGPORT/$EKKLESIA_DB_NAME" \
-    nohup "$bin/$svc" >"$EKKLESIA_STATE_DIR/loadtest-$svc.log" 2>&1 &
+    nohup "${wrapper[@]}" "$bin/$svc" >"$EKKLESIA_STATE_DIR/loadtest-$svc.log" 2>&1 &
   echo $! >"$(pidfile "$svc")"
 done
 for url in $MEMBERS_URL/readyz $EVENTS_URL/readyz $INGEST_URL/readyz $WORKER_URL/readyz; do
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 300); do
     curl -fsS "$url" >/dev/null 2>&1 && break
     sleep 0.2
   done

@@ -46,6 +46,17 @@ pub struct CpuSample {
     total: u64,
     busy: u64,
     groups: BTreeMap<String, u64>,
+    /// Resident memory of each named pid (the services), KiB.
+    rss_kib: BTreeMap<String, u64>,
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat`'s utime and stime (USER_HZ: 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Which processes to account for, besides the load generator itself: named pids (the
@@ -79,6 +90,11 @@ impl CpuWatch {
         let total: u64 = cpu.iter().sum();
         let idle = cpu.get(3).copied().unwrap_or(0) + cpu.get(4).copied().unwrap_or(0);
         let mut groups = BTreeMap::new();
+        let rss_kib = self
+            .pids
+            .iter()
+            .filter_map(|(name, pid)| Some((name.clone(), rss_kib(*pid)?)))
+            .collect();
         groups.insert(
             "loadtest".to_owned(),
             process_ticks("self").unwrap_or_default(),
@@ -111,6 +127,7 @@ impl CpuWatch {
             total,
             busy: total.saturating_sub(idle),
             groups,
+            rss_kib,
         }
     }
 }
@@ -122,6 +139,11 @@ pub struct CpuShare {
     /// Per process group: `loadtest` (this process: the load generator, and in `drain` the in-process worker), the named services, `postgres`,
     /// `pubsub-emulator`.
     pub by_process_pct: BTreeMap<String, f64>,
+    /// CPU time each process group used between the samples (user + system), ms; 10 ms
+    /// resolution.
+    pub by_process_cpu_ms: BTreeMap<String, f64>,
+    /// Resident memory of each service at the second sample, MiB.
+    pub rss_mib_after: BTreeMap<String, f64>,
 }
 
 pub fn share(before: &CpuSample, after: &CpuSample) -> CpuShare {
@@ -137,10 +159,45 @@ pub fn share(before: &CpuSample, after: &CpuSample) -> CpuShare {
                 (name.clone(), pct(t.saturating_sub(b)))
             })
             .collect(),
+        by_process_cpu_ms: after
+            .groups
+            .iter()
+            .map(|(name, t)| {
+                let b = before.groups.get(name).copied().unwrap_or(0);
+                (
+                    name.clone(),
+                    t.saturating_sub(b) as f64 * 1000.0 / TICKS_PER_SECOND,
+                )
+            })
+            .collect(),
+        rss_mib_after: after
+            .rss_kib
+            .iter()
+            .map(|(name, kib)| (name.clone(), (*kib as f64 / 1024.0 * 10.0).round() / 10.0))
+            .collect(),
     }
 }
 
 impl CpuShare {
+    /// CPU time of `process` per `votes`, µs (None without the process or the votes).
+    pub fn cpu_us_per(&self, process: &str, votes: usize) -> Option<f64> {
+        let ms = self.by_process_cpu_ms.get(process)?;
+        (votes > 0).then(|| ms * 1000.0 / votes as f64)
+    }
+
+    /// The services' resident memory at the end of the phase, e.g. `ingest 31.2 MiB, ...`.
+    pub fn describe_rss(&self) -> String {
+        if self.rss_mib_after.is_empty() {
+            return "– (no --pid given)".into();
+        }
+        let parts: Vec<String> = self
+            .rss_mib_after
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.1} MiB"))
+            .collect();
+        parts.join(", ")
+    }
+
     pub fn describe(&self) -> String {
         let parts: Vec<String> = self
             .by_process_pct

@@ -300,8 +300,34 @@ fn receipts(c: &mut Criterion) {
     group.finish();
 }
 
+/// The signature check alone, by the two Ed25519 implementations in the build: ed25519-dalek
+/// and aws-lc-rs (which jsonwebtoken already links). A vote's token is about 250 bytes.
+fn ed25519(c: &mut Criterion) {
+    use ed25519_dalek::{Signer, SigningKey};
+    let key = SigningKey::from_bytes(&[7u8; 32]);
+    let message = [b'a'; 250];
+    let signature = key.sign(&message);
+    let dalek = key.verifying_key();
+    let aws = aws_lc_rs::signature::ParsedPublicKey::new(
+        &aws_lc_rs::signature::ED25519,
+        dalek.to_bytes(),
+    )
+    .expect("key");
+    let mut group = c.benchmark_group("ed25519_verify");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("dalek_verify_strict", |b| {
+        b.iter(|| dalek.verify_strict(black_box(&message), black_box(&signature)).expect("valid"))
+    });
+    let bytes = signature.to_bytes();
+    group.bench_function("aws_lc_rs", |b| {
+        b.iter(|| aws.verify_sig(black_box(&message), black_box(&bytes)).expect("valid"))
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    ed25519,
     tokens,
     s2s_calls,
     s2s_layer,

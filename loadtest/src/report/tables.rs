@@ -74,6 +74,12 @@ fn mode_rows(md: &mut String, runs: &[&ModeRun]) {
     });
     row("recorded", &|r| r.recorded.to_string());
     row("CPU during the spike", &|r| r.cpu.describe());
+    row("ingest CPU per accepted vote (user + system)", &|r| {
+        r.cpu
+            .cpu_us_per("ingest", r.accepted)
+            .map_or("– (no --pid ingest=…)".into(), |us| format!("{us:.0} µs"))
+    });
+    row("services' memory (RSS) after the spike", &|r| r.cpu.describe_rss());
     row("ingest's own latency p50 / p99 (its histogram)", &|r| {
         le_pair(r.server.ingest_p50_le_ms, r.server.ingest_p99_le_ms)
     });
