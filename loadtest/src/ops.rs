@@ -389,15 +389,7 @@ pub async fn status(urls: &Urls, database_url: &str) -> anyhow::Result<Status> {
         ("ingest (internal)", &urls.elections),
         ("worker", &urls.worker),
     ] {
-        let error = match http.get(format!("{base}/readyz")).send().await {
-            Ok(r) if r.status().is_success() => None,
-            Ok(r) => Some(format!(
-                "{} {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
-            )),
-            Err(e) => Some(format!("no answer ({})", e.without_url())),
-        };
+        let error = shared::ops_view::readiness(&http, base).await;
         status.services.push((name, error));
     }
     let pool = sqlx::postgres::PgPoolOptions::new()
@@ -411,12 +403,18 @@ pub async fn status(urls: &Urls, database_url: &str) -> anyhow::Result<Status> {
     )
     .fetch_optional(&pool)
     .await?;
-    status.ingests = sqlx::query_as(
-        "SELECT instance_id, queue_mode, queue_mode_read_at, heartbeat_at FROM ops.ingest_ledger \
-         WHERE heartbeat_at > now() - interval '60 seconds' ORDER BY instance_id",
-    )
-    .fetch_all(&pool)
-    .await?;
+    status.ingests = shared::ops_view::live_ingests(&pool)
+        .await?
+        .into_iter()
+        .map(|i| {
+            (
+                i.instance_id,
+                i.queue_mode,
+                i.queue_mode_read_at,
+                i.heartbeat_at,
+            )
+        })
+        .collect();
     status.undecided = sqlx::query_as(
         "SELECT org_id, undecided, oldest FROM elections.undecided_votes() ORDER BY 1",
     )
@@ -427,21 +425,8 @@ pub async fn status(urls: &Urls, database_url: &str) -> anyhow::Result<Status> {
             .fetch_all(&pool)
             .await?;
     pool.close().await;
-    if let Ok(text) = async {
-        http.get(format!("{}/metrics", urls.worker))
-            .send()
-            .await?
-            .text()
-            .await
-    }
-    .await
-    {
-        let sum = |name: &str| -> f64 {
-            text.lines()
-                .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum()
-        };
+    if let Some(text) = shared::ops_view::metrics_text(&http, &urls.worker).await {
+        let sum = |name: &str| shared::ops_view::metric_sum(&text, name, &[]);
         status.worker_counters = Some((
             sum("worker_dead_letter_votes_total"),
             sum("worker_undecodable_total"),

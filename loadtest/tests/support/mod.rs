@@ -171,6 +171,7 @@ async fn start_inner(voters: u32, worker: bool, pages: bool) -> Stack {
             ),
             ("DATABASE_URL", db.url(Role::Events)),
             ("ELECTIONS_URL", internal_url.clone()),
+            ("WORKER_HEALTH_URL", worker_url.clone()),
             ("S2S_KEYS", keys.s2s_config.clone()),
             ("VOTING_TOKEN_SIGNING_KEYS", signing_keys.clone()),
             ("TOKEN_SLOT_KEYS", keys.slot_keys_config.clone()),
