@@ -456,6 +456,117 @@ async fn a_platform_operator_flips_the_flag_with_a_confirmation_and_sees_it_audi
     browser.wait_text("#admin-status", "Not allowed").await;
 }
 
+/// A counter of the console's vote path (`[data-counter=NAME] b`) as a number, once it is one.
+async fn console_counter(browser: &Browser, name: &str) -> Option<i64> {
+    browser
+        .text(&format!("#vote-path [data-counter=\"{name}\"] b"))
+        .await
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Waits until `ok` holds for the console's counter `name`; returns its value.
+async fn wait_counter(browser: &Browser, name: &str, ok: impl Fn(i64) -> bool) -> i64 {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let value = console_counter(browser, name).await;
+        if let Some(v) = value.filter(|v| ok(*v)) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the console's {name} never got there; it shows {value:?} ({})",
+            browser.text("#vote-path").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ops_user_flips_the_flag_and_sees_the_counters_move_while_the_load_generator_casts_votes(
+) {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let stack = support::start_with_pages(1).await;
+    let target = Target::new(stack.config.clone()).expect("target");
+    let election = target
+        .open_election("Adopt the budget?")
+        .await
+        .expect("open");
+    browser
+        .log_in(&console_page(&stack), &stack.config.ops_national_id)
+        .await;
+    browser.wait_text("#flag", "Queue mode is ON").await;
+    browser.wait_text("#ingest-modes", "1 in queue mode").await;
+    browser.wait_text("#counters", "worker").await;
+    assert_eq!(wait_counter(&browser, "accepted", |v| v == 0).await, 0);
+    assert_eq!(wait_counter(&browser, "recorded", |v| v == 0).await, 0);
+    let counters = browser.text("#counters").await;
+    assert!(!counters.contains("NOT READY"), "{counters}");
+
+    // The load generator's own engine: 400 votes at 80/s, open loop, in the background.
+    const VOTES: usize = 400;
+    let tokens = target.bulk_tokens(election, VOTES).await.expect("tokens");
+    let schedule = loadtest::schedule::Schedule::parse("constant:80:5").expect("schedule");
+    let offsets = schedule.offsets();
+    assert_eq!(offsets.len(), VOTES);
+    let shot = std::sync::Arc::new(loadtest::fire::Votes::new(
+        &stack.config.ingest_url,
+        election,
+        tokens,
+    ));
+    let load = tokio::spawn(async move {
+        loadtest::fire::fire(
+            &loadtest::fire::voter_client(),
+            shot,
+            &offsets,
+            &loadtest::fire::RetryPolicy::default(),
+            64,
+            tokio::time::Instant::now(),
+            &indicatif::ProgressBar::hidden(),
+        )
+        .await
+    });
+
+    // The counters rise while the votes arrive (queue mode: the ledger, then the ballot box).
+    let accepted = wait_counter(&browser, "accepted", |v| v > 0).await;
+    let recorded = wait_counter(&browser, "recorded", |v| v > 0).await;
+    wait_counter(&browser, "accepted", |v| v > accepted).await;
+    wait_counter(&browser, "recorded", |v| v > recorded).await;
+    let row = browser.text("#live-elections").await;
+    assert!(row.contains(&election.to_string()[..8]), "{row}");
+
+    // The flip, through the page: the flag and then every ingest's mode say direct mode.
+    browser.click("#flip").await;
+    browser.wait_text("#confirm-text", "direct mode").await;
+    browser.click("#confirm-yes").await;
+    browser.wait_text("#flag", "Queue mode is OFF").await;
+    browser.wait_text("#ingest-modes", "1 in direct mode").await;
+
+    // Every vote answered; the console ends on the generator's own count: every queued vote
+    // in the ledger, every accepted vote (both modes) in the ballot box, none undecided.
+    let answers = load.await.expect("the load ran");
+    let queued = answers.iter().filter(|a| a.status == 202).count() as i64;
+    let direct = answers.iter().filter(|a| a.status == 201).count() as i64;
+    assert_eq!(
+        (queued + direct) as usize,
+        VOTES,
+        "every vote was accepted: {:?}",
+        answers
+            .iter()
+            .filter(|a| !a.ok())
+            .map(|a| (a.status, a.problem.clone()))
+            .collect::<Vec<_>>()
+    );
+    wait_counter(&browser, "recorded", |v| v == queued + direct).await;
+    wait_counter(&browser, "accepted", |v| v == queued).await;
+    wait_counter(&browser, "undecided", |v| v == 0).await;
+    let path = browser.text("#vote-path").await;
+    assert!(path.contains("dead letters"), "{path}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_without_the_roles_is_refused_by_the_api_and_told_so_by_the_console() {
     let stack = support::start_with_pages(1).await;
