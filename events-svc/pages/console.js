@@ -16,15 +16,22 @@
     e.preventDefault();
     const res = await Ekklesia.devLogin($("national-id").value);
     if (res.status !== 200) return say($("login-status"), Ekklesia.loginProblem(res), "bad");
-    session = res.body.session_token;
+    loggedIn(res.body.session_token);
+  });
+
+  function loggedIn(token) {
+    session = token;
+    const claims = Ekklesia.sessionClaims(token);
     $("login").hidden = true;
     $("who").hidden = false;
-    $("who").textContent = `Logged in to ${res.body.member.org} (roles: ${res.body.member.roles.join(", ")}).`;
+    $("who").textContent = `Logged in to ${claims.org} (roles: ${(claims.roles || []).join(", ")}).`;
     $("admin").hidden = false;
     $("ops").hidden = false;
     adminLoop();
     opsLoop();
-  });
+  }
+
+  $("oidc-login").addEventListener("click", () => Ekklesia.oidcLogin());
 
   // --- admin -------------------------------------------------------------------------------
 
@@ -245,4 +252,8 @@
     label.textContent = `max ${max.toFixed(1)} votes/s`;
     svg.replaceChildren(axis, line, label);
   }
+
+  // Back from the identity provider: the session members-fn handed back in the fragment.
+  const handed = Ekklesia.takeHandedSession();
+  if (handed) loggedIn(handed);
 })();
