@@ -80,7 +80,39 @@ const Ekklesia = (() => {
     return "Login failed: " + detail(res);
   }
 
+  // The real login: members-fn starts it at the identity provider and, once it succeeds, sends
+  // the browser back to this very page with the session in the URL's fragment (never sent to
+  // a server). members-fn accepts only the pages of the origins it is configured with.
+  async function oidcLogin() {
+    const cfg = await loadConfig();
+    const back = location.origin + location.pathname;
+    location.assign(cfg.members_url + "/v1/auth/oidc/start?return_to=" + encodeURIComponent(back));
+  }
+
+  // The session members-fn handed back in the fragment, if any: taken out of the URL at once
+  // (history.replaceState: not in the address bar, history or a bookmark), then memory only.
+  function takeHandedSession() {
+    const params = new URLSearchParams(location.hash.slice(1));
+    const token = params.get("session");
+    if (location.hash) history.replaceState(null, "", location.pathname + location.search);
+    return token || null;
+  }
+
+  // What a page shows about the session: its organisation and roles (the token's own claims;
+  // the API checks them again on every call).
+  function sessionClaims(token) {
+    try {
+      const b64 = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      return JSON.parse(atob(b64));
+    } catch (_) {
+      return {};
+    }
+  }
+
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-  return { loadConfig, call, slug, detail, el, say, devLogin, loginProblem, sleep };
+  return {
+    loadConfig, call, slug, detail, el, say, devLogin, loginProblem, sleep,
+    oidcLogin, takeHandedSession, sessionClaims,
+  };
 })();

@@ -1,6 +1,7 @@
 // The meeting console. Admins: create, open and close elections, turnout while open, the tally
 // once sealed with its "final" mark. Platform operators: the queue flag (with a confirmation
-// step) and its audited history, live counters and a votes/s chart. The page asks the API and
+// step) and its audited history, live counters (the vote path per election, the worker, each
+// service's readiness, the mode each ingest is in) and a votes/s chart. The page asks the API and
 // shows what it answers: a refusal (403) is the server's decision, shown as such.
 "use strict";
 
@@ -15,15 +16,22 @@
     e.preventDefault();
     const res = await Ekklesia.devLogin($("national-id").value);
     if (res.status !== 200) return say($("login-status"), Ekklesia.loginProblem(res), "bad");
-    session = res.body.session_token;
+    loggedIn(res.body.session_token);
+  });
+
+  function loggedIn(token) {
+    session = token;
+    const claims = Ekklesia.sessionClaims(token);
     $("login").hidden = true;
     $("who").hidden = false;
-    $("who").textContent = `Logged in to ${res.body.member.org} (roles: ${res.body.member.roles.join(", ")}).`;
+    $("who").textContent = `Logged in to ${claims.org} (roles: ${(claims.roles || []).join(", ")}).`;
     $("admin").hidden = false;
     $("ops").hidden = false;
     adminLoop();
     opsLoop();
-  });
+  }
+
+  $("oidc-login").addEventListener("click", () => Ekklesia.oidcLogin());
 
   // --- admin -------------------------------------------------------------------------------
 
@@ -170,13 +178,60 @@
     if (live.votes_accepted !== null) lastCount = [now, live.votes_accepted];
     while (rates.length && rates[0][0] < now - 300) rates.shift();
     const current = rates.length ? rates[rates.length - 1][1] : 0;
-    const counter = (name, value) => el("div", { class: "counter", "data-counter": name }, el("b", {}, value), name);
+    const counter = (name, value, source) => el("div", { class: "counter", "data-counter": name },
+      el("b", {}, value), name, source ? el("small", { class: "muted" }, " (" + source + ")") : null);
     $("counters").replaceChildren(
       counter("votes/s", current.toFixed(1)),
-      counter("votes accepted", live.votes_accepted ?? "?"),
-      counter("votes refused", live.votes_refused ?? "?"),
+      counter("votes accepted", live.votes_accepted ?? "?", "ingest"),
+      counter("votes refused", live.votes_refused ?? "?", "ingest"),
       ...Object.entries(live.ready).map(([svc, ok]) => counter(svc, ok ? "ready" : "NOT READY")));
     drawChart(now);
+    showIngests(live.ingests);
+    showVotePath(live, now, counter);
+  }
+
+  // Which mode each live ingest instance is in (what it last reported), so a flip is seen to
+  // reach every instance, not only the stored flag.
+  function showIngests(ingests) {
+    if (!ingests) return ($("ingest-modes").textContent = "Ingest instances: the database did not answer.");
+    const modes = ingests.map((i) => i.queue_mode === true ? "queue" : i.queue_mode === false ? "direct" : "not reported");
+    const counts = {};
+    for (const m of modes) counts[m] = (counts[m] || 0) + 1;
+    const parts = Object.entries(counts).map(([m, n]) => `${n} in ${m} mode`);
+    $("ingest-modes").textContent = `Ingest instances (${ingests.length} live): ${parts.join(", ") || "none"}.`;
+  }
+
+  const age = (s) => (s === null || s === undefined ? "–" : s < 90 ? `${s.toFixed(1)} s` : `${(s / 60).toFixed(1)} min`);
+  let lastLag = null; // [sum, count] of the worker's accept→commit histogram at the last poll
+
+  function showVotePath(live, now, counter) {
+    const t = live.totals, w = live.worker;
+    let lag = "–";
+    if (w) {
+      if (lastLag && w.commit_lag_count > lastLag[1]) {
+        lag = age((w.commit_lag_seconds_sum - lastLag[0]) / (w.commit_lag_count - lastLag[1]));
+      } else if (w.commit_lag_count > 0 && !lastLag) {
+        lag = age(w.commit_lag_seconds_sum / w.commit_lag_count);
+      } else {
+        lag = "idle";
+      }
+      lastLag = [w.commit_lag_seconds_sum, w.commit_lag_count];
+    }
+    $("vote-path").replaceChildren(
+      counter("accepted", t ? t.accepted : "?", "ledger"),
+      counter("recorded", t ? t.recorded : "?", "database"),
+      counter("undecided", t ? t.undecided : "?", "database"),
+      counter("oldest undecided", t ? age(t.oldest_undecided_seconds) : "?", "database"),
+      counter("commit lag", w ? lag : "?", "worker"),
+      counter("dead letters", w ? w.dead_letter_votes : "?", "worker"),
+      counter("rejected", w ? w.rejected : "?", "worker"),
+      counter("undecodable", w ? w.undecodable : "?", "worker"));
+    $("live-elections").replaceChildren(...(live.elections || []).map((e) => el("tr", { "data-election": e.election_id },
+      el("td", {}, e.org_id, el("br"), el("code", {}, e.election_id.slice(0, 8))),
+      el("td", {}, e.status === "open" ? "open" : "closed, awaiting seal"),
+      el("td", { "data-counter": "accepted" }, String(e.accepted)),
+      el("td", { "data-counter": "recorded" }, String(e.recorded)),
+      el("td", { "data-counter": "undecided" }, `${e.undecided} (${age(e.oldest_undecided_seconds)})`))));
   }
 
   // Votes/s over the last five minutes as an SVG polyline (no library).
@@ -197,4 +252,8 @@
     label.textContent = `max ${max.toFixed(1)} votes/s`;
     svg.replaceChildren(axis, line, label);
   }
+
+  // Back from the identity provider: the session members-fn handed back in the fragment.
+  const handed = Ekklesia.takeHandedSession();
+  if (handed) loggedIn(handed);
 })();

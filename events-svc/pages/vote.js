@@ -33,6 +33,18 @@
     await listElections();
   });
 
+  $("oidc-login").addEventListener("click", () => Ekklesia.oidcLogin());
+
+  // Back from the identity provider: the session members-fn handed back in the fragment.
+  (async () => {
+    const handed = Ekklesia.takeHandedSession();
+    if (!handed) return;
+    cfg = await Ekklesia.loadConfig();
+    session = handed;
+    $("login").hidden = true;
+    await listElections();
+  })();
+
   async function listElections() {
     show("elections");
     const list = $("election-list");

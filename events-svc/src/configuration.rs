@@ -40,6 +40,9 @@ pub struct Settings {
     /// `TOKEN_SLOT_CHUNK` (default 64): how many more slots are registered when an election's
     /// run out, and the least margin registered at opening.
     pub token_slot_chunk: u64,
+    /// `WORKER_HEALTH_URL`: the worker's health and metrics listener (default
+    /// `http://127.0.0.1:9090`), read for the console's live view (`routes::live`).
+    pub worker_health_url: String,
     /// `SESSION_JWKS_URL`: members-fn's keys (default `http://127.0.0.1:8082/.well-known/jwks.json`).
     pub session_jwks_url: String,
     /// `SESSION_ISSUER`: the `iss` members-fn signs with (default `ekklesia-members`).
@@ -147,6 +150,7 @@ impl Settings {
             server_limits: shared::service::ServerLimits::from_env(&mut env),
             database,
             elections_url: env.string_or("ELECTIONS_URL", "http://127.0.0.1:8080"),
+            worker_health_url: env.string_or("WORKER_HEALTH_URL", "http://127.0.0.1:9090"),
             s2s_keys,
             s2s_retry: RetrySettings {
                 initial: Duration::from_millis(50),

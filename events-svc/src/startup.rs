@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use crate::configuration::Settings;
 use crate::elections_side::ElectionsSide;
 use crate::limits::Limits;
-use crate::routes::{elections, ops, tokens};
+use crate::routes::{elections, live, ops, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -60,7 +60,7 @@ pub struct Inner {
     pub limits: Limits,
     /// Held while this instance registers more token slots (`slots::register_more`).
     pub slot_registrations: tokio::sync::Mutex<()>,
-    /// For the console's live view (`routes::ops::live`): short timeouts, loopback or internal.
+    /// For the console's live view (`routes::live`): short timeouts, loopback or internal.
     pub probe: reqwest::Client,
     /// Token requests by outcome (`issued` or the problem slug).
     pub tokens: IntCounterVec,
@@ -133,7 +133,7 @@ impl Application {
             .routes(routes!(elections::results))
             .routes(routes!(tokens::issue))
             .routes(routes!(ops::get, ops::put))
-            .routes(routes!(ops::live))
+            .routes(routes!(live::live))
             .layer(DefaultBodyLimit::max(64 * 1024))
             .split_for_parts();
         let router = service::router(

@@ -45,6 +45,8 @@ export INGEST_URL=http://127.0.0.1:8080 EVENTS_URL=http://127.0.0.1:8081 MEMBERS
 # ingest serves the elections side's internal API (and its /metrics) on a listener of its own.
 export INTERNAL_ADDR=127.0.0.1:8079 ELECTIONS_URL=http://127.0.0.1:8079
 export SESSION_JWKS_URL=$MEMBERS_URL/.well-known/jwks.json
+# events-svc reads the worker's /readyz and /metrics for the console's live view.
+export WORKER_HEALTH_URL=http://127.0.0.1:9090
 # The web pages are served by events-svc; members-fn and ingest allow its origin (CORS).
 export PAGE_ORIGINS=$EVENTS_URL PAGES_MEMBERS_URL=$MEMBERS_URL PAGES_INGEST_URL=$INGEST_URL
 export QUEUE_MODE_DEFAULT=true SEAL_DELAY_MS=3000

@@ -11,10 +11,7 @@ pub fn metric(text: &str, name: &str, label: &str) -> Option<f64> {
 
 /// The sum of every sample of `name` (all label sets).
 pub fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    shared::ops_view::metric_sum(text, name, &[])
 }
 
 /// Metrics of ingest and the worker at one instant.

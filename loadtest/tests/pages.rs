@@ -21,6 +21,13 @@ use tokio::sync::OnceCell;
 #[allow(dead_code)] // the other tests' helpers
 mod support;
 
+// The OIDC driver members-fn's tests use (the local provider's settings and discovery).
+#[path = "../../members-fn/tests/support/provider.rs"]
+mod provider;
+
+#[path = "support/oidc_proxy.rs"]
+mod oidc_proxy;
+
 const PATIENCE: Duration = Duration::from_secs(30);
 
 /// chromedriver's path, installing Debian's packages once if they are missing; `None` (with
@@ -75,6 +82,11 @@ struct Browser {
 
 impl Browser {
     async fn start() -> Option<Self> {
+        Self::start_via(None).await
+    }
+
+    /// With `proxy`, every request of the browser goes through that HTTP proxy, loopback too.
+    async fn start_via(proxy: Option<std::net::SocketAddr>) -> Option<Self> {
         let driver_path = chromedriver().await?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -88,14 +100,22 @@ impl Browser {
             .spawn()
             .expect("chromedriver starts");
         let mut caps = serde_json::Map::new();
+        // A phone-sized window: the pages must work there.
+        let mut args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--window-size=412,860".into(),
+        ];
+        if let Some(proxy) = proxy {
+            args.push(format!("--proxy-server=http://{proxy}"));
+            // Chromium never proxies loopback unless told to.
+            args.push("--proxy-bypass-list=<-loopback>".into());
+        }
         caps.insert(
             "goog:chromeOptions".into(),
-            json!({
-                "binary": "/usr/bin/chromium",
-                // A phone-sized window: the pages must work there.
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=412,860"]
-            }),
+            json!({ "binary": "/usr/bin/chromium", "args": args }),
         );
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + PATIENCE;
@@ -267,6 +287,68 @@ async fn a_voter_logs_in_votes_and_sees_queued_turn_into_recorded() {
             .total,
         1
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_logs_in_through_the_identity_provider_from_the_vote_page_and_votes() {
+    let oidc = provider::Settings::from_env();
+    let authorize = provider::discovery(&oidc.issuer).await["authorization_endpoint"]
+        .as_str()
+        .expect("an authorization endpoint")
+        .to_owned();
+    let redirect_uri = oidc.redirect_uri.clone();
+    let stack = support::start_with_pages_and_login(2, oidc.members_env()).await;
+    let proxy = oidc_proxy::start(
+        &authorize,
+        &voter(2),
+        &redirect_uri,
+        &stack.config.members_url,
+    )
+    .await;
+    let Some(browser) = Browser::start_via(Some(proxy)).await else {
+        return;
+    };
+    let target = Target::new(stack.config.clone()).expect("target");
+    let election = target
+        .open_election("Adopt the budget?")
+        .await
+        .expect("open");
+
+    // From the page to members-fn, the provider, members-fn again and back to the page.
+    browser.goto(&vote_page(&stack)).await;
+    browser.click("#oidc-login").await;
+    browser.click("#election-list button").await;
+    // The session came in the fragment and is gone from the URL and the history entry.
+    let url = browser.client.current_url().await.expect("url");
+    assert_eq!(url.as_str(), vote_page(&stack), "{url}");
+    let kept = browser
+        .client
+        .execute(
+            "return [location.hash, localStorage.length, sessionStorage.length, document.cookie]",
+            vec![],
+        )
+        .await
+        .expect("script");
+    assert_eq!(kept, json!(["", 0, 0, ""]));
+
+    browser.click("#opt-0").await;
+    browser.click("#submit").await;
+    browser.wait_text("#vote-status", "Recorded").await;
+    let receipt = browser.text("#receipt").await;
+    assert_eq!(
+        target.receipt(&receipt).await.expect("receipt").1,
+        "recorded"
+    );
+    // The vote is voter 2's: their token was issued (and nobody else's).
+    let issued: Vec<String> = sqlx::query_scalar(
+        "SELECT m.national_id FROM events.token_issuance t \
+         JOIN members.members m ON m.id = t.member_id WHERE t.election_id = $1",
+    )
+    .bind(election)
+    .fetch_all(&stack.db.owner)
+    .await
+    .expect("issuance");
+    assert_eq!(issued, vec![voter(2)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,6 +536,117 @@ async fn a_platform_operator_flips_the_flag_with_a_confirmation_and_sees_it_audi
     assert!(history.contains("member:"), "{history}");
     // The admin part is refused by the server to the platform's operator (no admin role).
     browser.wait_text("#admin-status", "Not allowed").await;
+}
+
+/// A counter of the console's vote path (`[data-counter=NAME] b`) as a number, once it is one.
+async fn console_counter(browser: &Browser, name: &str) -> Option<i64> {
+    browser
+        .text(&format!("#vote-path [data-counter=\"{name}\"] b"))
+        .await
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Waits until `ok` holds for the console's counter `name`; returns its value.
+async fn wait_counter(browser: &Browser, name: &str, ok: impl Fn(i64) -> bool) -> i64 {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let value = console_counter(browser, name).await;
+        if let Some(v) = value.filter(|v| ok(*v)) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the console's {name} never got there; it shows {value:?} ({})",
+            browser.text("#vote-path").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ops_user_flips_the_flag_and_sees_the_counters_move_while_the_load_generator_casts_votes(
+) {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let stack = support::start_with_pages(1).await;
+    let target = Target::new(stack.config.clone()).expect("target");
+    let election = target
+        .open_election("Adopt the budget?")
+        .await
+        .expect("open");
+    browser
+        .log_in(&console_page(&stack), &stack.config.ops_national_id)
+        .await;
+    browser.wait_text("#flag", "Queue mode is ON").await;
+    browser.wait_text("#ingest-modes", "1 in queue mode").await;
+    browser.wait_text("#counters", "worker").await;
+    assert_eq!(wait_counter(&browser, "accepted", |v| v == 0).await, 0);
+    assert_eq!(wait_counter(&browser, "recorded", |v| v == 0).await, 0);
+    let counters = browser.text("#counters").await;
+    assert!(!counters.contains("NOT READY"), "{counters}");
+
+    // The load generator's own engine: 400 votes at 80/s, open loop, in the background.
+    const VOTES: usize = 400;
+    let tokens = target.bulk_tokens(election, VOTES).await.expect("tokens");
+    let schedule = loadtest::schedule::Schedule::parse("constant:80:5").expect("schedule");
+    let offsets = schedule.offsets();
+    assert_eq!(offsets.len(), VOTES);
+    let shot = std::sync::Arc::new(loadtest::fire::Votes::new(
+        &stack.config.ingest_url,
+        election,
+        tokens,
+    ));
+    let load = tokio::spawn(async move {
+        loadtest::fire::fire(
+            &loadtest::fire::voter_client(),
+            shot,
+            &offsets,
+            &loadtest::fire::RetryPolicy::default(),
+            64,
+            tokio::time::Instant::now(),
+            &indicatif::ProgressBar::hidden(),
+        )
+        .await
+    });
+
+    // The counters rise while the votes arrive (queue mode: the ledger, then the ballot box).
+    let accepted = wait_counter(&browser, "accepted", |v| v > 0).await;
+    let recorded = wait_counter(&browser, "recorded", |v| v > 0).await;
+    wait_counter(&browser, "accepted", |v| v > accepted).await;
+    wait_counter(&browser, "recorded", |v| v > recorded).await;
+    let row = browser.text("#live-elections").await;
+    assert!(row.contains(&election.to_string()[..8]), "{row}");
+
+    // The flip, through the page: the flag and then every ingest's mode say direct mode.
+    browser.click("#flip").await;
+    browser.wait_text("#confirm-text", "direct mode").await;
+    browser.click("#confirm-yes").await;
+    browser.wait_text("#flag", "Queue mode is OFF").await;
+    browser.wait_text("#ingest-modes", "1 in direct mode").await;
+
+    // Every vote answered; the console ends on the generator's own count: every queued vote
+    // in the ledger, every accepted vote (both modes) in the ballot box, none undecided.
+    let answers = load.await.expect("the load ran");
+    let queued = answers.iter().filter(|a| a.status == 202).count() as i64;
+    let direct = answers.iter().filter(|a| a.status == 201).count() as i64;
+    assert_eq!(
+        (queued + direct) as usize,
+        VOTES,
+        "every vote was accepted: {:?}",
+        answers
+            .iter()
+            .filter(|a| !a.ok())
+            .map(|a| (a.status, a.problem.clone()))
+            .collect::<Vec<_>>()
+    );
+    wait_counter(&browser, "recorded", |v| v == queued + direct).await;
+    wait_counter(&browser, "accepted", |v| v == queued).await;
+    wait_counter(&browser, "undecided", |v| v == 0).await;
+    let path = browser.text("#vote-path").await;
+    assert!(path.contains("dead letters"), "{path}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

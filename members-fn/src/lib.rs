@@ -9,6 +9,7 @@
 pub mod attempts;
 pub mod configuration;
 pub mod error;
+pub mod hand_back;
 pub mod national_id;
 pub mod oidc;
 pub mod registry;

@@ -24,7 +24,9 @@ use crate::startup::AppState;
 pub struct StartQuery {
     /// Which organisation to log in to, for a person who is a member of several.
     pub org: Option<String>,
-    /// A path on this site the page wants to go to afterwards; echoed in the session answer.
+    /// A path on this site the page wants to go to afterwards, echoed in the session answer;
+    /// or a web page's URL on one of `PAGE_ORIGINS` (`/pages/<name>`, no query), to which the
+    /// redirect answers 303 with the session in the fragment (`#session=...`).
     pub return_to: Option<String>,
 }
 
@@ -84,7 +86,7 @@ pub struct Session {
 #[utoipa::path(get, path = "/v1/auth/oidc/start", params(StartQuery),
     responses(
         (status = 302, description = "To the identity provider (Location), with the login cookie (Set-Cookie)"),
-        (status = 400, description = "`org` is not an organisation id, or `return_to` is not a path on this site", body = shared::Problem),
+        (status = 400, description = "`org` is not an organisation id, or `return_to` is neither a path on this site nor a page on one of the pages' origins (`invalid-return-to`)", body = shared::Problem),
         (status = 404, description = "No identity provider configured", body = shared::Problem),
         (status = 429, description = "Too many attempts (Retry-After)", body = shared::Problem),
         (status = 503, description = "Identity provider or database unavailable (Retry-After)", body = shared::Problem),
@@ -112,12 +114,7 @@ pub async fn oidc_start(
         })?;
     }
     let return_to = match query.return_to.as_deref() {
-        Some(raw) => Some(attempts::site_path(raw).ok_or_else(|| {
-            shared::Problem::bad_request(
-                "invalid-return-to",
-                "`return_to` must be a path on this site (starting with a single `/`)",
-            )
-        })?),
+        Some(raw) => Some(crate::hand_back::check(raw, &state.settings.page_origins)?),
         None => None,
     };
     let started = attempts::Started::generate();
@@ -126,7 +123,7 @@ pub async fn oidc_start(
         .authorization_url(&started.state, &started.nonce, &started.code_challenge)
         .await?;
     started
-        .save(&state.pool, query.org.as_deref(), return_to)
+        .save(&state.pool, query.org.as_deref(), return_to.as_deref())
         .await?;
     Ok((
         StatusCode::FOUND,
@@ -147,6 +144,7 @@ pub async fn oidc_start(
 #[utoipa::path(get, path = "/v1/auth/oidc/redirect", params(RedirectQuery),
     responses(
         (status = 200, description = "Logged in (Cache-Control: no-store; the login cookie is cleared)", body = Session),
+        (status = 303, description = "Logged in from a web page: back to its `return_to` with `#session=<session token>` (Location; no-store; the login cookie is cleared)"),
         (status = 400, description = "No code (`invalid-request`), or not a provider's redirect (`invalid-query`)", body = shared::Problem),
         (status = 401, description = "No login started in this browser, expired, replayed, state mismatch, the provider ended the login, code refused, id_token invalid (also without the login's nonce)", body = shared::Problem),
         (status = 403, description = "Valid login, not a member", body = shared::Problem),
@@ -275,6 +273,17 @@ async fn finish_login(
         .login(code, &attempt.code_verifier, &attempt.nonce)
         .await?;
     let mut session = session_for(state, &login.national_id, attempt.org.as_deref()).await?;
+    // A page's login: the session goes back to it in the URL's fragment.
+    let origins = &state.settings.page_origins;
+    if let Some(page) =
+        (attempt.return_to.as_deref()).and_then(|r| crate::hand_back::page(r, origins))
+    {
+        return Ok(crate::hand_back::redirect(
+            page,
+            &session,
+            attempts::clear_cookie(secure),
+        ));
+    }
     session.return_to = attempt.return_to;
     Ok((
         [

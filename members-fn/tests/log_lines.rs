@@ -6,41 +6,15 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use serde_json::json;
 use support::fake_issuer::FakeIssuer;
-use support::{kennitala, provider, Members};
+use support::{kennitala, logs, provider, Members};
 
 const ORG: &str = "party-a";
 
-/// Every log line of this test binary (its only test installs the subscriber globally).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn no_log_line_pairs_a_member_with_a_correlation_id() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_span_list(true)
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    let captured = logs::capture();
 
     let fake = FakeIssuer::start().await;
     let members = Members::start(&fake.settings()).await;
@@ -73,7 +47,7 @@ async fn no_log_line_pairs_a_member_with_a_correlation_id() {
         .unwrap();
     assert_eq!(response.status(), 200);
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains("session issued"),
         "the logs were captured: {logs}"

@@ -17,13 +17,7 @@ use support::{kennitala, provider, Members};
 const ORG: &str = "party-a";
 
 fn oidc_env() -> Vec<(&'static str, String)> {
-    let oidc = provider::Settings::from_env();
-    vec![
-        ("OIDC_ISSUER", oidc.issuer),
-        ("OIDC_CLIENT_ID", oidc.client_id),
-        ("OIDC_CLIENT_SECRET", oidc.client_secret),
-        ("OIDC_REDIRECT_URI", oidc.redirect_uri),
-    ]
+    provider::Settings::from_env().members_env()
 }
 
 fn slug(problem: &Value) -> &str {

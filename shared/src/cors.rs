@@ -60,7 +60,8 @@ impl AllowedOrigins {
         self.0.is_empty()
     }
 
-    fn allows(&self, origin: &str) -> bool {
+    /// Whether `origin` (`scheme://host[:port]`) is one of these, exactly.
+    pub fn allows(&self, origin: &str) -> bool {
         self.0.iter().any(|o| o.eq_ignore_ascii_case(origin))
     }
 }

@@ -11,6 +11,7 @@ pub mod jwks;
 pub mod metrics;
 pub mod migration_policy;
 pub mod openapi;
+pub mod ops_view;
 pub mod problem;
 pub mod pubsub;
 pub mod ratelimit;

@@ -1,6 +1,7 @@
 //! The HTTP routes; what they share in their OpenAPI answers is said once here.
 
 pub mod elections;
+pub mod live;
 pub mod ops;
 pub mod tokens;
 

@@ -107,15 +107,7 @@ pub async fn status(urls: &Urls, database_url: &str) -> anyhow::Result<Status> {
         .context("the database does not answer")?;
     read_database(&pool, &mut status).await?;
     pool.close().await;
-    if let Ok(text) = async {
-        http.get(format!("{}/metrics", urls.worker))
-            .send()
-            .await?
-            .text()
-            .await
-    }
-    .await
-    {
+    if let Some(text) = shared::ops_view::metrics_text(&http, &urls.worker).await {
         status.worker_counters = Some((
             metric_sum(&text, "worker_dead_letter_votes_total"),
             metric_sum(&text, "worker_undecodable_total"),
@@ -135,15 +127,7 @@ async fn readiness(http: &reqwest::Client, urls: &Urls) -> Vec<(&'static str, Op
         ("ingest (internal)", &urls.elections),
         ("worker", &urls.worker),
     ] {
-        let error = match http.get(format!("{base}/readyz")).send().await {
-            Ok(r) if r.status().is_success() => None,
-            Ok(r) => Some(format!(
-                "{} {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
-            )),
-            Err(e) => Some(format!("no answer ({})", e.without_url())),
-        };
+        let error = shared::ops_view::readiness(http, base).await;
         services.push((name, error));
     }
     services
@@ -157,12 +141,18 @@ async fn read_database(pool: &sqlx::PgPool, status: &mut Status) -> anyhow::Resu
     )
     .fetch_optional(pool)
     .await?;
-    status.ingests = sqlx::query_as(
-        "SELECT instance_id, queue_mode, queue_mode_read_at, heartbeat_at FROM ops.ingest_ledger \
-         WHERE heartbeat_at > now() - interval '60 seconds' ORDER BY instance_id",
-    )
-    .fetch_all(pool)
-    .await?;
+    status.ingests = shared::ops_view::live_ingests(pool)
+        .await?
+        .into_iter()
+        .map(|i| {
+            (
+                i.instance_id,
+                i.queue_mode,
+                i.queue_mode_read_at,
+                i.heartbeat_at,
+            )
+        })
+        .collect();
     status.undecided = sqlx::query_as(
         "SELECT org_id, undecided, oldest FROM elections.undecided_votes() ORDER BY 1",
     )

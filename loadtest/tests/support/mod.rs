@@ -35,17 +35,31 @@ pub async fn start(voters: u32) -> Stack {
 
 /// With `worker: false` nothing consumes the votes (a worker that is down).
 pub async fn start_with(voters: u32, worker: bool) -> Stack {
-    start_inner(voters, worker, false).await
+    start_inner(voters, worker, false, Vec::new()).await
 }
 
 /// The stack with the web pages wired up: events-svc serves them and tells them where
 /// members-fn and ingest are, and those two allow events-svc's origin (`PAGE_ORIGINS`).
 #[allow(dead_code)] // only tests/pages.rs
 pub async fn start_with_pages(voters: u32) -> Stack {
-    start_inner(voters, true, true).await
+    start_inner(voters, true, true, Vec::new()).await
 }
 
-async fn start_inner(voters: u32, worker: bool, pages: bool) -> Stack {
+/// The stack with the pages, and members-fn with `members_env` besides (the identity provider).
+#[allow(dead_code)] // only tests/pages.rs
+pub async fn start_with_pages_and_login(
+    voters: u32,
+    members_env: Vec<(&'static str, String)>,
+) -> Stack {
+    start_inner(voters, true, true, members_env).await
+}
+
+async fn start_inner(
+    voters: u32,
+    worker: bool,
+    pages: bool,
+    members_env: Vec<(&'static str, String)>,
+) -> Stack {
     // members-fn and ingest must name events-svc's origin before events-svc is built, so its
     // port is chosen first (free now; taken again a moment later by events-svc itself).
     let events_addr = if pages {
@@ -75,18 +89,19 @@ async fn start_inner(voters: u32, worker: bool, pages: bool) -> Stack {
         ]
     };
 
+    let mut env = vec![
+        ("MEMBERS_ADDR", "127.0.0.1:0".to_owned()),
+        ("DATABASE_URL", db.url(Role::Members)),
+        ("EKKLESIA_PROFILE", "local".into()),
+        ("DEV_LOGIN_ENABLED", "true".into()),
+        ("SESSION_SIGNING_KEYS", session.config_entry()),
+        ("LOGIN_RATE_PER_CLIENT", "1000".into()),
+        ("LOGIN_RATE_GLOBAL", "1000".into()),
+        ("PAGE_ORIGINS", page_origins.clone()),
+    ];
+    env.extend(members_env);
     let members = members_fn::Application::build(
-        members_fn::Settings::from(Env::from_map([
-            ("MEMBERS_ADDR", "127.0.0.1:0".to_owned()),
-            ("DATABASE_URL", db.url(Role::Members)),
-            ("EKKLESIA_PROFILE", "local".into()),
-            ("DEV_LOGIN_ENABLED", "true".into()),
-            ("SESSION_SIGNING_KEYS", session.config_entry()),
-            ("LOGIN_RATE_PER_CLIENT", "1000".into()),
-            ("LOGIN_RATE_GLOBAL", "1000".into()),
-            ("PAGE_ORIGINS", page_origins.clone()),
-        ]))
-        .expect("members-fn settings"),
+        members_fn::Settings::from(Env::from_map(env)).expect("members-fn settings"),
     )
     .await
     .expect("members-fn builds");
@@ -171,6 +186,7 @@ async fn start_inner(voters: u32, worker: bool, pages: bool) -> Stack {
             ),
             ("DATABASE_URL", db.url(Role::Events)),
             ("ELECTIONS_URL", internal_url.clone()),
+            ("WORKER_HEALTH_URL", worker_url.clone()),
             ("S2S_KEYS", keys.s2s_config.clone()),
             ("VOTING_TOKEN_SIGNING_KEYS", signing_keys.clone()),
             ("TOKEN_SLOT_KEYS", keys.slot_keys_config.clone()),

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod fake_issuer;
+pub mod logs;
 pub mod provider;
 
 use shared::config::Env;

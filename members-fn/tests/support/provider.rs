@@ -76,6 +76,16 @@ impl Settings {
             ),
         }
     }
+
+    /// members-fn's settings for this provider.
+    pub fn members_env(self) -> Vec<(&'static str, String)> {
+        vec![
+            ("OIDC_ISSUER", self.issuer),
+            ("OIDC_CLIENT_ID", self.client_id),
+            ("OIDC_CLIENT_SECRET", self.client_secret),
+            ("OIDC_REDIRECT_URI", self.redirect_uri),
+        ]
+    }
 }
 
 /// Fetches `{issuer}/.well-known/openid-configuration` and checks that it names
