@@ -11,6 +11,8 @@
 #   infra/local/loadtest.sh soak           30 minutes of a meeting: cycles of logins, trickle, one burst,
 #                                          results reads and the checks, both modes; memory, CPU, DB size
 #   infra/local/loadtest.sh drain          100,000 queued votes (own topic and databases, no services)
+#   infra/local/loadtest.sh cold-start     each service's time from process start to /readyz, and its
+#                                          idle RSS (database and emulator already up)
 #   infra/local/loadtest.sh stop           stop the load-test services (LOADTEST_KEEP_RUNNING=1 runs)
 #
 # Brings up PostgreSQL, the Pub/Sub emulator and the OIDC provider (up.sh), builds the services
@@ -39,7 +41,7 @@ scenario=$1
 shift
 case $scenario in
   -h | --help) usage; exit 0 ;;
-  meeting | burst | burst-1000 | stress | tokens | custom | soak | drain | stop) ;;
+  meeting | burst | burst-1000 | stress | tokens | custom | soak | drain | cold-start | stop) ;;
   *) printf '[loadtest] unknown scenario: %s (try --help)\n' "$scenario" >&2; exit 2 ;;
 esac
 
@@ -158,26 +160,49 @@ echo "$PUBSUB_TOPIC" >"$topic_file"
 if [[ ${LOADTEST_KEEP_RUNNING:-0} != 1 ]]; then
   trap stop_services EXIT
 fi
-for svc in "${services[@]}"; do
-  if command -v ss >/dev/null; then
-    case $svc in
-      members-fn) port=18082 ;; events-svc) port=18081 ;; ingest) port=18080 ;; worker) port=19090 ;;
-    esac
-    if [[ -n $(ss -ltnH "sport = :$port" 2>/dev/null) ]]; then
-      echo "[loadtest] port $port is in use by another program; stop it first" >&2
-      exit 1
-    fi
-  fi
+start_service() {
+  local svc=$1 port login wrapper=()
   case $svc in
-    members-fn) login=members_dev ;; events-svc) login=events_dev ;; ingest) login=ingest_dev ;; worker) login=worker_dev ;;
+    members-fn) port=18082 login=members_dev ;; events-svc) port=18081 login=events_dev ;;
+    ingest) port=18080 login=ingest_dev ;; worker) port=19090 login=worker_dev ;;
   esac
+  if command -v ss >/dev/null && [[ -n $(ss -ltnH "sport = :$port" 2>/dev/null) ]]; then
+    echo "[loadtest] port $port is in use by another program; stop it first" >&2
+    exit 1
+  fi
   # LOADTEST_INGEST_WRAPPER runs ingest under a profiler, e.g. "valgrind --tool=callgrind"
   # (BENCHMARKS.md, CPU per vote): word-split on purpose.
-  wrapper=()
   [[ $svc == ingest && -n ${LOADTEST_INGEST_WRAPPER:-} ]] && read -r -a wrapper <<<"$LOADTEST_INGEST_WRAPPER"
   DATABASE_URL="postgres://$login:$login@$PGHOST:$PGPORT/$EKKLESIA_DB_NAME" \
     nohup "${wrapper[@]}" "$bin/$svc" >"$EKKLESIA_STATE_DIR/loadtest-$svc.log" 2>&1 &
   echo $! >"$(pidfile "$svc")"
+}
+
+if [[ $scenario == cold-start ]]; then
+  # One service at a time, in dependency order, each timed from its spawn to its first 200 on
+  # /readyz (polled every 5 ms); its RSS read 2 s later, idle.
+  printf '| service | start → /readyz | RSS idle |\n|---|---|---|\n'
+  for svc in "${services[@]}"; do
+    case $svc in
+      members-fn) url=$MEMBERS_URL ;; events-svc) url=$EVENTS_URL ;; ingest) url=$INGEST_URL ;; worker) url=$WORKER_URL ;;
+    esac
+    t0=$(date +%s%N)
+    start_service "$svc"
+    ready=
+    for _ in $(seq 1 4000); do
+      if curl -fsS --max-time 1 "$url/readyz" >/dev/null 2>&1; then ready=$(date +%s%N); break; fi
+      sleep 0.005
+    done
+    [[ -n $ready ]] || { echo "[loadtest] $svc not ready (log: $EKKLESIA_STATE_DIR/loadtest-$svc.log)" >&2; exit 1; }
+    sleep 2
+    rss=$(awk '/^VmRSS:/ { printf "%.1f MiB", $2 / 1024 }' "/proc/$(cat "$(pidfile "$svc")")/status")
+    printf '| %s | %d ms | %s |\n' "$svc" $(((ready - t0) / 1000000)) "$rss"
+  done
+  exit 0
+fi
+
+for svc in "${services[@]}"; do
+  start_service "$svc"
 done
 for url in $MEMBERS_URL/readyz $EVENTS_URL/readyz $INGEST_URL/readyz $WORKER_URL/readyz; do
   for _ in $(seq 1 300); do
