@@ -30,7 +30,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::error::EventsError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Domain separation: a slot secret derives voting-token ids and nothing else.
 pub const LABEL: &[u8] = b"ekklesia/voting-token-slot/v1\0";

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::attempts;
 use crate::error::MembersError;
 use crate::national_id::NationalId;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::{BAD_BODY, NOT_JSON, REFUSED, SESSION_401, SESSION_503, TOO_LARGE};
 use crate::auth::Caller;
 use crate::error::EventsError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub const MAX_TITLE: usize = 200;
 pub const MAX_QUESTION: usize = 2000;

@@ -28,7 +28,7 @@ use uuid::Uuid;
 use super::SESSION_401;
 use crate::auth::Caller;
 use crate::error::EventsError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IssuedToken {
