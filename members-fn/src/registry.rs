@@ -176,44 +176,45 @@ pub async fn sync(
     let mut tx = shared::db::begin_for_tenant(pool, tenant).await?;
     // Removal only marks the row: it keeps its id, so a person who comes back in a later
     // export is the same member, and events-svc's one token per (election, member id) holds.
-    let removed = sqlx::query(
+    let removed = sqlx::query!(
         "UPDATE members.members SET removed_at = now(), updated_at = now() \
          WHERE removed_at IS NULL AND NOT (national_id = ANY($1))",
+        &ids as &[&str]
     )
-    .bind(&ids)
     .execute(&mut *tx)
     .await?
     .rows_affected();
     // People removed earlier and back in this file: same row and id, current name and roles.
     // The operator sees them as added (they could not log in before this import).
-    let readded = sqlx::query(
+    let readded = sqlx::query!(
         "UPDATE members.members m \
          SET removed_at = NULL, name = t.name, roles = string_to_array(t.roles, ','), \
              updated_at = now() \
          FROM unnest($1::text[], $2::text[], $3::text[]) AS t(national_id, name, roles) \
          WHERE m.national_id = t.national_id AND m.removed_at IS NOT NULL",
+        &ids as &[&str],
+        &names as &[&str],
+        &roles
     )
-    .bind(&ids)
-    .bind(&names)
-    .bind(&roles)
     .execute(&mut *tx)
     .await?
     .rows_affected();
     // xmax = 0 marks a freshly inserted row; the WHERE skips rows that would not change
     // (including the ones just re-added, which are counted above).
-    let written: Vec<bool> = sqlx::query_scalar(
-        "INSERT INTO members.members (org_id, national_id, name, roles) \
-         SELECT $1, t.national_id, t.name, string_to_array(t.roles, ',') \
-         FROM unnest($2::text[], $3::text[], $4::text[]) AS t(national_id, name, roles) \
-         ON CONFLICT (org_id, national_id) DO UPDATE \
-             SET name = excluded.name, roles = excluded.roles, updated_at = now() \
-             WHERE (members.name, members.roles) IS DISTINCT FROM (excluded.name, excluded.roles) \
-         RETURNING xmax = 0",
+    let written = sqlx::query_scalar!(
+        r#"INSERT INTO members.members (org_id, national_id, name, roles)
+           SELECT $1, t.national_id, t.name, string_to_array(t.roles, ',')
+           FROM unnest($2::text[], $3::text[], $4::text[]) AS t(national_id, name, roles)
+           ON CONFLICT (org_id, national_id) DO UPDATE
+               SET name = excluded.name, roles = excluded.roles, updated_at = now()
+               WHERE (members.name, members.roles)
+                   IS DISTINCT FROM (excluded.name, excluded.roles)
+           RETURNING xmax = 0 AS "inserted!""#,
+        tenant.as_str(),
+        &ids as &[&str],
+        &names as &[&str],
+        &roles
     )
-    .bind(tenant.as_str())
-    .bind(&ids)
-    .bind(&names)
-    .bind(&roles)
     .fetch_all(&mut *tx)
     .await?;
     let inserted = written.iter().filter(|inserted| **inserted).count() as u64;

@@ -342,11 +342,16 @@ async fn session_for(
     national_id: &NationalId,
     org: Option<&str>,
 ) -> Result<Session, MembersError> {
-    let memberships: Vec<(String, Uuid, Vec<String>)> =
-        sqlx::query_as("SELECT org_id, member_id, roles FROM members.memberships_of($1)")
-            .bind(national_id.as_str())
-            .fetch_all(&state.pool)
-            .await?;
+    let memberships: Vec<(String, Uuid, Vec<String>)> = sqlx::query!(
+        r#"SELECT org_id AS "org_id!", member_id AS "member_id!", roles AS "roles!"
+           FROM members.memberships_of($1)"#,
+        national_id.as_str()
+    )
+    .fetch_all(&state.pool)
+    .await?
+    .into_iter()
+    .map(|m| (m.org_id, m.member_id, m.roles))
+    .collect();
     let chosen = match org {
         Some(org) => memberships.into_iter().find(|(o, _, _)| o == org),
         None if memberships.len() > 1 => {

@@ -16,7 +16,6 @@ use shared::domain::{
 };
 use shared::session::Role;
 use shared::telemetry::CorrelationId;
-use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::{BAD_BODY, NOT_JSON, REFUSED, SESSION_401, SESSION_503, TOO_LARGE};
@@ -45,7 +44,7 @@ pub struct NewElection {
     pub closes_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema, FromRow)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Election {
     pub id: Uuid,
     pub title: String,
@@ -60,24 +59,14 @@ pub struct Election {
     pub opens_at: Option<DateTime<Utc>>,
     pub closes_at: Option<DateTime<Utc>>,
     /// Whether the caller already received a voting token for it.
-    #[sqlx(default)]
     pub token_issued: bool,
 }
 
-/// An open election whose `closes_at` has passed is closed: the elections side closes and seals
-/// it by itself at that instant (`elections.close_due`), and this side shows it so.
-macro_rules! effective_status {
-    () => {
-        "CASE WHEN e.status = 'open' AND e.closes_at <= now() THEN 'closed' ELSE e.status END"
-    };
-}
-const EFFECTIVE_STATUS: &str = effective_status!();
-
-const ELECTION_COLUMNS: &str = concat!(
-    "e.id, e.title, e.question, e.kind, e.options, e.max_choices, ",
-    effective_status!(),
-    " AS status, e.opens_at, e.closes_at"
-);
+// An open election whose `closes_at` has passed is shown closed: the elections side closes and
+// seals it by itself at that instant (`elections.close_due`). Every query below that answers
+// with an election computes its status with the same
+//   CASE WHEN e.status = 'open' AND e.closes_at <= now() THEN 'closed' ELSE e.status END
+// (the query macros take string literals only, so it cannot be a shared constant).
 
 /// The `{id}` of a path: a malformed one is a problem+json 400 like every other bad input,
 /// not axum's plain-text answer.
@@ -157,20 +146,27 @@ pub async fn create(
     };
     definition.check()?;
     let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.0.org).await?;
-    let election: Election = sqlx::query_as(&format!(
-        "INSERT INTO events.elections AS e (org_id, id, title, question, kind, options, max_choices, opens_at, closes_at, created_by) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {ELECTION_COLUMNS}"
-    ))
-    .bind(caller.0.org.as_str())
-    .bind(definition.id)
-    .bind(new.title.trim())
-    .bind(new.question.trim())
-    .bind(definition.kind.as_str())
-    .bind(sqlx::types::Json(&definition.options))
-    .bind(definition.max_choices as i32)
-    .bind(definition.opens_at)
-    .bind(definition.closes_at)
-    .bind(caller.0.sub)
+    // A new election is a draft, whatever its window says.
+    let election = sqlx::query_as!(
+        Election,
+        r#"INSERT INTO events.elections AS e
+               (org_id, id, title, question, kind, options, max_choices, opens_at, closes_at,
+                created_by)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+           RETURNING e.id, e.title, e.question, e.kind,
+               e.options AS "options: sqlx::types::Json<Vec<ElectionOption>>", e.max_choices, e.status,
+               e.opens_at, e.closes_at, false AS "token_issued!""#,
+        caller.0.org.as_str(),
+        definition.id,
+        new.title.trim(),
+        new.question.trim(),
+        definition.kind.as_str(),
+        sqlx::types::Json(&definition.options) as _,
+        definition.max_choices as i32,
+        definition.opens_at,
+        definition.closes_at,
+        caller.0.sub,
+    )
     .fetch_one(&mut *tx)
     .await?;
     state
@@ -256,10 +252,16 @@ async fn transition(
     caller.require(Role::Admin)?;
     let tenant = &caller.0.org;
     let mut tx = shared::db::begin_for_tenant(&state.pool, tenant).await?;
-    let mut election: Election = sqlx::query_as(&format!(
-        "SELECT {ELECTION_COLUMNS} FROM events.elections e WHERE e.id = $1 FOR UPDATE"
-    ))
-    .bind(id)
+    let mut election = sqlx::query_as!(
+        Election,
+        r#"SELECT e.id, e.title, e.question, e.kind,
+               e.options AS "options: sqlx::types::Json<Vec<ElectionOption>>", e.max_choices,
+               CASE WHEN e.status = 'open' AND e.closes_at <= now() THEN 'closed'
+                    ELSE e.status END AS "status!",
+               e.opens_at, e.closes_at, false AS "token_issued!"
+           FROM events.elections e WHERE e.id = $1 FOR UPDATE"#,
+        id
+    )
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(EventsError::UnknownElection)?;
@@ -279,11 +281,13 @@ async fn transition(
         // before anyone can ask for a token (see `crate::slots`).
         crate::slots::register_at_open(&state, &mut tx, tenant, id, &correlation).await?;
     }
-    sqlx::query("UPDATE events.elections SET status = $2, updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(to.as_str())
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE events.elections SET status = $2, updated_at = now() WHERE id = $1",
+        id,
+        to.as_str()
+    )
+    .execute(&mut *tx)
+    .await?;
     election.status = to.as_str().into();
     state
         .elections
@@ -336,14 +340,22 @@ pub async fn list(
         caller.require(Role::Admin)?;
     }
     let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.0.org).await?;
-    let elections: Vec<Election> = sqlx::query_as(&format!(
-        "SELECT {ELECTION_COLUMNS}, (t.member_id IS NOT NULL) AS token_issued \
-         FROM events.elections e \
-         LEFT JOIN events.token_issuance t ON t.election_id = e.id AND t.member_id = $1 \
-         WHERE ($2::text IS NULL OR {EFFECTIVE_STATUS} = $2) ORDER BY e.created_at DESC LIMIT 500"
-    ))
-    .bind(caller.0.sub)
-    .bind(filter)
+    let elections = sqlx::query_as!(
+        Election,
+        r#"SELECT e.id, e.title, e.question, e.kind,
+               e.options AS "options: sqlx::types::Json<Vec<ElectionOption>>", e.max_choices,
+               CASE WHEN e.status = 'open' AND e.closes_at <= now() THEN 'closed'
+                    ELSE e.status END AS "status!",
+               e.opens_at, e.closes_at, (t.member_id IS NOT NULL) AS "token_issued!"
+           FROM events.elections e
+           LEFT JOIN events.token_issuance t ON t.election_id = e.id AND t.member_id = $1
+           WHERE $2::text IS NULL
+              OR CASE WHEN e.status = 'open' AND e.closes_at <= now() THEN 'closed'
+                      ELSE e.status END = $2
+           ORDER BY e.created_at DESC LIMIT 500"#,
+        caller.0.sub,
+        filter
+    )
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -379,14 +391,19 @@ pub async fn get(
 
 pub async fn load(state: &AppState, caller: &Caller, id: Uuid) -> Result<Election, EventsError> {
     let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.0.org).await?;
-    let election: Option<Election> = sqlx::query_as(&format!(
-        "SELECT {ELECTION_COLUMNS}, (t.member_id IS NOT NULL) AS token_issued \
-         FROM events.elections e \
-         LEFT JOIN events.token_issuance t ON t.election_id = e.id AND t.member_id = $2 \
-         WHERE e.id = $1"
-    ))
-    .bind(id)
-    .bind(caller.0.sub)
+    let election = sqlx::query_as!(
+        Election,
+        r#"SELECT e.id, e.title, e.question, e.kind,
+               e.options AS "options: sqlx::types::Json<Vec<ElectionOption>>", e.max_choices,
+               CASE WHEN e.status = 'open' AND e.closes_at <= now() THEN 'closed'
+                    ELSE e.status END AS "status!",
+               e.opens_at, e.closes_at, (t.member_id IS NOT NULL) AS "token_issued!"
+           FROM events.elections e
+           LEFT JOIN events.token_issuance t ON t.election_id = e.id AND t.member_id = $2
+           WHERE e.id = $1"#,
+        id,
+        caller.0.sub
+    )
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -75,9 +75,6 @@ pub async fn issue(
     ))
 }
 
-/// An election's status, opening and closing time.
-type StatusAndWindow = (String, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
-
 async fn issue_token(
     state: &AppState,
     caller: &Caller,
@@ -115,22 +112,26 @@ async fn try_issue(
     let mut tx = shared::db::begin_for_tenant(&state.pool, tenant).await?;
     // The session says who the member was when they logged in; the registry says whether they
     // still are (a member removed since then gets no token; security review L15).
-    let active: bool = sqlx::query_scalar("SELECT members.is_active_member($1)")
-        .bind(caller.0.sub)
-        .fetch_one(&mut *tx)
-        .await?;
+    let active = sqlx::query_scalar!(
+        r#"SELECT members.is_active_member($1) AS "active!""#,
+        caller.0.sub
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     if !active {
         return Err(EventsError::NotAMember);
     }
     // The election first: another tenant's (or no) election is a 404 for everyone, whether or
     // not the caller's tenant has keys yet.
-    let election: Option<StatusAndWindow> =
-        sqlx::query_as("SELECT status, opens_at, closes_at FROM events.elections WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let (status, opens_at, closes_at) = election.ok_or(EventsError::UnknownElection)?;
-    let status = ElectionStatus::parse(&status)?;
+    let election = sqlx::query!(
+        "SELECT status, opens_at, closes_at FROM events.elections WHERE id = $1",
+        id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(EventsError::UnknownElection)?;
+    let (opens_at, closes_at) = (election.opens_at, election.closes_at);
+    let status = ElectionStatus::parse(&election.status)?;
     let now = Utc::now();
     if status != ElectionStatus::Open {
         return Err(DomainError::NotOpen(status).into());
@@ -144,13 +145,13 @@ async fn try_issue(
     })?;
     // Fail before anything is written (an election's own key is checked when its slot is taken).
     crate::slots::current_key(state, tenant)?;
-    let first = sqlx::query(
+    let first = sqlx::query!(
         "INSERT INTO events.token_issuance (org_id, election_id, member_id) VALUES ($1, $2, $3) \
          ON CONFLICT DO NOTHING",
+        tenant.as_str(),
+        id,
+        caller.0.sub
     )
-    .bind(tenant.as_str())
-    .bind(id)
-    .bind(caller.0.sub)
     .execute(&mut *tx)
     .await?
     .rows_affected()
