@@ -23,6 +23,8 @@ use crate::auth::Caller;
 use crate::error::EventsError;
 use crate::state::AppState;
 
+mod store;
+
 pub const MAX_TITLE: usize = 200;
 pub const MAX_QUESTION: usize = 2000;
 pub const MAX_LABEL: usize = 500;
@@ -49,24 +51,16 @@ pub struct Election {
     pub id: Uuid,
     pub title: String,
     pub question: String,
-    /// `single`, `multiple` or `ranked`.
-    pub kind: String,
-    #[schema(value_type = Vec<ElectionOption>)]
-    pub options: sqlx::types::Json<Vec<ElectionOption>>,
+    pub kind: ElectionKind,
+    pub options: Vec<ElectionOption>,
     pub max_choices: i32,
-    /// `draft`, `open` or `closed`.
-    pub status: String,
+    /// `closed` once `closes_at` has passed, even before the close is recorded.
+    pub status: ElectionStatus,
     pub opens_at: Option<DateTime<Utc>>,
     pub closes_at: Option<DateTime<Utc>>,
     /// Whether the caller already received a voting token for it.
     pub token_issued: bool,
 }
-
-// An open election whose `closes_at` has passed is shown closed: the elections side closes and
-// seals it by itself at that instant (`elections.close_due`). Every query below that answers
-// with an election computes its status with the same
-//   CASE WHEN e.status = 'open' AND e.closes_at <= now() THEN 'closed' ELSE e.status END
-// (the query macros take string literals only, so it cannot be a shared constant).
 
 /// The `{id}` of a path: a malformed one is a problem+json 400 like every other bad input,
 /// not axum's plain-text answer.
@@ -80,10 +74,10 @@ impl Election {
         Ok(ElectionDefinition {
             tenant: tenant.clone(),
             id: self.id,
-            kind: ElectionKind::parse(&self.kind)?,
-            options: self.options.0.clone(),
+            kind: self.kind,
+            options: self.options.clone(),
             max_choices: self.max_choices as u32,
-            status: ElectionStatus::parse(&self.status)?,
+            status: self.status,
             opens_at: self.opens_at,
             closes_at: self.closes_at,
         })
@@ -146,28 +140,13 @@ pub async fn create(
     };
     definition.check()?;
     let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.0.org).await?;
-    // A new election is a draft, whatever its window says.
-    let election = sqlx::query_as!(
-        Election,
-        r#"INSERT INTO events.elections AS e
-               (org_id, id, title, question, kind, options, max_choices, opens_at, closes_at,
-                created_by)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-           RETURNING e.id, e.title, e.question, e.kind,
-               e.options AS "options: sqlx::types::Json<Vec<ElectionOption>>", e.max_choices, e.status,
-               e.opens_at, e.closes_at, false AS "token_issued!""#,
-        caller.0.org.as_str(),
-        definition.id,
+    let election = store::insert(
+        &mut tx,
+        &definition,
         new.title.trim(),
         new.question.trim(),
-        definition.kind.as_str(),
-        sqlx::types::Json(&definition.options) as _,
-        definition.max_choices as i32,
-        definition.opens_at,
-        definition.closes_at,
         caller.0.sub,
     )
-    .fetch_one(&mut *tx)
     .await?;
     state
         .elections
@@ -252,21 +231,10 @@ async fn transition(
     caller.require(Role::Admin)?;
     let tenant = &caller.0.org;
     let mut tx = shared::db::begin_for_tenant(&state.pool, tenant).await?;
-    let mut election = sqlx::query_as!(
-        Election,
-        r#"SELECT e.id, e.title, e.question, e.kind,
-               e.options AS "options: sqlx::types::Json<Vec<ElectionOption>>", e.max_choices,
-               CASE WHEN e.status = 'open' AND e.closes_at <= now() THEN 'closed'
-                    ELSE e.status END AS "status!",
-               e.opens_at, e.closes_at, false AS "token_issued!"
-           FROM events.elections e WHERE e.id = $1 FOR UPDATE"#,
-        id
-    )
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(EventsError::UnknownElection)?;
-    let from = ElectionStatus::parse(&election.status)?;
-    match (from, to) {
+    let mut election = store::lock(&mut tx, id)
+        .await?
+        .ok_or(EventsError::UnknownElection)?;
+    match (election.status, to) {
         // Repeating a transition is a no-op, so an admin's retry is safe.
         (a, b) if a == b => return Ok(Json(election)),
         (ElectionStatus::Closed, _) => {
@@ -281,14 +249,8 @@ async fn transition(
         // before anyone can ask for a token (see `crate::slots`).
         crate::slots::register_at_open(&state, &mut tx, tenant, id, &correlation).await?;
     }
-    sqlx::query!(
-        "UPDATE events.elections SET status = $2, updated_at = now() WHERE id = $1",
-        id,
-        to.as_str()
-    )
-    .execute(&mut *tx)
-    .await?;
-    election.status = to.as_str().into();
+    store::set_status(&mut tx, id, to).await?;
+    election.status = to;
     state
         .elections
         .put_election(&election.definition(tenant)?, &correlation)
@@ -324,40 +286,17 @@ pub async fn list(
 ) -> Result<Json<Vec<Election>>, EventsError> {
     let Query(query) =
         query.map_err(|e| shared::Problem::bad_request("invalid-query", e.body_text()))?;
-    let status = query.status.as_deref().unwrap_or("open");
-    let filter = match status {
+    let filter = match query.status.as_deref().unwrap_or("open") {
         "all" => None,
-        "open" | "draft" | "closed" => Some(status),
-        _ => {
-            return Err(shared::Problem::bad_request(
-                "invalid-query",
-                "status is open, draft, closed or all",
-            )
-            .into())
-        }
+        status => Some(ElectionStatus::parse(status).map_err(|_| {
+            shared::Problem::bad_request("invalid-query", "status is open, draft, closed or all")
+        })?),
     };
-    if status != "open" {
+    if filter != Some(ElectionStatus::Open) {
         caller.require(Role::Admin)?;
     }
     let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.0.org).await?;
-    let elections = sqlx::query_as!(
-        Election,
-        r#"SELECT e.id, e.title, e.question, e.kind,
-               e.options AS "options: sqlx::types::Json<Vec<ElectionOption>>", e.max_choices,
-               CASE WHEN e.status = 'open' AND e.closes_at <= now() THEN 'closed'
-                    ELSE e.status END AS "status!",
-               e.opens_at, e.closes_at, (t.member_id IS NOT NULL) AS "token_issued!"
-           FROM events.elections e
-           LEFT JOIN events.token_issuance t ON t.election_id = e.id AND t.member_id = $1
-           WHERE $2::text IS NULL
-              OR CASE WHEN e.status = 'open' AND e.closes_at <= now() THEN 'closed'
-                      ELSE e.status END = $2
-           ORDER BY e.created_at DESC LIMIT 500"#,
-        caller.0.sub,
-        filter
-    )
-    .fetch_all(&mut *tx)
-    .await?;
+    let elections = store::list(&mut tx, caller.0.sub, filter).await?;
     tx.commit().await?;
     Ok(Json(elections))
 }
@@ -383,7 +322,7 @@ pub async fn get(
 ) -> Result<Json<Election>, EventsError> {
     let id = election_id(id)?;
     let election = load(&state, &caller, id).await?;
-    if election.status == "draft" {
+    if election.status == ElectionStatus::Draft {
         caller.require(Role::Admin)?;
     }
     Ok(Json(election))
@@ -391,21 +330,7 @@ pub async fn get(
 
 pub async fn load(state: &AppState, caller: &Caller, id: Uuid) -> Result<Election, EventsError> {
     let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.0.org).await?;
-    let election = sqlx::query_as!(
-        Election,
-        r#"SELECT e.id, e.title, e.question, e.kind,
-               e.options AS "options: sqlx::types::Json<Vec<ElectionOption>>", e.max_choices,
-               CASE WHEN e.status = 'open' AND e.closes_at <= now() THEN 'closed'
-                    ELSE e.status END AS "status!",
-               e.opens_at, e.closes_at, (t.member_id IS NOT NULL) AS "token_issued!"
-           FROM events.elections e
-           LEFT JOIN events.token_issuance t ON t.election_id = e.id AND t.member_id = $2
-           WHERE e.id = $1"#,
-        id,
-        caller.0.sub
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
+    let election = store::get(&mut tx, id, caller.0.sub).await?;
     tx.commit().await?;
     election.ok_or(EventsError::UnknownElection)
 }
@@ -438,7 +363,7 @@ pub async fn results(
 ) -> Result<Json<Results>, EventsError> {
     let id = election_id(id)?;
     let election = load(&state, &caller, id).await?;
-    if election.status != "closed" && !caller.0.has(Role::Admin) {
+    if election.status != ElectionStatus::Closed && !caller.0.has(Role::Admin) {
         return Err(shared::Problem::new(
             StatusCode::FORBIDDEN,
             "results-not-published",
