@@ -20,9 +20,10 @@ use axum::response::IntoResponse;
 use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use shared::domain::{DomainError, ElectionStatus};
+use shared::domain::{DomainError, ElectionStatus, TenantId};
 use shared::session::Role;
 use shared::telemetry::CorrelationId;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::SESSION_401;
@@ -110,11 +111,53 @@ async fn try_issue(
 ) -> Result<Option<IssuedToken>, EventsError> {
     let tenant = &caller.0.org;
     let mut tx = shared::db::begin_for_tenant(&state.pool, tenant).await?;
+    let now = Utc::now();
+    let window = votable_window(&mut tx, caller.0.sub, id, now).await?;
+    let signer = state.settings.token_signers.get(tenant).ok_or_else(|| {
+        tracing::error!(tenant = %tenant, "VOTING_TOKEN_SIGNING_KEYS has no key for this tenant");
+        EventsError::TenantNotConfigured
+    })?;
+    // Fail before anything is written (an election's own key is checked when its slot is taken).
+    crate::slots::current_key(state, tenant)?;
+    record_issuance(&mut tx, tenant, id, caller.0.sub).await?;
+    let ttl = Duration::from_std(state.settings.token_ttl).unwrap_or(Duration::hours(12));
+    let expires_at = window
+        .closes_at
+        .map_or(now + ttl, |close| close.min(now + ttl));
+    // A minute of slack for clocks; never earlier than the election opens.
+    let not_before = window.opens_at.map_or(now, |open| open.max(now)) - Duration::seconds(60);
+    let Some((slot, key)) = crate::slots::take(state, &mut tx, tenant, id).await? else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    let (token, _) = signer.issue_with_id(id, &key.token_id(id, slot), not_before, expires_at);
+    tx.commit().await?;
+    Ok(Some(IssuedToken {
+        token,
+        expires_at,
+        election_id: id,
+    }))
+}
+
+/// When an election opens and closes.
+struct Window {
+    opens_at: Option<DateTime<Utc>>,
+    closes_at: Option<DateTime<Utc>>,
+}
+
+/// The window of election `id` if `member` may have its token at `now`: still a member, the
+/// election their tenant's, open and not past its close.
+async fn votable_window(
+    tx: &mut PgConnection,
+    member: Uuid,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Window, EventsError> {
     // The session says who the member was when they logged in; the registry says whether they
     // still are (a member removed since then gets no token; security review L15).
     let active = sqlx::query_scalar!(
         r#"SELECT members.is_active_member($1) AS "active!""#,
-        caller.0.sub
+        member
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -130,48 +173,41 @@ async fn try_issue(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(EventsError::UnknownElection)?;
-    let (opens_at, closes_at) = (election.opens_at, election.closes_at);
     let status = ElectionStatus::parse(&election.status)?;
-    let now = Utc::now();
     if status != ElectionStatus::Open {
         return Err(DomainError::NotOpen(status).into());
     }
-    if closes_at.is_some_and(|t| now >= t) {
+    if election.closes_at.is_some_and(|t| now >= t) {
         return Err(DomainError::OutsideWindow.into());
     }
-    let signer = state.settings.token_signers.get(tenant).ok_or_else(|| {
-        tracing::error!(tenant = %tenant, "VOTING_TOKEN_SIGNING_KEYS has no key for this tenant");
-        EventsError::TenantNotConfigured
-    })?;
-    // Fail before anything is written (an election's own key is checked when its slot is taken).
-    crate::slots::current_key(state, tenant)?;
+    Ok(Window {
+        opens_at: election.opens_at,
+        closes_at: election.closes_at,
+    })
+}
+
+/// Records that `member` received their token for election `id`; the primary key makes a
+/// second time, also a concurrent one, a `TokenAlreadyIssued`.
+async fn record_issuance(
+    tx: &mut PgConnection,
+    tenant: &TenantId,
+    id: Uuid,
+    member: Uuid,
+) -> Result<(), EventsError> {
     let first = sqlx::query!(
         "INSERT INTO events.token_issuance (org_id, election_id, member_id) VALUES ($1, $2, $3) \
          ON CONFLICT DO NOTHING",
         tenant.as_str(),
         id,
-        caller.0.sub
+        member
     )
-    .execute(&mut *tx)
+    .execute(tx)
     .await?
     .rows_affected()
         == 1;
-    if !first {
-        return Err(EventsError::TokenAlreadyIssued);
+    if first {
+        Ok(())
+    } else {
+        Err(EventsError::TokenAlreadyIssued)
     }
-    let ttl = Duration::from_std(state.settings.token_ttl).unwrap_or(Duration::hours(12));
-    let expires_at = closes_at.map_or(now + ttl, |close| close.min(now + ttl));
-    // A minute of slack for clocks; never earlier than the election opens.
-    let not_before = opens_at.map_or(now, |open| open.max(now)) - Duration::seconds(60);
-    let Some((slot, key)) = crate::slots::take(state, &mut tx, tenant, id).await? else {
-        tx.rollback().await?;
-        return Ok(None);
-    };
-    let (token, _) = signer.issue_with_id(id, &key.token_id(id, slot), not_before, expires_at);
-    tx.commit().await?;
-    Ok(Some(IssuedToken {
-        token,
-        expires_at,
-        election_id: id,
-    }))
 }
