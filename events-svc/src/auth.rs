@@ -8,7 +8,7 @@ use shared::domain::TenantId;
 use shared::session::{Role, SessionClaims, SessionError};
 
 use crate::error::EventsError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// A verified session: member id, tenant and roles.
 pub struct Caller(pub SessionClaims);

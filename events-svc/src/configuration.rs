@@ -83,42 +83,16 @@ impl Settings {
     pub fn from(mut env: Env) -> Result<Self, ConfigError> {
         let addr = env.listen_addr("EVENTS_ADDR", "127.0.0.1:8081");
         let database = DatabaseSettings::from_env(&mut env);
-        let s2s_keys = match Keyring::from_config(&env.list("S2S_KEYS")) {
-            Ok(k) => k,
-            Err(e) => {
-                env.problem(format!("S2S_KEYS: {e}"));
-                Keyring::default()
-            }
-        };
-        let mut token_signers = HashMap::new();
-        match shared::token::signers_from_config(&env.list("VOTING_TOKEN_SIGNING_KEYS")) {
-            Ok(signers) => {
-                for signer in signers {
-                    token_signers
-                        .entry(signer.tenant().clone())
-                        .or_insert(signer);
-                }
-            }
-            Err(e) => env.problem(format!("VOTING_TOKEN_SIGNING_KEYS: {e}")),
-        }
-        let token_slot_keys = match SlotKeys::from_config(&env.list("TOKEN_SLOT_KEYS")) {
-            Ok(keys) => keys,
-            Err(e) => {
-                env.problem(format!("TOKEN_SLOT_KEYS: {e}"));
-                SlotKeys::default()
-            }
-        };
+        let s2s_keys = s2s_keys(&mut env);
+        let token_signers = token_signers(&mut env);
+        let token_slot_keys = token_slot_keys(&mut env);
         let token_slot_chunk = env.parse_or("TOKEN_SLOT_CHUNK", 64u64);
         if !(1..=MAX_HASHES_PER_CALL as u64).contains(&token_slot_chunk) {
             env.problem(format!(
                 "TOKEN_SLOT_CHUNK must be 1 to {MAX_HASHES_PER_CALL}"
             ));
         }
-        let platform_org = TenantId::parse(&env.string_or("PLATFORM_ORG", DEFAULT_PLATFORM_ORG))
-            .unwrap_or_else(|_| {
-                env.problem("PLATFORM_ORG is not a tenant id (2-63 of a-z, 0-9, -)");
-                TenantId::parse(DEFAULT_PLATFORM_ORG).expect("the default is a tenant id")
-            });
+        let platform_org = platform_org(&mut env);
         let rate_limit_per_member = env.parse_or("EVENTS_RATE_PER_MEMBER", 10u32);
         let rate_limit_global = env.parse_or("EVENTS_RATE_GLOBAL", 1000u32);
         if rate_limit_per_member == 0 || rate_limit_global == 0 {
@@ -128,23 +102,11 @@ impl Settings {
         if session_jwks_ttl.is_zero() {
             env.problem("SESSION_JWKS_TTL_SECS must be at least 1");
         }
-        let mut page_origin = |name: &str| {
-            let raw = env.string_or(name, "");
-            // An origin only: it also goes into the pages' Content-Security-Policy.
-            match shared::cors::AllowedOrigins::parse(&raw) {
-                Ok(_) if !raw.contains(',') => raw.trim().to_owned(),
-                _ => {
-                    env.problem(format!("{name} is not one origin (http[s]://host[:port])"));
-                    String::new()
-                }
-            }
-        };
         let pages = crate::pages::PageConfig {
-            members_url: page_origin("PAGES_MEMBERS_URL"),
-            ingest_url: page_origin("PAGES_INGEST_URL"),
+            members_url: page_origin(&mut env, "PAGES_MEMBERS_URL"),
+            ingest_url: page_origin(&mut env, "PAGES_INGEST_URL"),
         };
-        let budget = env.millis_or("S2S_RETRY_BUDGET_MS", 3000);
-        let attempt = env.millis_or("S2S_ATTEMPT_TIMEOUT_MS", 2000);
+        let s2s_retry = s2s_retry(&mut env);
         let settings = Self {
             addr,
             server_limits: shared::service::ServerLimits::from_env(&mut env),
@@ -152,12 +114,7 @@ impl Settings {
             elections_url: env.string_or("ELECTIONS_URL", "http://127.0.0.1:8080"),
             worker_health_url: env.string_or("WORKER_HEALTH_URL", "http://127.0.0.1:9090"),
             s2s_keys,
-            s2s_retry: RetrySettings {
-                initial: Duration::from_millis(50),
-                max_interval: Duration::from_secs(1),
-                max_elapsed: budget,
-                attempt_timeout: attempt,
-            },
+            s2s_retry,
             token_signers: Arc::new(token_signers),
             token_slot_keys: Arc::new(token_slot_keys),
             token_slot_chunk,
@@ -177,5 +134,63 @@ impl Settings {
             usage_flush: shared::usage::flush_interval_from_env(&mut env),
         };
         env.finish(settings)
+    }
+}
+
+fn s2s_keys(env: &mut Env) -> Keyring {
+    Keyring::from_config(&env.list("S2S_KEYS")).unwrap_or_else(|e| {
+        env.problem(format!("S2S_KEYS: {e}"));
+        Keyring::default()
+    })
+}
+
+/// The first key of each tenant signs its voting tokens.
+fn token_signers(env: &mut Env) -> HashMap<TenantId, TokenSigner> {
+    let mut token_signers = HashMap::new();
+    match shared::token::signers_from_config(&env.list("VOTING_TOKEN_SIGNING_KEYS")) {
+        Ok(signers) => {
+            for signer in signers {
+                token_signers
+                    .entry(signer.tenant().clone())
+                    .or_insert(signer);
+            }
+        }
+        Err(e) => env.problem(format!("VOTING_TOKEN_SIGNING_KEYS: {e}")),
+    }
+    token_signers
+}
+
+fn token_slot_keys(env: &mut Env) -> SlotKeys {
+    SlotKeys::from_config(&env.list("TOKEN_SLOT_KEYS")).unwrap_or_else(|e| {
+        env.problem(format!("TOKEN_SLOT_KEYS: {e}"));
+        SlotKeys::default()
+    })
+}
+
+fn platform_org(env: &mut Env) -> TenantId {
+    TenantId::parse(&env.string_or("PLATFORM_ORG", DEFAULT_PLATFORM_ORG)).unwrap_or_else(|_| {
+        env.problem("PLATFORM_ORG is not a tenant id (2-63 of a-z, 0-9, -)");
+        TenantId::parse(DEFAULT_PLATFORM_ORG).expect("the default is a tenant id")
+    })
+}
+
+/// An origin only (or nothing): it also goes into the pages' Content-Security-Policy.
+fn page_origin(env: &mut Env, name: &str) -> String {
+    let raw = env.string_or(name, "");
+    match shared::cors::AllowedOrigins::parse(&raw) {
+        Ok(_) if !raw.contains(',') => raw.trim().to_owned(),
+        _ => {
+            env.problem(format!("{name} is not one origin (http[s]://host[:port])"));
+            String::new()
+        }
+    }
+}
+
+fn s2s_retry(env: &mut Env) -> RetrySettings {
+    RetrySettings {
+        initial: Duration::from_millis(50),
+        max_interval: Duration::from_secs(1),
+        max_elapsed: env.millis_or("S2S_RETRY_BUDGET_MS", 3000),
+        attempt_timeout: env.millis_or("S2S_ATTEMPT_TIMEOUT_MS", 2000),
     }
 }

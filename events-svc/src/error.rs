@@ -48,60 +48,30 @@ impl From<Problem> for EventsError {
 impl EventsError {
     pub fn to_problem(&self) -> Problem {
         match self {
-            Self::Session(SessionError::KeysUnavailable) => Problem::unavailable(
-                "session-keys-unavailable",
-                "the session keys cannot be fetched from members-fn right now",
-                5,
-            ),
-            Self::Session(e) => {
-                let slug = match e {
-                    SessionError::Missing => "missing-session",
-                    SessionError::Expired => "session-expired",
-                    _ => "invalid-session",
-                };
-                Problem::new(StatusCode::UNAUTHORIZED, slug, "Unauthorized", e.to_string())
-            }
-            Self::Forbidden(role) => Problem::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "Forbidden",
-                format!("this needs the {role} role"),
-            ),
-            Self::NotPlatformOps => Problem::new(
-                StatusCode::FORBIDDEN,
+            Self::Session(e) => session_problem(e),
+            Self::Forbidden(role) => forbidden("forbidden", format!("this needs the {role} role")),
+            Self::NotPlatformOps => forbidden(
                 "not-platform-ops",
-                "Forbidden",
                 "the queue flag is platform-wide: it needs the ops role in the platform organisation",
             ),
-            Self::RateLimited { retry_after } => Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { retry_after } => too_many(
                 "rate-limited",
-                "Too many requests",
                 "too many requests from this member or in total; retry after the indicated delay",
-            )
-            .retry_after(*retry_after),
-            Self::QueueModeChangedRecently { retry_after } => Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
+                *retry_after,
+            ),
+            Self::QueueModeChangedRecently { retry_after } => too_many(
                 "queue-mode-changed-recently",
-                "Too many requests",
                 "the queue flag was changed moments ago; it changes at most once per interval, \
                  platform-wide: retry after the indicated delay",
-            )
-            .retry_after(*retry_after),
+                *retry_after,
+            ),
             Self::UnknownElection => Problem::not_found("no such election in your organisation"),
-            Self::NotAMember => Problem::new(
-                StatusCode::FORBIDDEN,
+            Self::NotAMember => forbidden(
                 "not-a-member",
-                "Forbidden",
                 "you are no longer in your organisation's member registry",
             ),
             Self::Domain(e @ (DomainError::NotOpen(_) | DomainError::OutsideWindow)) => {
-                Problem::new(
-                    StatusCode::FORBIDDEN,
-                    "election-not-open",
-                    "Forbidden",
-                    e.to_string(),
-                )
+                forbidden("election-not-open", e.to_string())
             }
             Self::Domain(e) => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -125,29 +95,68 @@ impl EventsError {
                 "voting tokens are not set up for your organisation yet; try again later",
                 60,
             ),
-            Self::ElectionsSide(e) => match e {
-                // The elections side refused the change: pass its reason on.
-                CallError::Status { status, .. } if status.is_client_error() => {
-                    let detail = e
-                        .problem()
-                        .map(|p| p.detail)
-                        .unwrap_or_else(|| format!("the elections side answered {status}"));
-                    Problem::new(
-                        StatusCode::BAD_GATEWAY,
-                        "elections-side-refused",
-                        "Bad Gateway",
-                        detail,
-                    )
-                }
-                _ => Problem::unavailable(
-                    "elections-side-unavailable",
-                    "the elections side cannot be reached; nothing was changed, try again shortly",
-                    5,
-                ),
-            },
+            Self::ElectionsSide(e) => elections_side_problem(e),
             Self::Database(e) => shared::db::problem_for(e),
             Self::Problem(p) => p.clone(),
         }
+    }
+}
+
+fn forbidden(slug: &str, detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::FORBIDDEN, slug, "Forbidden", detail)
+}
+
+fn too_many(slug: &str, detail: &str, retry_after: u64) -> Problem {
+    Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        slug,
+        "Too many requests",
+        detail,
+    )
+    .retry_after(retry_after)
+}
+
+fn session_problem(e: &SessionError) -> Problem {
+    let slug = match e {
+        SessionError::KeysUnavailable => {
+            return Problem::unavailable(
+                "session-keys-unavailable",
+                "the session keys cannot be fetched from members-fn right now",
+                5,
+            )
+        }
+        SessionError::Missing => "missing-session",
+        SessionError::Expired => "session-expired",
+        _ => "invalid-session",
+    };
+    Problem::new(
+        StatusCode::UNAUTHORIZED,
+        slug,
+        "Unauthorized",
+        e.to_string(),
+    )
+}
+
+fn elections_side_problem(e: &CallError) -> Problem {
+    match e {
+        // The elections side refused the change: pass its reason on.
+        CallError::Status { status, .. } if status.is_client_error() => {
+            let detail = e
+                .problem()
+                .map(|p| p.detail)
+                .unwrap_or_else(|| format!("the elections side answered {status}"));
+            Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "elections-side-refused",
+                "Bad Gateway",
+                detail,
+            )
+        }
+        _ => Problem::unavailable(
+            "elections-side-unavailable",
+            "the elections side cannot be reached; nothing was changed, try again shortly",
+            5,
+        ),
     }
 }
 

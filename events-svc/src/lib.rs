@@ -16,6 +16,7 @@ pub mod pages;
 pub mod routes;
 pub mod slots;
 pub mod startup;
+pub mod state;
 
 pub use configuration::Settings;
 pub use startup::Application;

@@ -14,7 +14,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Where the browser reaches members-fn and ingest (`PAGES_MEMBERS_URL`, `PAGES_INGEST_URL`).
 #[derive(Debug, Clone, Default, Serialize)]

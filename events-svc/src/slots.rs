@@ -30,7 +30,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::error::EventsError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Domain separation: a slot secret derives voting-token ids and nothing else.
 pub const LABEL: &[u8] = b"ekklesia/voting-token-slot/v1\0";
@@ -220,7 +220,7 @@ async fn register(
 }
 
 async fn member_count(tx: &mut Transaction<'_, Postgres>) -> Result<u64, EventsError> {
-    let members: i64 = sqlx::query_scalar("SELECT events.tenant_member_count()")
+    let members = sqlx::query_scalar!(r#"SELECT events.tenant_member_count() AS "members!""#)
         .fetch_one(&mut **tx)
         .await?;
     Ok(members.max(0) as u64)
@@ -238,22 +238,23 @@ pub async fn register_at_open(
     correlation: &CorrelationId,
 ) -> Result<(), EventsError> {
     let key = current_key(state, tenant)?;
-    let registered: i64 =
-        sqlx::query_scalar("SELECT slots_registered FROM events.elections WHERE id = $1")
-            .bind(election)
-            .fetch_one(&mut **tx)
-            .await?;
+    let registered = sqlx::query_scalar!(
+        "SELECT slots_registered FROM events.elections WHERE id = $1",
+        election
+    )
+    .fetch_one(&mut **tx)
+    .await?;
     if registered > 0 {
         return Ok(());
     }
     let slots = initial_slots(member_count(tx).await?, state.settings.token_slot_chunk);
     register(state, key, election, 0..slots, correlation).await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE events.elections SET slot_key_id = $2, slots_registered = $3 WHERE id = $1",
+        election,
+        key.kid(),
+        slots as i64
     )
-    .bind(election)
-    .bind(key.kid())
-    .bind(slots as i64)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -270,17 +271,18 @@ pub async fn take<'a>(
     tenant: &TenantId,
     election: Uuid,
 ) -> Result<Option<(u64, &'a SlotKey)>, EventsError> {
-    let taken: Option<(i64, Option<String>)> = sqlx::query_as(
-        "UPDATE events.elections SET slots_issued = slots_issued + 1 \
-         WHERE id = $1 AND status = 'open' AND slots_issued < slots_registered \
-         RETURNING slots_issued - 1, slot_key_id",
+    let taken = sqlx::query!(
+        r#"UPDATE events.elections SET slots_issued = slots_issued + 1
+           WHERE id = $1 AND status = 'open' AND slots_issued < slots_registered
+           RETURNING slots_issued - 1 AS "slot!", slot_key_id"#,
+        election
     )
-    .bind(election)
     .fetch_optional(&mut **tx)
     .await?;
-    let Some((slot, kid)) = taken else {
+    let Some(taken) = taken else {
         return Ok(None);
     };
+    let (slot, kid) = (taken.slot, taken.slot_key_id);
     // A registered slot always has its key (constraint `slots_keyed`).
     let kid = kid.ok_or_else(shared::Problem::internal)?;
     Ok(Some((slot as u64, key_by_id(state, tenant, &kid)?)))
@@ -304,16 +306,16 @@ pub async fn register_more(
 ) -> Result<(), EventsError> {
     let _one_at_a_time = state.slot_registrations.lock().await;
     let mut tx = shared::db::begin_for_tenant(&state.pool, tenant).await?;
-    let row: (String, Option<String>, i64, i64) = sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT status, slot_key_id, slots_registered, slots_issued FROM events.elections \
          WHERE id = $1",
+        election
     )
-    .bind(election)
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(EventsError::UnknownElection)?;
-    let (status, kid, registered, issued) = row;
-    let status = ElectionStatus::parse(&status)?;
+    let (kid, registered, issued) = (row.slot_key_id, row.slots_registered, row.slots_issued);
+    let status = ElectionStatus::parse(&row.status)?;
     if status != ElectionStatus::Open {
         return Err(DomainError::NotOpen(status).into());
     }
@@ -338,14 +340,14 @@ pub async fn register_more(
     // Only under the key the election's slots are derived with (another instance may have
     // started a legacy election's slots with another current key meanwhile: then this round
     // counts nothing and the next one uses that key).
-    sqlx::query(
+    sqlx::query!(
         "UPDATE events.elections \
          SET slot_key_id = $2, slots_registered = GREATEST(slots_registered, $3) \
          WHERE id = $1 AND status = 'open' AND (slot_key_id IS NULL OR slot_key_id = $2)",
+        election,
+        key.kid(),
+        wanted as i64
     )
-    .bind(election)
-    .bind(key.kid())
-    .bind(wanted as i64)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -1,23 +1,17 @@
-//! Builds events-svc: state, routes, layers.
+//! Builds events-svc: its state (`state`), the router over every route, the listener.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use prometheus::IntCounterVec;
 use shared::metrics::HttpMetrics;
-use shared::s2s::Client;
 use shared::service::{self, Server};
-use shared::session::SessionVerifier;
-use sqlx::PgPool;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::configuration::Settings;
-use crate::elections_side::ElectionsSide;
-use crate::limits::Limits;
 use crate::routes::{elections, live, ops, tokens};
+use crate::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -51,33 +45,6 @@ impl utoipa::Modify for SessionScheme {
     }
 }
 
-pub struct Inner {
-    pub settings: Settings,
-    pub pool: PgPool,
-    pub sessions: SessionVerifier,
-    pub elections: ElectionsSide,
-    /// Requests per member and per instance (checked with the session, `auth`).
-    pub limits: Limits,
-    /// Held while this instance registers more token slots (`slots::register_more`).
-    pub slot_registrations: tokio::sync::Mutex<()>,
-    /// For the console's live view (`routes::live`): short timeouts, loopback or internal.
-    pub probe: reqwest::Client,
-    /// Token requests by outcome (`issued` or the problem slug).
-    pub tokens: IntCounterVec,
-    /// Requests per tenant, added to the database every `USAGE_FLUSH_MS`.
-    pub usage: Arc<shared::usage::Usage>,
-}
-
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-impl std::ops::Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
-
 pub struct Application {
     server: Server,
     state: AppState,
@@ -93,57 +60,9 @@ impl Application {
         let pool_sampler =
             shared::metrics::PoolMetrics::register(&metrics, settings.database.max_connections)
                 .spawn_sampler(pool.clone());
-        let tokens = metrics.register(&shared::metrics::counter_vec(
-            "voting_tokens_total",
-            "Voting token requests by outcome",
-            &["outcome"],
-        ));
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(3))
-            .build()
-            .unwrap_or_default();
-        let state = AppState(Arc::new(Inner {
-            sessions: SessionVerifier::with_key_ttl(
-                settings.session_jwks_url.clone(),
-                settings.session_issuer.clone(),
-                http,
-                settings.session_jwks_ttl,
-            ),
-            elections: ElectionsSide::new(Client::new(
-                settings.elections_url.clone(),
-                settings.s2s_keys.clone(),
-                settings.s2s_retry.clone(),
-            )),
-            probe: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(1))
-                .build()
-                .unwrap_or_default(),
-            tokens,
-            usage: usage.clone(),
-            limits: Limits::new(settings.rate_limit_per_member, settings.rate_limit_global),
-            slot_registrations: tokio::sync::Mutex::new(()),
-            pool: pool.clone(),
-            settings,
-        }));
-        let (api_router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-            .routes(routes!(elections::create, elections::list))
-            .routes(routes!(elections::get))
-            .routes(routes!(elections::open))
-            .routes(routes!(elections::close))
-            .routes(routes!(elections::results))
-            .routes(routes!(tokens::issue))
-            .routes(routes!(ops::get, ops::put))
-            .routes(routes!(live::live))
-            .layer(DefaultBodyLimit::max(64 * 1024))
-            .split_for_parts();
-        let router = service::router(
-            api_router
-                .merge(crate::pages::routes())
-                .with_state(state.clone()),
-            api,
-            metrics,
-            service::database_readiness(pool),
-        );
+        let state = AppState::new(settings, pool.clone(), &metrics, usage.clone());
+        let (api_router, api) = api(state.clone());
+        let router = service::router(api_router, api, metrics, service::database_readiness(pool));
         let usage_flusher = usage.spawn_flusher(state.pool.clone(), state.settings.usage_flush);
         Ok(Self {
             server: Server::bind_with(
@@ -180,4 +99,21 @@ impl Application {
         .await;
         Ok(())
     }
+}
+
+/// The API and the pages with their state, and the API's OpenAPI document.
+fn api(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
+    let (api_router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(elections::create, elections::list))
+        .routes(routes!(elections::get))
+        .routes(routes!(elections::open))
+        .routes(routes!(elections::close))
+        .routes(routes!(elections::results))
+        .routes(routes!(tokens::issue))
+        .routes(routes!(ops::get, ops::put))
+        .routes(routes!(live::live))
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .split_for_parts();
+    let router = api_router.merge(crate::pages::routes()).with_state(state);
+    (router, api)
 }

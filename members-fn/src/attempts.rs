@@ -82,7 +82,7 @@ impl Started {
         org: Option<&str>,
         return_to: Option<&str>,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
+        sqlx::query!(
             "WITH purged AS ( \
                  DELETE FROM members.login_attempts WHERE id_hash IN ( \
                      SELECT id_hash FROM members.login_attempts \
@@ -90,14 +90,14 @@ impl Started {
              INSERT INTO members.login_attempts \
                  (id_hash, state, nonce, code_verifier, org_id, return_to, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))",
+            id_hash(&self.cookie_value),
+            self.state,
+            self.nonce,
+            self.code_verifier,
+            org,
+            return_to,
+            TTL.as_secs_f64()
         )
-        .bind(id_hash(&self.cookie_value))
-        .bind(&self.state)
-        .bind(&self.nonce)
-        .bind(&self.code_verifier)
-        .bind(org)
-        .bind(return_to)
-        .bind(TTL.as_secs_f64())
         .execute(pool)
         .await?;
         Ok(())
@@ -113,30 +113,27 @@ pub async fn consume(
     state: &str,
 ) -> Result<Attempt, MembersError> {
     let hash = id_hash(cookie_value);
-    let used: Option<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+    let used = sqlx::query_as!(
+        Attempt,
         "UPDATE members.login_attempts SET used_at = now() \
          WHERE id_hash = $1 AND state = $2 AND used_at IS NULL AND expires_at > now() \
-         RETURNING nonce, code_verifier, org_id, return_to",
+         RETURNING nonce, code_verifier, org_id AS org, return_to",
+        hash,
+        state
     )
-    .bind(&hash)
-    .bind(state)
     .fetch_optional(pool)
     .await?;
-    if let Some((nonce, code_verifier, org, return_to)) = used {
-        return Ok(Attempt {
-            nonce,
-            code_verifier,
-            org,
-            return_to,
-        });
+    if let Some(attempt) = used {
+        return Ok(attempt);
     }
-    let why: Option<(bool, bool)> = sqlx::query_as(
-        "SELECT used_at IS NOT NULL, expires_at <= now() FROM members.login_attempts \
-         WHERE id_hash = $1",
+    let why = sqlx::query!(
+        r#"SELECT used_at IS NOT NULL AS "used!", expires_at <= now() AS "expired!"
+           FROM members.login_attempts WHERE id_hash = $1"#,
+        hash
     )
-    .bind(&hash)
     .fetch_optional(pool)
-    .await?;
+    .await?
+    .map(|row| (row.used, row.expired));
     Err(match why {
         None => MembersError::LoginNotStarted,
         Some((true, _)) => MembersError::LoginReplayed,

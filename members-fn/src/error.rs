@@ -55,48 +55,31 @@ impl MembersError {
                 "the identity provider cannot be reached; try again shortly",
                 5,
             ),
-            Self::CodeRejected => Problem::new(
-                StatusCode::UNAUTHORIZED,
+            Self::CodeRejected => unauthorized(
                 "login-failed",
-                "Unauthorized",
                 "the identity provider refused the authorization code (used, expired, or the code_verifier does not match)",
             ),
-            Self::ProviderRefused(code) => Problem::new(
-                StatusCode::UNAUTHORIZED,
+            Self::ProviderRefused(code) => unauthorized(
                 "login-failed",
-                "Unauthorized",
                 format!("the identity provider ended the login with error `{code}`; start again"),
             ),
-            Self::LoginNotStarted => Problem::new(
-                StatusCode::UNAUTHORIZED,
+            Self::LoginNotStarted => unauthorized(
                 "login-not-started",
-                "Unauthorized",
                 "this browser has no login in progress (no login cookie, or one members-fn does not know): start at GET /v1/auth/oidc/start",
             ),
-            Self::LoginExpired => Problem::new(
-                StatusCode::UNAUTHORIZED,
+            Self::LoginExpired => unauthorized(
                 "login-expired",
-                "Unauthorized",
                 "the login attempt expired (it lasts 10 minutes); start again at GET /v1/auth/oidc/start",
             ),
-            Self::LoginReplayed => Problem::new(
-                StatusCode::UNAUTHORIZED,
+            Self::LoginReplayed => unauthorized(
                 "login-replayed",
-                "Unauthorized",
                 "this login attempt was already used; each is good for one callback, start again at GET /v1/auth/oidc/start",
             ),
-            Self::StateMismatch => Problem::new(
-                StatusCode::UNAUTHORIZED,
+            Self::StateMismatch => unauthorized(
                 "state-mismatch",
-                "Unauthorized",
                 "the callback's state is missing or is not the state of the login this browser started",
             ),
-            Self::IdToken(detail) => Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid-id-token",
-                "Unauthorized",
-                detail.clone(),
-            ),
+            Self::IdToken(detail) => unauthorized("invalid-id-token", detail.clone()),
             Self::NationalId(e) => Problem::bad_request("invalid-national-id", e.to_string()),
             Self::NotAMember => Problem::new(
                 StatusCode::FORBIDDEN,
@@ -104,32 +87,45 @@ impl MembersError {
                 "Forbidden",
                 "the login is valid but this person is not in the member registry",
             ),
-            Self::ChooseOrganisation(orgs) => Problem::new(
-                StatusCode::CONFLICT,
-                "choose-organisation",
-                "Conflict",
-                format!(
-                    "this person is a member of several organisations ({}); send `org`",
-                    orgs.join(", ")
-                ),
-            ),
+            Self::ChooseOrganisation(orgs) => choose_organisation(orgs),
             Self::OidcNotConfigured => Problem::new(
                 StatusCode::NOT_FOUND,
                 "oidc-not-configured",
                 "Not Found",
                 "this deployment has no identity provider configured",
             ),
-            Self::RateLimited { retry_after } => Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate-limited",
-                "Too Many Requests",
-                "too many login attempts; wait and try again",
-            )
-            .retry_after(*retry_after),
+            Self::RateLimited { retry_after } => rate_limited(*retry_after),
             Self::Database(e) => shared::db::problem_for(e),
             Self::Problem(p) => p.clone(),
         }
     }
+}
+
+/// Every way a login can fail at the provider or with its attempt is a 401 with its own slug.
+fn unauthorized(slug: &str, detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::UNAUTHORIZED, slug, "Unauthorized", detail)
+}
+
+fn choose_organisation(orgs: &[String]) -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "choose-organisation",
+        "Conflict",
+        format!(
+            "this person is a member of several organisations ({}); send `org`",
+            orgs.join(", ")
+        ),
+    )
+}
+
+fn rate_limited(retry_after: u64) -> Problem {
+    Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        "Too Many Requests",
+        "too many login attempts; wait and try again",
+    )
+    .retry_after(retry_after)
 }
 
 impl IntoResponse for MembersError {

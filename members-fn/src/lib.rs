@@ -15,6 +15,7 @@ pub mod oidc;
 pub mod registry;
 pub mod routes;
 pub mod startup;
+pub mod state;
 
 pub use configuration::Settings;
 pub use startup::Application;

@@ -192,21 +192,7 @@ impl OidcClient {
             &key,
             &validation,
         )
-        .map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            MembersError::IdToken(
-                match e.kind() {
-                    ErrorKind::ExpiredSignature => "the id_token has expired",
-                    ErrorKind::InvalidIssuer => "the id_token is from another issuer",
-                    ErrorKind::InvalidAudience => "the id_token is for another client",
-                    ErrorKind::InvalidSignature => "the id_token's signature is wrong",
-                    ErrorKind::ImmatureSignature => "the id_token is not valid yet",
-                    ErrorKind::MissingRequiredClaim(_) => "the id_token lacks a required claim",
-                    _ => "the id_token is invalid",
-                }
-                .into(),
-            )
-        })?
+        .map_err(|e| invalid_id_token(&e))?
         .claims;
         // The nonce ties the id_token to this browser's login attempt: a code obtained for
         // another login (where PKCE is not enforced by the provider) carries another nonce.
@@ -231,4 +217,21 @@ impl OidcClient {
             .map_err(|e| MembersError::IdToken(format!("the id_token's national id: {e}")))?;
         Ok(Login { national_id })
     }
+}
+
+/// Why the id_token was refused, in words a client can act on (never the token).
+fn invalid_id_token(e: &jsonwebtoken::errors::Error) -> MembersError {
+    use jsonwebtoken::errors::ErrorKind;
+    MembersError::IdToken(
+        match e.kind() {
+            ErrorKind::ExpiredSignature => "the id_token has expired",
+            ErrorKind::InvalidIssuer => "the id_token is from another issuer",
+            ErrorKind::InvalidAudience => "the id_token is for another client",
+            ErrorKind::InvalidSignature => "the id_token's signature is wrong",
+            ErrorKind::ImmatureSignature => "the id_token is not valid yet",
+            ErrorKind::MissingRequiredClaim(_) => "the id_token lacks a required claim",
+            _ => "the id_token is invalid",
+        }
+        .into(),
+    )
 }

@@ -21,7 +21,7 @@ use std::io::Read;
 use serde::Serialize;
 use shared::domain::TenantId;
 use shared::session::Role;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::national_id::NationalId;
 
@@ -59,27 +59,18 @@ pub fn parse_csv(
     org: &TenantId,
     platform_org: &TenantId,
 ) -> Result<Vec<MemberRecord>, ImportError> {
-    let ops_allowed = org == platform_org;
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .flexible(false)
         .from_reader(input);
     let headers = reader
         .headers()
-        .map_err(|e| ImportError::Invalid(vec![format!("line 1: {e}")]))?
-        .clone();
-    let column = |names: &[&str]| {
-        headers
-            .iter()
-            .position(|h| names.iter().any(|n| h.eq_ignore_ascii_case(n)))
+        .map_err(|e| ImportError::Invalid(vec![format!("line 1: {e}")]))?;
+    let columns = Columns::of(headers)?;
+    let rules = RoleRules {
+        ops_allowed: org == platform_org,
+        platform_org,
     };
-    let Some(id_col) = column(&["national_id", "kennitala"]) else {
-        return Err(ImportError::Invalid(vec![
-            "line 1: no `national_id` (or `kennitala`) column".into(),
-        ]));
-    };
-    let name_col = column(&["name", "nafn"]);
-    let roles_col = column(&["roles"]);
     let mut problems = Vec::new();
     let mut records = Vec::new();
     let mut seen = HashSet::new();
@@ -92,7 +83,7 @@ pub fn parse_csv(
                 continue;
             }
         };
-        let national_id = match NationalId::parse(row.get(id_col).unwrap_or_default()) {
+        let national_id = match NationalId::parse(columns.national_id(&row)) {
             Ok(id) => id,
             Err(e) => {
                 problems.push(format!("line {line}: {e}"));
@@ -105,33 +96,10 @@ pub fn parse_csv(
             ));
             continue;
         }
-        let mut roles = vec![Role::Member];
-        for raw in roles_col
-            .and_then(|c| row.get(c))
-            .unwrap_or_default()
-            .split([';', ' ', '|'])
-            .filter(|r| !r.is_empty())
-        {
-            match Role::parse(&raw.to_ascii_lowercase()) {
-                Some(Role::Ops) if !ops_allowed => problems.push(format!(
-                    "line {line}: the `ops` role is for platform operators; only the platform \
-                     organisation's registry (`{platform_org}`) may grant it"
-                )),
-                Some(role) if !roles.contains(&role) => roles.push(role),
-                Some(_) => {}
-                None => problems.push(format!(
-                    "line {line}: unknown role {} (member, admin or ops)",
-                    shown_role(raw)
-                )),
-            }
-        }
         records.push(MemberRecord {
             national_id,
-            name: name_col
-                .and_then(|c| row.get(c))
-                .unwrap_or_default()
-                .to_owned(),
-            roles,
+            name: columns.name(&row).to_owned(),
+            roles: rules.roles(columns.roles(&row), &mut problems, line),
         });
     }
     if !problems.is_empty() {
@@ -141,6 +109,75 @@ pub fn parse_csv(
         return Err(ImportError::Empty);
     }
     Ok(records)
+}
+
+/// Where the header row puts each field.
+struct Columns {
+    national_id: usize,
+    name: Option<usize>,
+    roles: Option<usize>,
+}
+
+/// Who may hold the `ops` role: only the platform organisation's members.
+struct RoleRules<'a> {
+    ops_allowed: bool,
+    platform_org: &'a TenantId,
+}
+
+impl Columns {
+    fn of(headers: &csv::StringRecord) -> Result<Self, ImportError> {
+        let column = |names: &[&str]| {
+            headers
+                .iter()
+                .position(|h| names.iter().any(|n| h.eq_ignore_ascii_case(n)))
+        };
+        let Some(national_id) = column(&["national_id", "kennitala"]) else {
+            return Err(ImportError::Invalid(vec![
+                "line 1: no `national_id` (or `kennitala`) column".into(),
+            ]));
+        };
+        Ok(Self {
+            national_id,
+            name: column(&["name", "nafn"]),
+            roles: column(&["roles"]),
+        })
+    }
+
+    fn national_id<'r>(&self, row: &'r csv::StringRecord) -> &'r str {
+        row.get(self.national_id).unwrap_or_default()
+    }
+
+    fn name<'r>(&self, row: &'r csv::StringRecord) -> &'r str {
+        self.name.and_then(|c| row.get(c)).unwrap_or_default()
+    }
+
+    fn roles<'r>(&self, row: &'r csv::StringRecord) -> &'r str {
+        self.roles.and_then(|c| row.get(c)).unwrap_or_default()
+    }
+}
+
+impl RoleRules<'_> {
+    /// `member` and the roles listed (separated by `;`, spaces or `|`), each once; a problem
+    /// for each role that is unknown or not allowed.
+    fn roles(&self, listed: &str, problems: &mut Vec<String>, line: usize) -> Vec<Role> {
+        let mut roles = vec![Role::Member];
+        for raw in listed.split([';', ' ', '|']).filter(|r| !r.is_empty()) {
+            match Role::parse(&raw.to_ascii_lowercase()) {
+                Some(Role::Ops) if !self.ops_allowed => problems.push(format!(
+                    "line {line}: the `ops` role is for platform operators; only the platform \
+                     organisation's registry (`{}`) may grant it",
+                    self.platform_org
+                )),
+                Some(role) if !roles.contains(&role) => roles.push(role),
+                Some(_) => {}
+                None => problems.push(format!(
+                    "line {line}: unknown role {} (member, admin or ops)",
+                    shown_role(raw)
+                )),
+            }
+        }
+        roles
+    }
 }
 
 /// A role as a problem may show it: a word is named, anything else (a national id in the wrong
@@ -161,63 +198,11 @@ pub async fn sync(
     records: &[MemberRecord],
     dry_run: bool,
 ) -> Result<ImportReport, ImportError> {
-    let ids: Vec<&str> = records.iter().map(|r| r.national_id.as_str()).collect();
-    let names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
-    let roles: Vec<String> = records
-        .iter()
-        .map(|r| {
-            r.roles
-                .iter()
-                .map(|role| role.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .collect();
+    let file = FileColumns::of(records);
     let mut tx = shared::db::begin_for_tenant(pool, tenant).await?;
-    // Removal only marks the row: it keeps its id, so a person who comes back in a later
-    // export is the same member, and events-svc's one token per (election, member id) holds.
-    let removed = sqlx::query(
-        "UPDATE members.members SET removed_at = now(), updated_at = now() \
-         WHERE removed_at IS NULL AND NOT (national_id = ANY($1))",
-    )
-    .bind(&ids)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    // People removed earlier and back in this file: same row and id, current name and roles.
-    // The operator sees them as added (they could not log in before this import).
-    let readded = sqlx::query(
-        "UPDATE members.members m \
-         SET removed_at = NULL, name = t.name, roles = string_to_array(t.roles, ','), \
-             updated_at = now() \
-         FROM unnest($1::text[], $2::text[], $3::text[]) AS t(national_id, name, roles) \
-         WHERE m.national_id = t.national_id AND m.removed_at IS NOT NULL",
-    )
-    .bind(&ids)
-    .bind(&names)
-    .bind(&roles)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    // xmax = 0 marks a freshly inserted row; the WHERE skips rows that would not change
-    // (including the ones just re-added, which are counted above).
-    let written: Vec<bool> = sqlx::query_scalar(
-        "INSERT INTO members.members (org_id, national_id, name, roles) \
-         SELECT $1, t.national_id, t.name, string_to_array(t.roles, ',') \
-         FROM unnest($2::text[], $3::text[], $4::text[]) AS t(national_id, name, roles) \
-         ON CONFLICT (org_id, national_id) DO UPDATE \
-             SET name = excluded.name, roles = excluded.roles, updated_at = now() \
-             WHERE (members.name, members.roles) IS DISTINCT FROM (excluded.name, excluded.roles) \
-         RETURNING xmax = 0",
-    )
-    .bind(tenant.as_str())
-    .bind(&ids)
-    .bind(&names)
-    .bind(&roles)
-    .fetch_all(&mut *tx)
-    .await?;
-    let inserted = written.iter().filter(|inserted| **inserted).count() as u64;
-    let updated = written.len() as u64 - inserted;
+    let removed = mark_removed(&mut tx, &file).await?;
+    let readded = readd(&mut tx, &file).await?;
+    let (inserted, updated) = upsert(&mut tx, tenant, &file).await?;
     let added = inserted + readded;
     if dry_run {
         tx.rollback().await?;
@@ -230,6 +215,93 @@ pub async fn sync(
         removed,
         unchanged: records.len() as u64 - added - updated,
     })
+}
+
+/// The file's members as one array per column (`roles` comma-separated), for `unnest`.
+struct FileColumns<'a> {
+    ids: Vec<&'a str>,
+    names: Vec<&'a str>,
+    roles: Vec<String>,
+}
+
+impl<'a> FileColumns<'a> {
+    fn of(records: &'a [MemberRecord]) -> Self {
+        let roles = records
+            .iter()
+            .map(|r| {
+                r.roles
+                    .iter()
+                    .map(|role| role.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
+        Self {
+            ids: records.iter().map(|r| r.national_id.as_str()).collect(),
+            names: records.iter().map(|r| r.name.as_str()).collect(),
+            roles,
+        }
+    }
+}
+
+/// Marks the members not in the file as removed; how many. Removal only marks the row: it
+/// keeps its id, so a person who comes back in a later export is the same member, and
+/// events-svc's one token per (election, member id) holds.
+async fn mark_removed(tx: &mut PgConnection, file: &FileColumns<'_>) -> sqlx::Result<u64> {
+    Ok(sqlx::query!(
+        "UPDATE members.members SET removed_at = now(), updated_at = now() \
+         WHERE removed_at IS NULL AND NOT (national_id = ANY($1))",
+        &file.ids as &[&str]
+    )
+    .execute(tx)
+    .await?
+    .rows_affected())
+}
+
+/// Brings back people removed earlier and in the file again: same row and id, current name
+/// and roles; how many. The operator sees them as added (they could not log in before).
+async fn readd(tx: &mut PgConnection, file: &FileColumns<'_>) -> sqlx::Result<u64> {
+    Ok(sqlx::query!(
+        "UPDATE members.members m \
+         SET removed_at = NULL, name = t.name, roles = string_to_array(t.roles, ','), \
+             updated_at = now() \
+         FROM unnest($1::text[], $2::text[], $3::text[]) AS t(national_id, name, roles) \
+         WHERE m.national_id = t.national_id AND m.removed_at IS NOT NULL",
+        &file.ids as &[&str],
+        &file.names as &[&str],
+        &file.roles
+    )
+    .execute(tx)
+    .await?
+    .rows_affected())
+}
+
+/// Inserts new members and updates changed ones: (inserted, updated). xmax = 0 marks a freshly
+/// inserted row; the WHERE skips rows that would not change (including the ones just re-added,
+/// which [`readd`] counted).
+async fn upsert(
+    tx: &mut PgConnection,
+    tenant: &TenantId,
+    file: &FileColumns<'_>,
+) -> sqlx::Result<(u64, u64)> {
+    let written = sqlx::query_scalar!(
+        r#"INSERT INTO members.members (org_id, national_id, name, roles)
+           SELECT $1, t.national_id, t.name, string_to_array(t.roles, ',')
+           FROM unnest($2::text[], $3::text[], $4::text[]) AS t(national_id, name, roles)
+           ON CONFLICT (org_id, national_id) DO UPDATE
+               SET name = excluded.name, roles = excluded.roles, updated_at = now()
+               WHERE (members.name, members.roles)
+                   IS DISTINCT FROM (excluded.name, excluded.roles)
+           RETURNING xmax = 0 AS "inserted!""#,
+        tenant.as_str(),
+        &file.ids as &[&str],
+        &file.names as &[&str],
+        &file.roles
+    )
+    .fetch_all(tx)
+    .await?;
+    let inserted = written.iter().filter(|inserted| **inserted).count() as u64;
+    Ok((inserted, written.len() as u64 - inserted))
 }
 
 #[cfg(test)]

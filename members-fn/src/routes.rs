@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::attempts;
 use crate::error::MembersError;
 use crate::national_id::NationalId;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -351,11 +351,16 @@ async fn session_for(
     national_id: &NationalId,
     org: Option<&str>,
 ) -> Result<Session, MembersError> {
-    let memberships: Vec<(String, Uuid, Vec<String>)> =
-        sqlx::query_as("SELECT org_id, member_id, roles FROM members.memberships_of($1)")
-            .bind(national_id.as_str())
-            .fetch_all(&state.pool)
-            .await?;
+    let memberships: Vec<(String, Uuid, Vec<String>)> = sqlx::query!(
+        r#"SELECT org_id AS "org_id!", member_id AS "member_id!", roles AS "roles!"
+           FROM members.memberships_of($1)"#,
+        national_id.as_str()
+    )
+    .fetch_all(&state.pool)
+    .await?
+    .into_iter()
+    .map(|m| (m.org_id, m.member_id, m.roles))
+    .collect();
     let chosen = match org {
         Some(org) => memberships.into_iter().find(|(o, _, _)| o == org),
         None if memberships.len() > 1 => {

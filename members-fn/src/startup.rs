@@ -1,21 +1,17 @@
-//! Builds members-fn: state, routes, layers.
+//! Builds members-fn: its state (`state`), the router over every route, the listener.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use prometheus::IntCounterVec;
 use shared::metrics::HttpMetrics;
 use shared::service::{self, Server};
-use sqlx::PgPool;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::configuration::Settings;
-use crate::error::MembersError;
-use crate::oidc::OidcClient;
 use crate::routes;
+use crate::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,48 +22,6 @@ use crate::routes;
     components(schemas(shared::Problem))
 )]
 struct ApiDoc;
-
-pub struct Inner {
-    pub settings: Settings,
-    pub pool: PgPool,
-    pub oidc: Option<OidcClient>,
-    pub limits: shared::ratelimit::Limits,
-    /// Logins by method (`oidc`, `dev`) and outcome (`ok` or the problem slug).
-    pub logins: IntCounterVec,
-    /// Logins and requests per tenant, added to the database every `USAGE_FLUSH_MS`.
-    pub usage: Arc<shared::usage::Usage>,
-}
-
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-impl std::ops::Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
-
-impl AppState {
-    /// Cookies are `Secure` everywhere but the local profile (plain http on 127.0.0.1).
-    pub fn secure_cookies(&self) -> bool {
-        self.settings.profile != shared::config::Profile::Local
-    }
-
-    /// Counts a login step's outcome and passes it on.
-    pub fn count<T>(
-        &self,
-        method: &str,
-        outcome: Result<T, MembersError>,
-    ) -> Result<T, MembersError> {
-        let label = match &outcome {
-            Ok(_) => "ok".to_owned(),
-            Err(e) => e.to_problem().slug().to_owned(),
-        };
-        self.logins.with_label_values(&[method, &label]).inc();
-        outcome
-    }
-}
 
 pub struct Application {
     server: Server,
@@ -84,25 +38,10 @@ impl Application {
         let pool_sampler =
             shared::metrics::PoolMetrics::register(&metrics, settings.database.max_connections)
                 .spawn_sampler(pool.clone());
-        let logins = metrics.register(&shared::metrics::counter_vec(
-            "logins_total",
-            "Login attempts by method and outcome",
-            &["method", "outcome"],
-        ));
         if settings.dev_login {
             tracing::warn!("dev login is enabled: anyone can log in as any member by national id");
         }
-        let state = AppState(Arc::new(Inner {
-            oidc: settings.oidc.clone().map(OidcClient::new),
-            limits: shared::ratelimit::Limits::new(
-                settings.login_rate_per_client,
-                settings.login_rate_global,
-            ),
-            logins,
-            usage: usage.clone(),
-            pool: pool.clone(),
-            settings,
-        }));
+        let state = AppState::new(settings, pool.clone(), &metrics, usage.clone());
         let (api_router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
             .routes(routes!(routes::oidc_start))
             .routes(routes!(routes::oidc_redirect))

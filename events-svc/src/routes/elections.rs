@@ -16,13 +16,14 @@ use shared::domain::{
 };
 use shared::session::Role;
 use shared::telemetry::CorrelationId;
-use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::{BAD_BODY, NOT_JSON, REFUSED, SESSION_401, SESSION_503, TOO_LARGE};
 use crate::auth::Caller;
 use crate::error::EventsError;
-use crate::startup::AppState;
+use crate::state::AppState;
+
+mod store;
 
 pub const MAX_TITLE: usize = 200;
 pub const MAX_QUESTION: usize = 2000;
@@ -45,39 +46,21 @@ pub struct NewElection {
     pub closes_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema, FromRow)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Election {
     pub id: Uuid,
     pub title: String,
     pub question: String,
-    /// `single`, `multiple` or `ranked`.
-    pub kind: String,
-    #[schema(value_type = Vec<ElectionOption>)]
-    pub options: sqlx::types::Json<Vec<ElectionOption>>,
+    pub kind: ElectionKind,
+    pub options: Vec<ElectionOption>,
     pub max_choices: i32,
-    /// `draft`, `open` or `closed`.
-    pub status: String,
+    /// `closed` once `closes_at` has passed, even before the close is recorded.
+    pub status: ElectionStatus,
     pub opens_at: Option<DateTime<Utc>>,
     pub closes_at: Option<DateTime<Utc>>,
     /// Whether the caller already received a voting token for it.
-    #[sqlx(default)]
     pub token_issued: bool,
 }
-
-/// An open election whose `closes_at` has passed is closed: the elections side closes and seals
-/// it by itself at that instant (`elections.close_due`), and this side shows it so.
-macro_rules! effective_status {
-    () => {
-        "CASE WHEN e.status = 'open' AND e.closes_at <= now() THEN 'closed' ELSE e.status END"
-    };
-}
-const EFFECTIVE_STATUS: &str = effective_status!();
-
-const ELECTION_COLUMNS: &str = concat!(
-    "e.id, e.title, e.question, e.kind, e.options, e.max_choices, ",
-    effective_status!(),
-    " AS status, e.opens_at, e.closes_at"
-);
 
 /// The `{id}` of a path: a malformed one is a problem+json 400 like every other bad input,
 /// not axum's plain-text answer.
@@ -91,10 +74,10 @@ impl Election {
         Ok(ElectionDefinition {
             tenant: tenant.clone(),
             id: self.id,
-            kind: ElectionKind::parse(&self.kind)?,
-            options: self.options.0.clone(),
+            kind: self.kind,
+            options: self.options.clone(),
             max_choices: self.max_choices as u32,
-            status: ElectionStatus::parse(&self.status)?,
+            status: self.status,
             opens_at: self.opens_at,
             closes_at: self.closes_at,
         })
@@ -157,21 +140,13 @@ pub async fn create(
     };
     definition.check()?;
     let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.0.org).await?;
-    let election: Election = sqlx::query_as(&format!(
-        "INSERT INTO events.elections AS e (org_id, id, title, question, kind, options, max_choices, opens_at, closes_at, created_by) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {ELECTION_COLUMNS}"
-    ))
-    .bind(caller.0.org.as_str())
-    .bind(definition.id)
-    .bind(new.title.trim())
-    .bind(new.question.trim())
-    .bind(definition.kind.as_str())
-    .bind(sqlx::types::Json(&definition.options))
-    .bind(definition.max_choices as i32)
-    .bind(definition.opens_at)
-    .bind(definition.closes_at)
-    .bind(caller.0.sub)
-    .fetch_one(&mut *tx)
+    let election = store::insert(
+        &mut tx,
+        &definition,
+        new.title.trim(),
+        new.question.trim(),
+        caller.0.sub,
+    )
     .await?;
     state
         .elections
@@ -256,15 +231,10 @@ async fn transition(
     caller.require(Role::Admin)?;
     let tenant = &caller.0.org;
     let mut tx = shared::db::begin_for_tenant(&state.pool, tenant).await?;
-    let mut election: Election = sqlx::query_as(&format!(
-        "SELECT {ELECTION_COLUMNS} FROM events.elections e WHERE e.id = $1 FOR UPDATE"
-    ))
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(EventsError::UnknownElection)?;
-    let from = ElectionStatus::parse(&election.status)?;
-    match (from, to) {
+    let mut election = store::lock(&mut tx, id)
+        .await?
+        .ok_or(EventsError::UnknownElection)?;
+    match (election.status, to) {
         // Repeating a transition is a no-op, so an admin's retry is safe.
         (a, b) if a == b => return Ok(Json(election)),
         (ElectionStatus::Closed, _) => {
@@ -279,12 +249,8 @@ async fn transition(
         // before anyone can ask for a token (see `crate::slots`).
         crate::slots::register_at_open(&state, &mut tx, tenant, id, &correlation).await?;
     }
-    sqlx::query("UPDATE events.elections SET status = $2, updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(to.as_str())
-        .execute(&mut *tx)
-        .await?;
-    election.status = to.as_str().into();
+    store::set_status(&mut tx, id, to).await?;
+    election.status = to;
     state
         .elections
         .put_election(&election.definition(tenant)?, &correlation)
@@ -320,32 +286,17 @@ pub async fn list(
 ) -> Result<Json<Vec<Election>>, EventsError> {
     let Query(query) =
         query.map_err(|e| shared::Problem::bad_request("invalid-query", e.body_text()))?;
-    let status = query.status.as_deref().unwrap_or("open");
-    let filter = match status {
+    let filter = match query.status.as_deref().unwrap_or("open") {
         "all" => None,
-        "open" | "draft" | "closed" => Some(status),
-        _ => {
-            return Err(shared::Problem::bad_request(
-                "invalid-query",
-                "status is open, draft, closed or all",
-            )
-            .into())
-        }
+        status => Some(ElectionStatus::parse(status).map_err(|_| {
+            shared::Problem::bad_request("invalid-query", "status is open, draft, closed or all")
+        })?),
     };
-    if status != "open" {
+    if filter != Some(ElectionStatus::Open) {
         caller.require(Role::Admin)?;
     }
     let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.0.org).await?;
-    let elections: Vec<Election> = sqlx::query_as(&format!(
-        "SELECT {ELECTION_COLUMNS}, (t.member_id IS NOT NULL) AS token_issued \
-         FROM events.elections e \
-         LEFT JOIN events.token_issuance t ON t.election_id = e.id AND t.member_id = $1 \
-         WHERE ($2::text IS NULL OR {EFFECTIVE_STATUS} = $2) ORDER BY e.created_at DESC LIMIT 500"
-    ))
-    .bind(caller.0.sub)
-    .bind(filter)
-    .fetch_all(&mut *tx)
-    .await?;
+    let elections = store::list(&mut tx, caller.0.sub, filter).await?;
     tx.commit().await?;
     Ok(Json(elections))
 }
@@ -371,7 +322,7 @@ pub async fn get(
 ) -> Result<Json<Election>, EventsError> {
     let id = election_id(id)?;
     let election = load(&state, &caller, id).await?;
-    if election.status == "draft" {
+    if election.status == ElectionStatus::Draft {
         caller.require(Role::Admin)?;
     }
     Ok(Json(election))
@@ -379,16 +330,7 @@ pub async fn get(
 
 pub async fn load(state: &AppState, caller: &Caller, id: Uuid) -> Result<Election, EventsError> {
     let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.0.org).await?;
-    let election: Option<Election> = sqlx::query_as(&format!(
-        "SELECT {ELECTION_COLUMNS}, (t.member_id IS NOT NULL) AS token_issued \
-         FROM events.elections e \
-         LEFT JOIN events.token_issuance t ON t.election_id = e.id AND t.member_id = $2 \
-         WHERE e.id = $1"
-    ))
-    .bind(id)
-    .bind(caller.0.sub)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let election = store::get(&mut tx, id, caller.0.sub).await?;
     tx.commit().await?;
     election.ok_or(EventsError::UnknownElection)
 }
@@ -421,7 +363,7 @@ pub async fn results(
 ) -> Result<Json<Results>, EventsError> {
     let id = election_id(id)?;
     let election = load(&state, &caller, id).await?;
-    if election.status != "closed" && !caller.0.has(Role::Admin) {
+    if election.status != ElectionStatus::Closed && !caller.0.has(Role::Admin) {
         return Err(shared::Problem::new(
             StatusCode::FORBIDDEN,
             "results-not-published",

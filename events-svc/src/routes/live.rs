@@ -15,7 +15,7 @@ use shared::ops_view::{self, metric_sum, ElectionVotes, IngestInstance};
 use super::{SESSION_401, SESSION_503};
 use crate::auth::Caller;
 use crate::error::EventsError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// What the console shows live.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]

@@ -16,7 +16,7 @@ use sqlx::FromRow;
 use super::{BAD_BODY, NOT_JSON, SESSION_401, SESSION_503, TOO_LARGE};
 use crate::auth::Caller;
 use crate::error::EventsError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The path this API's changes are audited under (the actor is in `ops.queue_mode_audit`).
 const AUDIT_PATH: &str = "events-svc";

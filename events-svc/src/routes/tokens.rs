@@ -20,15 +20,16 @@ use axum::response::IntoResponse;
 use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use shared::domain::{DomainError, ElectionStatus};
+use shared::domain::{DomainError, ElectionStatus, TenantId};
 use shared::session::Role;
 use shared::telemetry::CorrelationId;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::SESSION_401;
 use crate::auth::Caller;
 use crate::error::EventsError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IssuedToken {
@@ -75,9 +76,6 @@ pub async fn issue(
     ))
 }
 
-/// An election's status, opening and closing time.
-type StatusAndWindow = (String, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
-
 async fn issue_token(
     state: &AppState,
     caller: &Caller,
@@ -113,55 +111,21 @@ async fn try_issue(
 ) -> Result<Option<IssuedToken>, EventsError> {
     let tenant = &caller.0.org;
     let mut tx = shared::db::begin_for_tenant(&state.pool, tenant).await?;
-    // The session says who the member was when they logged in; the registry says whether they
-    // still are (a member removed since then gets no token; security review L15).
-    let active: bool = sqlx::query_scalar("SELECT members.is_active_member($1)")
-        .bind(caller.0.sub)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !active {
-        return Err(EventsError::NotAMember);
-    }
-    // The election first: another tenant's (or no) election is a 404 for everyone, whether or
-    // not the caller's tenant has keys yet.
-    let election: Option<StatusAndWindow> =
-        sqlx::query_as("SELECT status, opens_at, closes_at FROM events.elections WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let (status, opens_at, closes_at) = election.ok_or(EventsError::UnknownElection)?;
-    let status = ElectionStatus::parse(&status)?;
     let now = Utc::now();
-    if status != ElectionStatus::Open {
-        return Err(DomainError::NotOpen(status).into());
-    }
-    if closes_at.is_some_and(|t| now >= t) {
-        return Err(DomainError::OutsideWindow.into());
-    }
+    let window = votable_window(&mut tx, caller.0.sub, id, now).await?;
     let signer = state.settings.token_signers.get(tenant).ok_or_else(|| {
         tracing::error!(tenant = %tenant, "VOTING_TOKEN_SIGNING_KEYS has no key for this tenant");
         EventsError::TenantNotConfigured
     })?;
     // Fail before anything is written (an election's own key is checked when its slot is taken).
     crate::slots::current_key(state, tenant)?;
-    let first = sqlx::query(
-        "INSERT INTO events.token_issuance (org_id, election_id, member_id) VALUES ($1, $2, $3) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(tenant.as_str())
-    .bind(id)
-    .bind(caller.0.sub)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if !first {
-        return Err(EventsError::TokenAlreadyIssued);
-    }
+    record_issuance(&mut tx, tenant, id, caller.0.sub).await?;
     let ttl = Duration::from_std(state.settings.token_ttl).unwrap_or(Duration::hours(12));
-    let expires_at = closes_at.map_or(now + ttl, |close| close.min(now + ttl));
+    let expires_at = window
+        .closes_at
+        .map_or(now + ttl, |close| close.min(now + ttl));
     // A minute of slack for clocks; never earlier than the election opens.
-    let not_before = opens_at.map_or(now, |open| open.max(now)) - Duration::seconds(60);
+    let not_before = window.opens_at.map_or(now, |open| open.max(now)) - Duration::seconds(60);
     let Some((slot, key)) = crate::slots::take(state, &mut tx, tenant, id).await? else {
         tx.rollback().await?;
         return Ok(None);
@@ -173,4 +137,77 @@ async fn try_issue(
         expires_at,
         election_id: id,
     }))
+}
+
+/// When an election opens and closes.
+struct Window {
+    opens_at: Option<DateTime<Utc>>,
+    closes_at: Option<DateTime<Utc>>,
+}
+
+/// The window of election `id` if `member` may have its token at `now`: still a member, the
+/// election their tenant's, open and not past its close.
+async fn votable_window(
+    tx: &mut PgConnection,
+    member: Uuid,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Window, EventsError> {
+    // The session says who the member was when they logged in; the registry says whether they
+    // still are (a member removed since then gets no token; security review L15).
+    let active = sqlx::query_scalar!(
+        r#"SELECT members.is_active_member($1) AS "active!""#,
+        member
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if !active {
+        return Err(EventsError::NotAMember);
+    }
+    // The election first: another tenant's (or no) election is a 404 for everyone, whether or
+    // not the caller's tenant has keys yet.
+    let election = sqlx::query!(
+        "SELECT status, opens_at, closes_at FROM events.elections WHERE id = $1",
+        id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(EventsError::UnknownElection)?;
+    let status = ElectionStatus::parse(&election.status)?;
+    if status != ElectionStatus::Open {
+        return Err(DomainError::NotOpen(status).into());
+    }
+    if election.closes_at.is_some_and(|t| now >= t) {
+        return Err(DomainError::OutsideWindow.into());
+    }
+    Ok(Window {
+        opens_at: election.opens_at,
+        closes_at: election.closes_at,
+    })
+}
+
+/// Records that `member` received their token for election `id`; the primary key makes a
+/// second time, also a concurrent one, a `TokenAlreadyIssued`.
+async fn record_issuance(
+    tx: &mut PgConnection,
+    tenant: &TenantId,
+    id: Uuid,
+    member: Uuid,
+) -> Result<(), EventsError> {
+    let first = sqlx::query!(
+        "INSERT INTO events.token_issuance (org_id, election_id, member_id) VALUES ($1, $2, $3) \
+         ON CONFLICT DO NOTHING",
+        tenant.as_str(),
+        id,
+        member
+    )
+    .execute(tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if first {
+        Ok(())
+    } else {
+        Err(EventsError::TokenAlreadyIssued)
+    }
 }
