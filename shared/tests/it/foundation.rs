@@ -12,8 +12,8 @@ use axum::{middleware, Json, Router};
 use shared::domain::TenantId;
 use shared::s2s::{self, CallError, Client, Keyring, RetrySettings, S2sCaller, S2sKey, Verifier};
 use shared::telemetry::CorrelationId;
-use shared::testkit::{Role, TestDb, TestPubSub};
 use sqlx::{Executor, PgPool};
+use testkit::{Role, TestDb, TestPubSub};
 use uuid::Uuid;
 
 // ------------------------------------------------------------------------------------------
@@ -323,6 +323,8 @@ async fn spent_s2s_nonces_are_pruned_only_once_no_replay_can_reach_them() {
 
 #[tokio::test]
 async fn ballots_have_no_column_that_links_them_to_anyone() {
+    // A deliberate tripwire: the exact column lists, so any new column on either table is a
+    // decision about ballot secrecy that this test makes someone take.
     let db = TestDb::create().await;
     let columns: Vec<String> = sqlx::query_scalar(
         "SELECT column_name::text FROM information_schema.columns WHERE table_schema = 'elections' AND table_name = 'ballots' ORDER BY 1",
@@ -446,16 +448,20 @@ fn key(id: &str, tenant: &str, byte: u8) -> S2sKey {
 struct Peer {
     base: String,
     effects: Arc<AtomicUsize>,
+    /// Requests that reached `GET /bad` (a client error must not be retried).
+    bad: Arc<AtomicUsize>,
 }
 
 /// A server with the verify layer: `POST /effect` counts an effect; `GET /flaky` fails with
 /// 503 twice, then succeeds; `GET /busy` always answers 503 (Retry-After: 1); `GET /bad`
-/// answers 400.
+/// answers 400 and counts.
 async fn peer(keys: Vec<S2sKey>) -> Peer {
     let effects = Arc::new(AtomicUsize::new(0));
     let flaky = Arc::new(AtomicUsize::new(0));
     let verifier = Arc::new(Verifier::new(Keyring::new(keys)));
     let e = effects.clone();
+    let bad = Arc::new(AtomicUsize::new(0));
+    let b = bad.clone();
     let app = Router::new()
         .route(
             "/effect",
@@ -480,13 +486,19 @@ async fn peer(keys: Vec<S2sKey>) -> Peer {
                 }
             }),
         )
-        .route("/bad", get(|| async { shared::Problem::bad_request("bad", "no").into_response_for_test() }))
+        .route(
+            "/bad",
+            get(move || {
+                b.fetch_add(1, Ordering::SeqCst);
+                async { shared::Problem::bad_request("bad", "no").into_response_for_test() }
+            }),
+        )
         .route("/busy", get(|| async { shared::Problem::unavailable("busy", "later", 1).into_response_for_test() }))
         .layer(middleware::from_fn_with_state(verifier, s2s::verify_layer));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Peer { base, effects }
+    Peer { base, effects, bad }
 }
 
 trait IntoResponseForTest {
@@ -722,10 +734,16 @@ async fn s2s_client_retries_5xx_not_4xx_and_opens_its_breaker() {
         .await
         .unwrap_err();
     assert!(matches!(err, CallError::Status { status, .. } if status == StatusCode::BAD_REQUEST));
+    assert_eq!(peer.bad.load(Ordering::SeqCst), 1, "a 400 is not retried");
 
-    // A peer that is down: transport errors, retried, then the breaker opens.
+    // A peer that is down: transport errors, retried, then the breaker opens. Its port was
+    // just free (bound, then released), so nothing answers there.
+    let down = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
     let dead = Client::new(
-        "http://127.0.0.1:9",
+        &format!("http://{down}"),
         Keyring::new(vec![k]),
         RetrySettings {
             max_elapsed: Duration::from_millis(200),

@@ -7,9 +7,9 @@
 
 use std::process::Command;
 
-use shared::testkit::TestDb;
 use shared::usage::{Month, UnitPrices};
 use sqlx::PgPool;
+use testkit::TestDb;
 use uuid::Uuid;
 
 /// An election of `org` created at `created_at`, with `issued` tokens handed out and `used` of

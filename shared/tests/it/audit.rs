@@ -10,8 +10,8 @@ use std::process::Command;
 use serde_json::json;
 use shared::audit::{AuditKey, Event, NewEntry};
 use shared::domain::TenantId;
-use shared::testkit::{Role, TestDb, TestKeys};
 use sqlx::PgPool;
+use testkit::{Role, TestDb, TestKeys};
 use uuid::Uuid;
 
 fn tenant(name: &str) -> TenantId {
