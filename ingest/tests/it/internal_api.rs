@@ -3,15 +3,15 @@
 //! spent once across every instance and restart; every S2S event is appended to the caller's
 //! audit chain in the transaction of its effect.
 
-mod support;
-
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 use shared::s2s::CallError;
 use shared::telemetry::CorrelationId;
-use support::{Ingest, Stack, StackOptions, TENANT};
+use testkit::elections::{Stack, StackOptions, TENANT};
+use testkit::eventually_every;
+use testkit::services::Ingest;
 use uuid::Uuid;
 
 fn election(status: &str) -> Value {
@@ -112,16 +112,14 @@ async fn a_late_create_racing_the_first_open_cannot_set_it_back_to_draft() {
     .unwrap();
     let late = push(&stack, id, "draft");
     tokio::pin!(late);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while stack.db.lock_waiters_of(pid).await == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the push never waited for the open"
-        );
-        tokio::select! {
-            answer = &mut late => panic!("the push did not wait for the open: {answer:?}"),
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-        }
+    let waiting = eventually_every(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || async { stack.db.lock_waiters_of(pid).await > 0 },
+    );
+    tokio::select! {
+        answer = &mut late => panic!("the push did not wait for the open: {answer:?}"),
+        waited = waiting => waited.expect("the push waits for the open"),
     }
     open.commit().await.unwrap();
     assert_eq!(

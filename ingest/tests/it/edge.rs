@@ -3,13 +3,11 @@
 //! unsigned request before reading its body, receipt look-ups are limited and can keep the
 //! receipt out of the URL, and the correlation id of a vote is the server's.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-use support::{Stack, StackOptions, TENANT};
+use testkit::elections::{Stack, StackOptions, TENANT};
 use tokio::io::AsyncWriteExt;
 
 #[tokio::test]

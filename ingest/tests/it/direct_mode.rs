@@ -3,7 +3,7 @@
 //! (each submission its own: a replay of the same one, or another one with the used token),
 //! the `NOWAIT` lock on a token another request holds, the lock on the election row, tenant
 //! isolation through the function, and who may call it. The HTTP answers built on these are
-//! covered end to end in vote_path.rs and bad_input.rs.
+//! covered in `http`, `bad_input` and end to end in the worker's `vote_path`.
 
 use std::time::{Duration, Instant};
 
@@ -11,9 +11,9 @@ use ingest::ballot_box::{self, DirectOutcome, DirectVote};
 use ingest::error::IngestError;
 use shared::domain::{DomainError, ElectionDefinition, TenantId, TokenHash};
 use shared::receipt::{submission_digest, Receipt, ReceiptKey};
-use shared::testkit::{Role, TestDb};
 use shared::vote_keys::VoteKeys;
 use sqlx::PgPool;
+use testkit::{Role, TestDb};
 
 const TENANT: &str = "party-a";
 const OTHER_TENANT: &str = "party-b";
