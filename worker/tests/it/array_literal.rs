@@ -7,7 +7,7 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use shared::testkit::TestDb;
+use testkit::TestDb;
 use worker::batch::text_array_literal;
 
 const FIXED_SEED: u64 = 0x5eed_f022;

@@ -3,23 +3,18 @@
 //! arrives after its election was sealed, a forged or backdated message, an election that ends
 //! by its `closes_at`. Each test runs the real worker against the emulator and PostgreSQL.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use shared::testkit::{database_addr, Role, TcpProxy};
-use support::{drain_dead_letters, eventually, metric, Stack, StackOptions, TENANT};
+use testkit::elections::{
+    accepted_receipt, drain_dead_letters, metric, Stack, StackOptions, TENANT,
+};
+use testkit::{database_addr, eventually, Role, TcpProxy};
 use uuid::Uuid;
 
-async fn accepted_receipt(response: reqwest::Response) -> String {
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(status, 202, "{body}");
-    body["receipt"].as_str().unwrap().to_owned()
-}
+use crate::support::WorkerProcess;
 
 /// Receipt → (status, reason) for the receipts that have an outcome.
 async fn outcomes(stack: &Stack, receipts: &[String]) -> HashMap<String, (String, Option<String>)> {
@@ -43,29 +38,25 @@ async fn final_only_after_every_vote(
     receipts: &[String],
     within: Duration,
 ) -> Value {
-    let deadline = std::time::Instant::now() + within;
-    loop {
+    eventually(within, || async {
         let decided = outcomes(stack, receipts).await;
         let results = stack.results(TENANT, election).await;
-        let all_recorded = decided.len() == receipts.len()
-            && decided.values().all(|(status, _)| status == "recorded");
-        if results["final"] == json!(true) {
-            assert!(
-                all_recorded,
-                "results final while {} of {} accepted votes were not recorded",
-                receipts.len() - decided.values().filter(|(s, _)| s == "recorded").count(),
+        let recorded = decided.values().filter(|(s, _)| s == "recorded").count();
+        if results["final"] != json!(true) {
+            return Err(format!(
+                "{recorded} of {} recorded; {results}",
                 receipts.len()
-            );
-            return results;
+            ));
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not final within {within:?}: {} of {} recorded; {results}",
-            decided.values().filter(|(s, _)| s == "recorded").count(),
-            receipts.len()
+        assert_eq!(
+            recorded,
+            receipts.len(),
+            "results final while accepted votes were not recorded"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        Ok(results)
+    })
+    .await
+    .expect("the results became final")
 }
 
 async fn closed_at(stack: &Stack, election: Uuid) -> DateTime<Utc> {
@@ -96,14 +87,13 @@ async fn a_database_outage_longer_than_every_delivery_attempt_loses_no_vote() {
         }
         let choice = format!("o{}", i % 3);
         *expected.entry(choice.clone()).or_default() += 1;
-        receipts.push(accepted_receipt(stack.vote(election, token, &[&choice]).await).await);
+        receipts.push(accepted_receipt(stack.vote(election, token, &[&choice]).await, 202).await);
     }
-    eventually(
-        Duration::from_secs(120),
-        "votes used up their delivery attempts and reached the dead-letter subscription",
-        || async { metric(worker, "worker_dead_letter_votes_total", "").await >= 10 },
-    )
-    .await;
+    eventually(Duration::from_secs(120), || async {
+        metric(worker, "worker_dead_letter_votes_total", "").await >= 10
+    })
+    .await
+    .expect("votes used up their delivery attempts and reached the dead-letter subscription");
     let undecided = receipts.len() - outcomes(&stack, &receipts).await.len();
     assert!(
         undecided >= 10,
@@ -164,7 +154,7 @@ async fn a_failing_vote_neither_holds_back_its_batch_mates_nor_gets_sealed_out()
         futures::future::join_all(tokens.iter().map(|t| stack.vote(election, t, &["o1"]))).await;
     let mut receipts = Vec::new();
     for answer in answers {
-        receipts.push(accepted_receipt(answer).await);
+        receipts.push(accepted_receipt(answer, 202).await);
     }
     let (held, free) = receipts.split_at(5);
     stack.wait_decided(free, Duration::from_secs(30)).await;
@@ -177,12 +167,11 @@ async fn a_failing_vote_neither_holds_back_its_batch_mates_nor_gets_sealed_out()
     stack.close_election(TENANT, election, "single", 2, 1).await;
     // The worker keeps retrying them after the close (past the 1 s seal delay)...
     let retried = metric(worker, "worker_poison_votes_total", "").await;
-    eventually(
-        Duration::from_secs(60),
-        "the blocked votes are retried after the close",
-        || async { metric(worker, "worker_poison_votes_total", "").await >= retried + 5 },
-    )
-    .await;
+    eventually(Duration::from_secs(60), || async {
+        metric(worker, "worker_poison_votes_total", "").await >= retried + 5
+    })
+    .await
+    .expect("the blocked votes are retried after the close");
     // ...and the election is not sealed without them.
     let results = stack.results(TENANT, election).await;
     assert_eq!(results["final"], json!(false), "{results}");
@@ -213,32 +202,32 @@ async fn votes_leased_by_a_worker_that_died_are_recorded_before_the_seal() {
     // votes and hangs committing them.
     let database_link = TcpProxy::start(database_addr().await).await;
     let database_url = stack.db.url_via(Role::Worker, database_link.addr);
-    let mut doomed = stack.spawn_worker_process(&[
-        ("DATABASE_URL", &database_url),
-        ("PUBSUB_SUBSCRIPTION", &subscription),
-        ("STREAMS", "1"),
-        ("LEASE_EXTENSION_SECS", "10"),
-    ]);
+    let mut doomed = WorkerProcess::spawn(
+        &stack,
+        &[
+            ("DATABASE_URL", &database_url),
+            ("PUBSUB_SUBSCRIPTION", &subscription),
+            ("STREAMS", "1"),
+            ("LEASE_EXTENSION_SECS", "10"),
+        ],
+    );
     let doomed_addr = doomed.addr().await;
     database_link.freeze();
     let mut receipts = Vec::new();
     for token in &tokens {
-        receipts.push(accepted_receipt(stack.vote(election, token, &["o0"]).await).await);
+        receipts.push(accepted_receipt(stack.vote(election, token, &["o0"]).await, 202).await);
     }
-    eventually(
-        Duration::from_secs(30),
-        "the doomed worker leased every vote",
-        || async {
-            metric(
-                doomed_addr,
-                "worker_messages_received_total",
-                "subscription=\"votes\"",
-            )
-            .await
-                >= 10
-        },
-    )
-    .await;
+    eventually(Duration::from_secs(30), || async {
+        metric(
+            doomed_addr,
+            "worker_messages_received_total",
+            "subscription=\"votes\"",
+        )
+        .await
+            >= 10
+    })
+    .await
+    .expect("the doomed worker leased every vote");
     stack.close_election(TENANT, election, "single", 2, 1).await;
     doomed.kill();
     database_link.down();
@@ -266,7 +255,7 @@ async fn a_vote_accepted_before_the_close_that_arrives_after_the_seal_is_recorde
     let tokens = stack.tokens(TENANT, election, 3).await;
     let mut receipts = Vec::new();
     for token in &tokens[..2] {
-        receipts.push(accepted_receipt(stack.vote(election, token, &["o0"]).await).await);
+        receipts.push(accepted_receipt(stack.vote(election, token, &["o0"]).await, 202).await);
     }
     stack.close_election(TENANT, election, "single", 2, 1).await;
     let sealed = stack
@@ -323,17 +312,16 @@ async fn forged_and_backdated_messages_are_not_counted() {
     .unwrap();
     let forged = stack.message(election, &tokens[0], &["o1"], Utc::now());
     stack.publish(&forged, &stranger).await;
-    eventually(
-        Duration::from_secs(30),
-        "the forgery is counted",
-        || async { metric(worker, "worker_undecodable_total", "kind=\"forged\"").await >= 1 },
-    )
-    .await;
+    eventually(Duration::from_secs(30), || async {
+        metric(worker, "worker_undecodable_total", "kind=\"forged\"").await >= 1
+    })
+    .await
+    .expect("the forgery is counted");
     // Nothing of it was recorded and the token is still the voter's.
     assert!(outcomes(&stack, &[forged.receipt.to_string()])
         .await
         .is_empty());
-    let genuine = accepted_receipt(stack.vote(election, &tokens[0], &["o0"]).await).await;
+    let genuine = accepted_receipt(stack.vote(election, &tokens[0], &["o0"]).await, 202).await;
     stack
         .wait_decided(std::slice::from_ref(&genuine), Duration::from_secs(30))
         .await;
@@ -342,10 +330,11 @@ async fn forged_and_backdated_messages_are_not_counted() {
     // A key holder publishing after the close a vote dated before it.
     stack.close_election(TENANT, election, "single", 2, 1).await;
     let closed = closed_at(&stack, election).await;
-    eventually(Duration::from_secs(10), "the close is 2 s old", || async {
+    eventually(Duration::from_secs(10), || async {
         Utc::now() > closed + chrono::Duration::seconds(2)
     })
-    .await;
+    .await
+    .expect("the close is 2 s old");
     let backdated = stack.message(
         election,
         &tokens[1],
@@ -390,7 +379,7 @@ async fn an_election_reaching_closes_at_closes_and_seals_by_itself() {
     let tokens = stack.tokens(TENANT, election, 3).await;
     let mut receipts = Vec::new();
     for token in &tokens[..2] {
-        receipts.push(accepted_receipt(stack.vote(election, token, &["o0"]).await).await);
+        receipts.push(accepted_receipt(stack.vote(election, token, &["o0"]).await, 202).await);
     }
     // An ingest whose clock runs behind would accept this one; the worker does not.
     let too_late = stack.message(election, &tokens[2], &["o1"], closes_at);
@@ -428,7 +417,7 @@ async fn a_compromised_service_cannot_stuff_ballots_and_stuffing_is_not_final() 
     let election = stack.open_election(TENANT, "single", 2, 1).await;
     let tokens = stack.tokens(TENANT, election, 2).await;
     for token in &tokens {
-        accepted_receipt(stack.vote(election, token, &["o0"]).await).await;
+        accepted_receipt(stack.vote(election, token, &["o0"]).await, 202).await;
     }
     let refused = |role: Role, sql: &'static str| {
         let stack = &stack;

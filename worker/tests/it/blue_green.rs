@@ -8,8 +8,6 @@
 //! binary makes. It does show that the migration takes no lock that stalls the vote path past
 //! its budgets, and that the services' cached statements survive the schema change.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -17,8 +15,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::Value;
 use shared::db::MIGRATOR;
-use shared::testkit::TestDb;
-use support::{eventually, Stack, StackOptions, TENANT};
+use testkit::elections::{Stack, StackOptions, TENANT};
+use testkit::{eventually, TestDb};
 
 const VOTES: usize = 240;
 /// Extra tokens the operator votes with after switching to direct mode, until ingest answers
@@ -100,15 +98,12 @@ async fn the_previous_releases_services_keep_taking_votes_while_the_newest_migra
     // A third of the votes in, the migration; two thirds in, direct mode (through
     // ops.set_queue_mode, which the newest migration may have replaced).
     let operator = async {
-        eventually(
-            Duration::from_secs(60),
-            "a third of the votes answered",
-            || {
-                let n = answered.load(Ordering::SeqCst);
-                async move { n >= VOTES / 3 }
-            },
-        )
-        .await;
+        eventually(Duration::from_secs(60), || {
+            let n = answered.load(Ordering::SeqCst);
+            async move { n >= VOTES / 3 }
+        })
+        .await
+        .expect("a third of the votes answered");
         let started = Instant::now();
         if index + 1 == MIGRATOR.iter().count() {
             // What the migrate job runs in production.
@@ -123,18 +118,20 @@ async fn the_previous_releases_services_keep_taking_votes_while_the_newest_migra
                 .expect("the migration applies under load");
         }
         let finished = Instant::now();
-        eventually(
-            Duration::from_secs(60),
-            "two thirds of the votes answered",
-            || {
-                let n = answered.load(Ordering::SeqCst);
-                async move { n >= 2 * VOTES / 3 }
-            },
-        )
-        .await;
+        eventually(Duration::from_secs(60), || {
+            let n = answered.load(Ordering::SeqCst);
+            async move { n >= 2 * VOTES / 3 }
+        })
+        .await
+        .expect("two thirds of the votes answered");
         stack.set_queue_mode(false).await;
         // Until ingest follows the flag: votes of their own, each logged like any other.
-        for (i, token) in probes.iter().enumerate() {
+        let next_probe = AtomicUsize::new(0);
+        eventually(Duration::from_secs(10), || async {
+            let i = next_probe.fetch_add(1, Ordering::SeqCst);
+            let token = probes
+                .get(i)
+                .expect("ingest followed the flag within the probes");
             let sent = Instant::now();
             let response = stack
                 .vote(election, token, &[["o0", "o1", "o2"][i % 3]])
@@ -147,11 +144,10 @@ async fn the_previous_releases_services_keep_taking_votes_while_the_newest_migra
                 status,
                 receipt: body["receipt"].as_str().map(str::to_owned),
             });
-            if status == 201 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            status == 201
+        })
+        .await
+        .expect("ingest answers in direct mode");
         let _ = direct_tx.send(true);
         (started, finished)
     };
