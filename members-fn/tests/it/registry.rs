@@ -4,14 +4,12 @@
 //! removed member keeps their row and id, cannot log in, and is the same member when re-added;
 //! only the platform organisation's export may grant the `ops` role.
 
-mod support;
-
+use crate::support::{kennitala, Members};
 use members_fn::registry::{self, ImportError, ImportReport};
 use serde_json::json;
 use shared::domain::TenantId;
 use shared::session::Role as SessionRole;
-use shared::testkit::Role;
-use support::{kennitala, Members};
+use testkit::Role;
 
 /// Parses an export of party-a (not the platform organisation).
 fn parse(file: &str) -> Result<Vec<registry::MemberRecord>, ImportError> {

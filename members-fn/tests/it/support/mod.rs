@@ -1,22 +1,20 @@
 //! members-fn for one test: a fresh database, the service on 127.0.0.1 port 0, helpers to
 //! fill the registry, and two identity providers: the certified `oidc-provider` the local
-//! stack runs (`provider`) and an issuer the test controls completely (`fake_issuer`), for
-//! the tokens a real provider would never send.
-
-#![allow(dead_code)]
+//! stack runs (`testkit::oidc_provider`) and an issuer the test controls completely
+//! (`fake_issuer`), for the tokens a real provider would never send.
 
 pub mod fake_issuer;
-pub mod provider;
 
-use shared::config::Env;
 use shared::session::SessionSigner;
-use shared::testkit::{Role, TestDb};
+use testkit::services::{self, Running};
+use testkit::TestDb;
 
 pub struct Members {
     pub db: TestDb,
     pub url: String,
     pub http: reqwest::Client,
     pub signer_config: String,
+    _running: Running,
 }
 
 /// A valid person's kennitala for `n` (distinct `n`, distinct ids).
@@ -33,29 +31,15 @@ impl Members {
             "ekklesia-members".into(),
             std::time::Duration::from_secs(900),
         );
-        let mut env: Vec<(String, String)> = vec![
-            ("MEMBERS_ADDR".into(), "127.0.0.1:0".into()),
-            ("DATABASE_URL".into(), db.url(Role::Members)),
-            ("EKKLESIA_PROFILE".into(), "local".into()),
-            ("DEV_LOGIN_ENABLED".into(), "true".into()),
-            ("SESSION_SIGNING_KEYS".into(), signer.config_entry()),
-            ("LOGIN_RATE_PER_CLIENT".into(), "1000".into()),
-        ];
-        for (k, v) in extra {
-            env.retain(|(name, _)| name != k);
-            env.push((k.to_string(), v.clone()));
-        }
-        let settings = members_fn::Settings::from(Env::from_map(env)).expect("members settings");
-        let app = members_fn::Application::build(settings)
-            .await
-            .expect("members-fn builds");
-        let url = format!("http://{}", app.local_addr());
-        tokio::spawn(app.run_until(std::future::pending()));
+        let mut env = services::members_env(&db, &signer);
+        env.extend(extra.iter().cloned());
+        let running = services::spawn_members(&env).await;
         Self {
             db,
-            url,
+            url: running.url(),
             http: reqwest::Client::new(),
             signer_config: signer.config_entry(),
+            _running: running,
         }
     }
 

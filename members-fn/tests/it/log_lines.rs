@@ -1,21 +1,20 @@
 //! No log line pairs a member with a correlation id (security review M11): a voter app may
 //! reuse one correlation id from login to vote, and the vote path carries it next to the
 //! choices. members-fn's log lines about a login name the tenant, never the member id (nor
-//! the national id). A test binary of its own, so the log subscriber it installs sees every
-//! line and nothing else's.
-
-mod support;
+//! the national id). The test's subscriber is its thread's default, and its runtime runs
+//! members-fn's tasks on that one thread, so it sees every line of this test and no other's.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use crate::support::fake_issuer::FakeIssuer;
+use crate::support::{kennitala, Members};
 use serde_json::json;
-use support::fake_issuer::FakeIssuer;
-use support::{kennitala, provider, Members};
+use testkit::oidc_provider as provider;
 
 const ORG: &str = "party-a";
 
-/// Every log line of this test binary (its only test installs the subscriber globally).
+/// Every log line of the test's thread.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
@@ -29,7 +28,7 @@ impl Write for Captured {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "current_thread")]
 async fn no_log_line_pairs_a_member_with_a_correlation_id() {
     let captured = Captured::default();
     let writer = captured.clone();
@@ -40,7 +39,8 @@ async fn no_log_line_pairs_a_member_with_a_correlation_id() {
         .with_max_level(tracing::Level::DEBUG)
         .with_writer(move || writer.clone())
         .finish();
-    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    // Held to the end of the test; a current-thread runtime polls every task on this thread.
+    let _logs = tracing::subscriber::set_default(subscriber);
 
     let fake = FakeIssuer::start().await;
     let members = Members::start(&fake.settings()).await;

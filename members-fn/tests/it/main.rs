@@ -1,0 +1,7 @@
+//! members-fn's integration tests, one binary (against the local stack: `source
+//! infra/local/env.sh`, with its OIDC provider).
+
+mod log_lines;
+mod login;
+mod registry;
+mod support;
