@@ -743,7 +743,7 @@ async fn s2s_client_retries_5xx_not_4xx_and_opens_its_breaker() {
         listener.local_addr().unwrap()
     };
     let dead = Client::new(
-        &format!("http://{down}"),
+        format!("http://{down}"),
         Keyring::new(vec![k]),
         RetrySettings {
             max_elapsed: Duration::from_millis(200),
