@@ -6,15 +6,14 @@
 //! change an entry audits) is named by `audit verify`'s check. The services count logins,
 //! requests and votes per tenant and add them to the usage tables.
 
-mod support;
+use std::time::Duration;
 
-use std::time::{Duration, Instant};
-
+use crate::support::{World, OTHER_TENANT, PLATFORM, TENANT};
 use reqwest::Method;
 use serde_json::{json, Value};
 use shared::audit::{Entry, Finding};
 use sqlx::PgConnection;
-use support::{World, OTHER_TENANT, PLATFORM, TENANT};
+use testkit::eventually;
 
 async fn verify(conn: &mut PgConnection, world: &World, chain: &str) -> shared::audit::Verdict {
     shared::audit::verify(conn, &world.keys.audit_key(), chain)
@@ -262,18 +261,16 @@ async fn counted(world: &World, tenant: &str) -> (i64, i64, i64) {
 }
 
 async fn eventually_counted(world: &World, tenant: &str, expected: (i64, i64, i64)) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), || async {
         let now = counted(world, tenant).await;
         if now == expected {
-            return;
+            Ok(())
+        } else {
+            Err(format!("counted {now:?}, expected {expected:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{tenant}: counted {now:?}, expected {expected:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{tenant}: {e}"));
 }
 
 #[tokio::test]

@@ -3,13 +3,11 @@
 //! strongest link PostgreSQL keeps), and an attacker with the owner's read access tries to pair
 //! members with choices by physical order and transaction ids, before and after the seal.
 
-mod support;
-
 use std::collections::HashMap;
 
+use crate::support::{World, TENANT};
 use reqwest::Method;
 use serde_json::json;
-use support::{World, TENANT};
 use uuid::Uuid;
 
 const OPTIONS: usize = 8;

@@ -2,17 +2,13 @@
 //! members-fn (login; dev login and the local OIDC provider), events-svc, ingest and a
 //! worker, on a fresh database and a fresh topic and subscription on the emulator.
 
-#![allow(dead_code)]
-
-#[path = "../../../members-fn/tests/support/provider.rs"]
-pub mod provider;
-
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use shared::config::Env;
 use shared::session::SessionSigner;
-use shared::testkit::{Role, TcpProxy, TestDb, TestKeys, TestPubSub};
+use testkit::oidc_provider as provider;
+use testkit::services::{self, Ingest, Running};
+use testkit::{eventually, TcpProxy, TestDb, TestKeys, TestPubSub};
 use uuid::Uuid;
 
 pub const TENANT: &str = "party-a";
@@ -25,7 +21,7 @@ pub const USAGE_FLUSH_MS: &str = "100";
 
 pub struct World {
     pub db: TestDb,
-    pub pubsub: TestPubSub,
+    _pubsub: TestPubSub,
     pub keys: TestKeys,
     pub members_url: String,
     pub events_url: String,
@@ -35,6 +31,7 @@ pub struct World {
     pub session_signer_config: String,
     pub http: reqwest::Client,
     next_person: std::sync::atomic::AtomicU32,
+    _services: (Running, Ingest, Running, Running),
 }
 
 pub struct Answer {
@@ -52,17 +49,6 @@ impl Answer {
     }
 }
 
-fn serve<F>(run: F)
-where
-    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-{
-    tokio::spawn(async move {
-        if let Err(e) = run.await {
-            panic!("service stopped: {e}");
-        }
-    });
-}
-
 impl World {
     pub async fn start(queue_mode: bool) -> Self {
         Self::start_with(queue_mode, &[]).await
@@ -77,114 +63,46 @@ impl World {
             SessionSigner::generate("s1", "ekklesia-members".into(), Duration::from_secs(900));
         let oidc = provider::Settings::from_env();
 
-        let members = members_fn::Application::build(
-            members_fn::Settings::from(Env::from_map([
-                ("MEMBERS_ADDR", "127.0.0.1:0".to_owned()),
-                ("DATABASE_URL", db.url(Role::Members)),
-                ("EKKLESIA_PROFILE", "local".into()),
-                ("DEV_LOGIN_ENABLED", "true".into()),
-                ("SESSION_SIGNING_KEYS", session.config_entry()),
-                ("LOGIN_RATE_PER_CLIENT", "1000".into()),
-                ("OIDC_ISSUER", oidc.issuer.clone()),
-                ("OIDC_CLIENT_ID", oidc.client_id.clone()),
-                ("OIDC_CLIENT_SECRET", oidc.client_secret.clone()),
-                ("OIDC_REDIRECT_URI", oidc.redirect_uri.clone()),
-                ("USAGE_FLUSH_MS", USAGE_FLUSH_MS.into()),
-            ]))
-            .expect("members-fn settings"),
-        )
-        .await
-        .expect("members-fn builds");
-        let members_url = format!("http://{}", members.local_addr());
-        serve(members.run_until(std::future::pending()));
-
-        let ingest = ingest::startup::Application::build(
-            ingest::configuration::Settings::from(Env::from_map([
-                ("INGEST_ADDR", "127.0.0.1:0".to_owned()),
-                ("INTERNAL_ADDR", "127.0.0.1:0".to_owned()),
-                ("DATABASE_URL", db.url(Role::Ingest)),
-                (
-                    "PUBSUB_EMULATOR_HOST",
-                    pubsub.settings.emulator_host.clone().unwrap(),
-                ),
-                ("PUBSUB_PROJECT_ID", pubsub.settings.project.clone()),
-                ("PUBSUB_TOPIC", pubsub.settings.topic.clone()),
-                ("PUBSUB_SUBSCRIPTION", pubsub.settings.subscription.clone()),
-                ("VOTING_TOKEN_PUBLIC_KEYS", keys.public_keys_config()),
-                ("RECEIPT_KEY", keys.receipt_key_b64.clone()),
-                ("VOTE_KEYS", keys.vote_keys_config.clone()),
-                ("S2S_KEYS", keys.s2s_config.clone()),
-                ("AUDIT_KEY", keys.audit_key_b64.clone()),
-                ("USAGE_FLUSH_MS", USAGE_FLUSH_MS.into()),
-                ("QUEUE_MODE_DEFAULT", queue_mode.to_string()),
-                ("QUEUE_MODE_POLL_MS", "200".into()),
-                ("DEFINITION_REFRESH_MS", "200".into()),
-            ]))
-            .expect("ingest settings"),
-        )
-        .await
-        .expect("ingest builds");
-        let ingest_url = format!("http://{}", ingest.local_addr());
-        let internal_addr = ingest.internal_addr().expect("ingest's internal API");
-        serve(ingest.run_until(std::future::pending()));
-
-        let worker = worker::startup::Application::build(
-            worker::configuration::Settings::from(Env::from_map([
-                ("WORKER_ADDR", "127.0.0.1:0".to_owned()),
-                ("DATABASE_URL", db.url(Role::Worker)),
-                (
-                    "PUBSUB_EMULATOR_HOST",
-                    pubsub.settings.emulator_host.clone().unwrap(),
-                ),
-                ("PUBSUB_PROJECT_ID", pubsub.settings.project.clone()),
-                ("PUBSUB_TOPIC", pubsub.settings.topic.clone()),
-                ("PUBSUB_SUBSCRIPTION", pubsub.settings.subscription.clone()),
-                ("WORKER_ID", format!("w-{}", Uuid::new_v4().simple())),
-                ("VOTE_KEYS", keys.vote_keys_config.clone()),
-                ("IDLE_AFTER_MS", "300".into()),
-                ("SEAL_DELAY_MS", "1000".into()),
-            ]))
-            .expect("worker settings"),
-        )
-        .await
-        .expect("worker builds");
-        serve(worker.run_until(std::future::pending()));
-
-        let elections_link = TcpProxy::start(internal_addr).await;
-        let signing_keys = keys
-            .signers
-            .iter()
-            .map(|s| format!("{}:{}:{}", s.kid(), s.tenant(), s.seed()))
-            .collect::<Vec<_>>()
-            .join(",");
-        let events_env = [
-            ("EVENTS_ADDR", "127.0.0.1:0".to_owned()),
-            ("DATABASE_URL", db.url(Role::Events)),
-            ("ELECTIONS_URL", format!("http://{}", elections_link.addr)),
-            ("S2S_KEYS", keys.s2s_config.clone()),
-            ("S2S_RETRY_BUDGET_MS", "1000".into()),
-            ("VOTING_TOKEN_SIGNING_KEYS", signing_keys),
-            ("TOKEN_SLOT_KEYS", keys.slot_keys_config.clone()),
-            ("AUDIT_KEY", keys.audit_key_b64.clone()),
+        let mut env = services::members_env(&db, &session);
+        env.extend([
+            ("OIDC_ISSUER", oidc.issuer.clone()),
+            ("OIDC_CLIENT_ID", oidc.client_id.clone()),
+            ("OIDC_CLIENT_SECRET", oidc.client_secret.clone()),
+            ("OIDC_REDIRECT_URI", oidc.redirect_uri.clone()),
             ("USAGE_FLUSH_MS", USAGE_FLUSH_MS.into()),
-            (
-                "SESSION_JWKS_URL",
-                format!("{members_url}/.well-known/jwks.json"),
-            ),
-        ]
-        .into_iter()
-        .chain(events_env.iter().cloned());
-        let events = events_svc::Application::build(
-            events_svc::Settings::from(Env::from_map(events_env)).expect("events-svc settings"),
-        )
-        .await
-        .expect("events-svc builds");
-        let events_url = format!("http://{}", events.local_addr());
-        serve(events.run_until(std::future::pending()));
+        ]);
+        let members = services::spawn_members(&env).await;
+        let members_url = members.url();
+
+        let mut env = services::ingest_env(&db, &pubsub, &keys);
+        env.extend([
+            ("USAGE_FLUSH_MS", USAGE_FLUSH_MS.to_owned()),
+            ("QUEUE_MODE_DEFAULT", queue_mode.to_string()),
+        ]);
+        let ingest = services::spawn_ingest(&env).await;
+        let ingest_url = ingest.url.clone();
+
+        let env = services::worker_env(&db, &pubsub, &keys);
+        let worker = services::spawn_worker(services::worker_settings(&env)).await;
+
+        let elections_link = TcpProxy::start(ingest.internal_addr).await;
+        let mut env = services::events_env(
+            &db,
+            &keys,
+            &format!("http://{}", elections_link.addr),
+            &members_url,
+        );
+        env.extend([
+            ("S2S_RETRY_BUDGET_MS", "1000".to_owned()),
+            ("USAGE_FLUSH_MS", USAGE_FLUSH_MS.into()),
+        ]);
+        env.extend(events_env.iter().cloned());
+        let events = services::spawn_events(&env).await;
+        let events_url = events.url();
 
         Self {
             db,
-            pubsub,
+            _pubsub: pubsub,
             keys,
             members_url,
             events_url,
@@ -196,6 +114,7 @@ impl World {
                 .build()
                 .unwrap(),
             next_person: std::sync::atomic::AtomicU32::new(1),
+            _services: (members, ingest, worker, events),
         }
     }
 
@@ -343,35 +262,20 @@ impl World {
     /// count nowhere (direct mode refuses them, `token-not-registered`; in queue mode the
     /// worker rejects them later).
     pub async fn until_ingest_mode(&self, election: Uuid, queue: bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let now = chrono::Utc::now();
-            let (probe, _) = self.keys.signer(TENANT).issue(
-                election,
-                now - chrono::Duration::seconds(60),
-                now + chrono::Duration::minutes(5),
-            );
-            let answer = self.vote(&probe, election, &["yes"]).await;
-            let in_queue_mode = match (answer.status, answer.slug()) {
-                (202, _) => true,
-                (403, "token-not-registered") => false,
-                _ => panic!("probe vote: {} {}", answer.status, answer.body),
-            };
-            if in_queue_mode == queue {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ingest did not follow the queue flag in time"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        testkit::until_ingest_mode(
+            &self.http,
+            &self.ingest_url,
+            self.keys.signer(TENANT),
+            election,
+            "yes",
+            queue,
+        )
+        .await;
     }
 
     /// Polls the results (as `session`) until they are final.
     pub async fn final_results(&self, session: &str, election: Uuid) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        eventually(Duration::from_secs(60), || async {
             let answer = self
                 .events(
                     reqwest::Method::GET,
@@ -382,35 +286,27 @@ impl World {
                 .await;
             assert_eq!(answer.status, 200, "{}", answer.body);
             if answer.body["final"] == json!(true) {
-                return answer.body;
+                Ok(answer.body)
+            } else {
+                Err(answer.body)
             }
-            assert!(
-                Instant::now() < deadline,
-                "results not final in time: {}",
-                answer.body
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        })
+        .await
+        .expect("the results became final")
     }
 
     /// Waits (up to 30 s) until the receipt has an outcome; returns its status.
     pub async fn wait_decided(&self, receipt: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let status: Option<String> =
-                sqlx::query_scalar("SELECT status FROM elections.receipts WHERE receipt = $1")
-                    .bind(receipt)
-                    .fetch_optional(&self.db.owner)
-                    .await
-                    .expect("read the receipt");
-            if let Some(status) = status {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the vote was not decided in time"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(Duration::from_secs(30), || async {
+            sqlx::query_scalar::<_, String>(
+                "SELECT status FROM elections.receipts WHERE receipt = $1",
+            )
+            .bind(receipt)
+            .fetch_optional(&self.db.owner)
+            .await
+            .expect("read the receipt")
+        })
+        .await
+        .expect("the vote was decided")
     }
 }

@@ -1,11 +1,9 @@
 //! The whole journey with every service running: log in (OIDC), list elections, get a voting
 //! token, vote through ingest, close, read final results; in queue mode and in direct mode.
 
-mod support;
-
+use crate::support::{World, TENANT};
 use reqwest::Method;
 use serde_json::json;
-use support::{World, TENANT};
 
 async fn journey(queue_mode: bool) {
     let world = World::start(queue_mode).await;

@@ -4,15 +4,13 @@
 //! holds a token, hash, receipt, choice, national id or member id, and a sample ratio of 0
 //! exports nothing.
 
-mod support;
-
 use std::collections::HashMap;
 
+use crate::support::{World, TENANT};
 use reqwest::Method;
 use serde_json::json;
-use shared::testkit::otlp::{collector, AnyValue, KeyValue, Span};
 use shared::traces::{TraceSettings, Tracing};
-use support::{World, TENANT};
+use testkit::otlp::{collector, AnyValue, KeyValue, Span};
 use uuid::Uuid;
 
 fn tracing_to(endpoint: &str, ratio: f64) -> Tracing {
