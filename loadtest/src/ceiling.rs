@@ -16,9 +16,9 @@ use anyhow::Context;
 use futures::StreamExt;
 use serde::Serialize;
 use shared::domain::TenantId;
-use shared::testkit::{Role, TestDb};
 use shared::vote::VoteMessage;
 use sqlx::{Executor, PgPool};
+use testkit::{Role, TestDb};
 use uuid::Uuid;
 
 /// The election and its registered tokens, as a fresh database holds them before a vote.

@@ -29,8 +29,8 @@ use serde::Serialize;
 use shared::config::Env;
 use shared::config::PubSubSettings;
 use shared::domain::TenantId;
-use shared::testkit::Role;
 use shared::vote::VoteMessage;
+use testkit::Role;
 use uuid::Uuid;
 
 use crate::ceiling::{self, Batched, SingleCeiling};
@@ -279,7 +279,7 @@ async fn ack_only(
 /// The real worker, in this process, on `db`'s worker login and subscription B.
 async fn worker_end_to_end(
     ps: &PubSubSettings,
-    db: &shared::testkit::TestDb,
+    db: &testkit::TestDb,
     settings: &DrainSettings,
     ui: Ui,
     cpu: &CpuWatch,

@@ -18,8 +18,7 @@ use loadtest::target::{metric, Target};
 use serde_json::json;
 use tokio::sync::OnceCell;
 
-#[allow(dead_code)] // the other tests' helpers
-mod support;
+use crate::support;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 

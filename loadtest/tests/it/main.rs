@@ -1,0 +1,7 @@
+//! The harness's integration tests, one binary (against the local stack: `source
+//! infra/local/env.sh`).
+
+mod dev_keys;
+mod pages;
+mod smoke;
+mod support;
