@@ -22,6 +22,7 @@ WORKDIR /src
 #    them in step with the workspace.
 COPY Cargo.toml Cargo.lock ./
 COPY shared/Cargo.toml shared/
+COPY testkit/Cargo.toml testkit/
 COPY ingest/Cargo.toml ingest/
 COPY worker/Cargo.toml worker/
 COPY events-svc/Cargo.toml events-svc/
@@ -29,7 +30,7 @@ COPY members-fn/Cargo.toml members-fn/
 COPY loadtest/Cargo.toml loadtest/
 COPY infra/check/Cargo.toml infra/check/
 RUN set -eu; \
-    for crate in shared ingest worker events-svc members-fn loadtest infra/check; do \
+    for crate in shared testkit ingest worker events-svc members-fn loadtest infra/check; do \
       mkdir -p "$crate/src/bin"; \
       : > "$crate/src/lib.rs"; \
     done; \
@@ -46,7 +47,7 @@ RUN set -eu; \
 #    stand-ins just built: touch them so cargo rebuilds the project's crates.
 COPY . .
 RUN set -eu; \
-    find shared ingest worker events-svc members-fn loadtest -name '*.rs' -exec touch {} +; \
+    find shared testkit ingest worker events-svc members-fn loadtest -name '*.rs' -exec touch {} +; \
     cargo build --release --locked -p shared -p ingest -p worker -p events-svc -p members-fn -p loadtest --bins; \
     mkdir -p /out; \
     for bin in ingest queue-mode worker events-svc members-fn members-import migrate loadtest ops; do \

@@ -38,6 +38,13 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== test support stays out of the services: no normal dependency on testkit"
+for crate in ingest worker events-svc members-fn; do
+  if cargo tree --quiet -e normal -p "$crate" | grep -qE '(^| )testkit v'; then
+    echo "$crate links testkit (test support) into its binary: make it a dev-dependency" >&2
+    exit 1
+  fi
+done
 echo "== cargo deny: licences, bans and sources of every dependency"
 "$here/deny.sh"
 echo "== cargo test"

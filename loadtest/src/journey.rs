@@ -14,8 +14,7 @@ use serde_json::{json, Value};
 
 // The same browser-side OIDC driver the tests use (it panics with the provider's answer
 // when a step fails, which is what a demo should show).
-#[path = "../../members-fn/tests/support/provider.rs"]
-mod provider;
+use testkit::oidc_provider as provider;
 
 pub struct Urls {
     pub members: String,

@@ -20,7 +20,6 @@ pub mod s2s;
 pub mod service;
 pub mod session;
 pub mod telemetry;
-pub mod testkit;
 pub mod token;
 pub mod traces;
 pub mod usage;

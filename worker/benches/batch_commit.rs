@@ -27,7 +27,7 @@
 //!
 //! Every vote uses a token registered (untimed) just before its iteration, so each is a first
 //! vote, never the cheaper duplicate path; every benchmark gets a fresh database (cloned from
-//! the migrated template by `shared::testkit::TestDb`) that is dropped when it ends. Needs the
+//! the migrated template by `testkit::TestDb`) that is dropped when it ends. Needs the
 //! local stack: `source infra/local/env.sh` after `infra/local/up.sh`.
 //!
 //! `cargo bench -p worker --bench batch_commit -- --warm-up-time 1 --measurement-time 5`;
@@ -43,11 +43,11 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use shared::domain::{ElectionDefinition, TenantId, TokenHash};
 use shared::receipt::ReceiptKey;
-use shared::testkit::{Role, TestDb};
 use shared::vote::VoteMessage;
 use shared::vote_keys::VoteKeys;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
+use testkit::{Role, TestDb};
 use tokio::runtime::Runtime;
 use uuid::Uuid;
 use worker::batch::Outcome;

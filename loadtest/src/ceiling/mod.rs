@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use shared::domain::TenantId;
-use shared::testkit::{Role, TestDb};
+use testkit::{Role, TestDb};
 use shared::vote::VoteMessage;
 use sqlx::{Executor, PgPool};
 use uuid::Uuid;

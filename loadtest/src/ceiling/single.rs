@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 use shared::domain::TenantId;
-use shared::testkit::{Role, TestDb};
+use testkit::{Role, TestDb};
 use shared::vote::VoteMessage;
 use sqlx::PgPool;
 use uuid::Uuid;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use shared::testkit::Role;
+use testkit::Role;
 use shared::vote::VoteMessage;
 
 use super::{CeilingRun, Phases, Throughput, WriterRun};

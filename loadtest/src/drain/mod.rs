@@ -221,8 +221,8 @@ struct Phases<'a> {
     election: Uuid,
     ui: Ui,
     cpu: &'a CpuWatch,
-    db_e2e: &'a shared::testkit::TestDb,
-    db_bench: &'a shared::testkit::TestDb,
+    db_e2e: &'a testkit::TestDb,
+    db_bench: &'a testkit::TestDb,
 }
 
 /// Publishing, the ack-only consumer and the worker end to end.

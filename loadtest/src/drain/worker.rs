@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use indicatif::ProgressBar;
 use shared::config::{Env, PubSubSettings};
-use shared::testkit::Role;
+use testkit::Role;
 use uuid::Uuid;
 
 use super::{DrainSettings, Throughput, WorkerRun};
@@ -15,7 +15,7 @@ use crate::scenario::Ui;
 
 /// The worker's settings for the run: `db`'s worker login, subscription `ps`, and the streams,
 /// writers and batches of `settings`.
-fn worker_env(ps: &PubSubSettings, db: &shared::testkit::TestDb, settings: &DrainSettings) -> Env {
+fn worker_env(ps: &PubSubSettings, db: &testkit::TestDb, settings: &DrainSettings) -> Env {
     Env::from_map([
         ("WORKER_ADDR", "127.0.0.1:0".to_owned()),
         ("DATABASE_URL", db.url(Role::Worker)),
@@ -43,7 +43,7 @@ fn worker_env(ps: &PubSubSettings, db: &shared::testkit::TestDb, settings: &Drai
 /// The real worker, in this process, on `db`'s worker login and subscription B.
 pub(super) async fn worker_end_to_end(
     ps: &PubSubSettings,
-    db: &shared::testkit::TestDb,
+    db: &testkit::TestDb,
     settings: &DrainSettings,
     ui: Ui,
     cpu: &CpuWatch,

@@ -1,0 +1,10 @@
+//! events-svc's integration tests, one binary (against the local stack: `source
+//! infra/local/env.sh`), each on a whole system in this process (`support::World`).
+
+mod access;
+mod audit_usage;
+mod journey;
+mod secrecy;
+mod support;
+mod token_slots;
+mod traces;
