@@ -20,7 +20,7 @@
 # the dev stack of run.sh: ports 18080 (ingest), 18081 (events-svc), 18082 (members-fn) and
 # 19090 (worker), its own database (ekklesia_loadtest) and a fresh topic and subscription per
 # run (votes-loadtest-<run>, deleted afterwards: the emulator keeps serving the streams of a
-# stopped worker and loses what they take, see docs/testing.md). The queue flag it switches
+# stopped worker and loses what they take, see docs/emulator.md). The queue flag it switches
 # and the ballots it writes never touch the dev stack. It loads a demo registry
 # (LOADTEST_MEMBERS members, default 2000) and reuses the dev keys of run.sh.
 # The services stop when the run ends unless LOADTEST_KEEP_RUNNING=1.
@@ -128,7 +128,7 @@ if [[ $scenario == drain ]]; then
   status=0
   "$bin/loadtest" drain "$@" || status=$?
   # After a 100,000-vote drain the emulator was seen to keep a core busy with nobody connected
-  # (its streaming-pull senders outlive their streams, docs/testing.md): later runs on it would
+  # (its streaming-pull senders outlive their streams, docs/emulator.md): later runs on it would
   # measure that too. Say so rather than restart an emulator others may be using.
   if [[ $emulator_pid =~ ^[0-9]+$ ]] && [[ -r /proc/$emulator_pid/stat ]]; then
     ticks() { awk '{ print $14 + $15 }' "/proc/$emulator_pid/stat"; }

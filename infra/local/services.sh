@@ -20,7 +20,7 @@ root=$(cd "$here/../.." && pwd)
 source "$here/env.sh"
 
 # A fresh emulator: it keeps serving the streams of a stopped worker and loses what they take
-# (docs/testing.md), so a worker restarted on the same subscription could miss votes.
+# (docs/emulator.md), so a worker restarted on the same subscription could miss votes.
 "$here/down.sh" >/dev/null
 "$here/up.sh" >/dev/null
 "$here/migrate.sh"

@@ -16,7 +16,7 @@ root=$(cd "$here/../.." && pwd)
 source "$here/env.sh"
 
 # A fresh emulator per run: it never forgets a topic or subscription, and keeps serving the
-# streams of stopped clients (docs/testing.md), so one that ran earlier suites carries their
+# streams of stopped clients (docs/emulator.md), so one that ran earlier suites carries their
 # load and heap into this one. This also stops services run.sh started.
 "$here/down.sh" >/dev/null
 "$here/up.sh" >/dev/null

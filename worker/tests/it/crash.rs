@@ -1,4 +1,4 @@
-//! A worker SIGKILLed mid-drain (docs/testing.md has the emulator's quirks this works around).
+//! A worker SIGKILLed mid-drain (docs/emulator.md has the emulator's quirks this works around).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -123,7 +123,7 @@ async fn worker_killed_mid_drain_loses_and_doubles_nothing() {
     for round in 0..rounds {
         // A fresh subscription per round, so no stream of an earlier round is attached to it. No
         // retry policy: the emulator does not redeliver a message whose lease expired twice on a
-        // subscription with one (docs/testing.md); the redelivery proven here is the lease's.
+        // subscription with one (docs/emulator.md); the redelivery proven here is the lease's.
         let subscription = format!("{}-r{round}", stack.pubsub.settings.subscription);
         let subscription_path = format!(
             "projects/{}/subscriptions/{subscription}",
@@ -188,7 +188,7 @@ async fn worker_killed_mid_drain_loses_and_doubles_nothing() {
         // The next worker gets, through redelivery after the 10 s lease, every vote the doomed
         // one leased: it records exactly the ones not committed, and sees the committed but
         // unacked ones as duplicates. No stalled worker is replaced: a replacement's abandoned
-        // streams would take redeliveries away from the live one (docs/testing.md).
+        // streams would take redeliveries away from the live one (docs/emulator.md).
         let started = Instant::now();
         let mut next = WorkerProcess::spawn(&stack, &[("PUBSUB_SUBSCRIPTION", &subscription)]);
         let to_record = before + per_round as i64 - at_kill;

@@ -195,7 +195,7 @@ async fn votes_leased_by_a_worker_that_died_are_recorded_before_the_seal() {
     let election = stack.open_election(TENANT, "single", 2, 1).await;
     let tokens = stack.tokens(TENANT, election, 10).await;
     // A subscription without a retry policy: the emulator can lose a message whose lease
-    // expired more than once on one with a policy (docs/testing.md); Pub/Sub does not.
+    // expired more than once on one with a policy (docs/emulator.md); Pub/Sub does not.
     stack.observer_subscription("crash").await;
     let subscription = format!("{}-crash", stack.pubsub.settings.topic);
     // The doomed worker reaches its database through a link that goes silent: it leases the

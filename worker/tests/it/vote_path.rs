@@ -245,7 +245,7 @@ async fn redelivered_batch_after_a_lost_ack_adds_no_second_ballot() {
     // A second subscription sees the same messages: through it the test commits them once
     // (the first delivery) while the worker's subscription still holds them all (the
     // redelivery after a lost ack). A stream of the test's own on the worker's subscription
-    // would leave the emulator a sender that swallows the redelivery (docs/testing.md).
+    // would leave the emulator a sender that swallows the redelivery (docs/emulator.md).
     let observer = stack.observer_subscription("observer").await;
     // Accept the votes (published, no worker running yet).
     let mut receipts = Vec::new();
