@@ -16,7 +16,9 @@ use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
 
 use crate::config::{DatabaseSettings, PubSubSettings};
-use crate::domain::{ElectionDefinition, ElectionKind, ElectionOption, ElectionStatus, TenantId};
+use crate::domain::{
+    ElectionDefinition, ElectionFields, ElectionKind, ElectionOption, ElectionStatus, TenantId,
+};
 use crate::pubsub::Topology;
 use crate::receipt::ReceiptKey;
 use crate::s2s::{Keyring, S2sKey};
@@ -229,7 +231,7 @@ impl TestDb {
     /// An open single-choice election of `tenant` with options `o0`…, stored as the owner
     /// (for tests and benchmarks of the elections side that do not run ingest's S2S API).
     pub async fn open_election(&self, tenant: &TenantId, options: usize) -> ElectionDefinition {
-        let definition = ElectionDefinition {
+        let definition = ElectionDefinition::new(ElectionFields {
             tenant: tenant.clone(),
             id: Uuid::new_v4(),
             kind: ElectionKind::Single,
@@ -243,17 +245,18 @@ impl TestDb {
             status: ElectionStatus::Open,
             opens_at: None,
             closes_at: None,
-        };
+        })
+        .expect("a valid election");
         sqlx::query(
             "INSERT INTO elections.elections (org_id, id, kind, options, max_choices, status) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(tenant.as_str())
-        .bind(definition.id)
-        .bind(definition.kind.as_str())
-        .bind(sqlx::types::Json(&definition.options))
-        .bind(definition.max_choices as i32)
-        .bind(definition.status.as_str())
+        .bind(definition.id())
+        .bind(definition.kind().as_str())
+        .bind(sqlx::types::Json(definition.options()))
+        .bind(definition.max_choices() as i32)
+        .bind(definition.status().as_str())
         .execute(&self.owner)
         .await
         .expect("open election");

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rand::seq::SliceRandom;
 use shared::db::ElectionRow;
-use shared::domain::{RejectionReason, TenantId};
+use shared::domain::{ElectionKind, ElectionStatus, RejectionReason, TenantId};
 use shared::vote::VoteMessage;
 use shared::vote_keys::VoteKeys;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -155,17 +155,23 @@ async fn lock_elections(
     let mut ids: Vec<Uuid> = indices.iter().map(|&i| votes[i].election_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let rows: Vec<ElectionRow> = sqlx::query_as("SELECT * FROM elections.lock_for_votes($1, $2)")
-        .bind(tenant.as_str())
-        .bind(&ids)
-        .fetch_all(&mut **tx)
-        .await?;
+    // A function's columns are nullable as far as the macro knows; these are the table's.
+    let rows = sqlx::query_as!(
+        ElectionRow,
+        r#"SELECT org_id AS "org_id!", id AS "id!", kind AS "kind!: ElectionKind",
+                  options AS "options!", max_choices AS "max_choices!",
+                  status AS "status!: ElectionStatus", opens_at, closes_at, closed_at, sealed_at
+             FROM elections.lock_for_votes($1, $2)"#,
+        tenant.as_str(),
+        &ids
+    )
+    .fetch_all(&mut **tx)
+    .await?;
     let mut elections = HashMap::with_capacity(rows.len());
     for row in rows {
-        let Some(definition) = row.definition() else {
-            // Every vote for it is then rejected as for an unknown election: say why, loudly.
-            tracing::error!(election_id = %row.id, tenant = %row.org_id,
-                "stored election does not parse; its votes are rejected");
+        // Every vote for an unusable election is then rejected as for an unknown one; the
+        // reason is logged.
+        let Some(definition) = row.usable_definition() else {
             continue;
         };
         elections.insert(

@@ -12,7 +12,8 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::domain::{
-    ElectionDefinition, ElectionKind, ElectionOption, ElectionStatus, Results, TenantId,
+    ElectionDefinition, ElectionFields, ElectionKind, ElectionOption, ElectionStatus, Results,
+    TenantId,
 };
 use shared::session::Role;
 use shared::telemetry::CorrelationId;
@@ -88,7 +89,7 @@ pub fn election_id(id: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, Events
 
 impl Election {
     fn definition(&self, tenant: &TenantId) -> Result<ElectionDefinition, EventsError> {
-        Ok(ElectionDefinition {
+        Ok(ElectionDefinition::new(ElectionFields {
             tenant: tenant.clone(),
             id: self.id,
             kind: ElectionKind::parse(&self.kind)?,
@@ -97,7 +98,7 @@ impl Election {
             status: ElectionStatus::parse(&self.status)?,
             opens_at: self.opens_at,
             closes_at: self.closes_at,
-        })
+        })?)
     }
 }
 
@@ -145,7 +146,7 @@ pub async fn create(
             "option labels are 1 to {MAX_LABEL} characters"
         )));
     }
-    let definition = ElectionDefinition {
+    let definition = ElectionDefinition::new(ElectionFields {
         tenant: caller.0.org.clone(),
         id: Uuid::new_v4(),
         kind: new.kind,
@@ -154,22 +155,21 @@ pub async fn create(
         status: ElectionStatus::Draft,
         opens_at: new.opens_at,
         closes_at: new.closes_at,
-    };
-    definition.check()?;
+    })?;
     let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.0.org).await?;
     let election: Election = sqlx::query_as(&format!(
         "INSERT INTO events.elections AS e (org_id, id, title, question, kind, options, max_choices, opens_at, closes_at, created_by) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {ELECTION_COLUMNS}"
     ))
     .bind(caller.0.org.as_str())
-    .bind(definition.id)
+    .bind(definition.id())
     .bind(new.title.trim())
     .bind(new.question.trim())
-    .bind(definition.kind.as_str())
-    .bind(sqlx::types::Json(&definition.options))
-    .bind(definition.max_choices as i32)
-    .bind(definition.opens_at)
-    .bind(definition.closes_at)
+    .bind(definition.kind().as_str())
+    .bind(sqlx::types::Json(&definition.options()))
+    .bind(definition.max_choices() as i32)
+    .bind(definition.opens_at())
+    .bind(definition.closes_at())
     .bind(caller.0.sub)
     .fetch_one(&mut *tx)
     .await?;
@@ -178,7 +178,7 @@ pub async fn create(
         .put_election(&definition, &correlation)
         .await?;
     tx.commit().await?;
-    tracing::info!(election_id = %definition.id, tenant = %caller.0.org, "election created");
+    tracing::info!(election_id = %definition.id(), tenant = %caller.0.org, "election created");
     Ok((StatusCode::CREATED, Json(election)))
 }
 
