@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgTypeInfo, PgValueRef};
-use sqlx::{Executor, PgPool, Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::config::DatabaseSettings;
@@ -52,7 +52,8 @@ pub async fn set_tenant(
     tx: &mut Transaction<'_, Postgres>,
     tenant: &TenantId,
 ) -> Result<(), sqlx::Error> {
-    tx.execute(sqlx::query("SELECT set_config('app.org_id', $1, true)").bind(tenant.as_str()))
+    sqlx::query!("SELECT set_config('app.org_id', $1, true)", tenant.as_str())
+        .fetch_one(&mut **tx)
         .await?;
     Ok(())
 }
@@ -160,8 +161,8 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 
 /// A cheap readiness probe.
 pub async fn ping(pool: &PgPool) -> Result<(), String> {
-    sqlx::query("SELECT 1")
-        .execute(pool)
+    sqlx::query!("SELECT 1 AS one")
+        .fetch_one(pool)
         .await
         .map(|_| ())
         .map_err(|e| format!("database unreachable: {}", redact(&e)))

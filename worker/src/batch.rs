@@ -131,11 +131,13 @@ async fn commit_tenant(
         .collect();
     insert_ballots(tx, keys, tenant, votes, &recorded).await?;
     for election in elections_to_reseal(votes, &recorded, &elections) {
-        sqlx::query("SELECT elections.reopen_seal($1, $2)")
-            .bind(tenant.as_str())
-            .bind(election)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query!(
+            "SELECT elections.reopen_seal($1, $2)",
+            tenant.as_str(),
+            election
+        )
+        .execute(&mut **tx)
+        .await?;
         committed.reopened_seals.push(election);
     }
     upsert_receipts(tx, tenant, votes, indices, outcomes).await
@@ -198,7 +200,7 @@ async fn claim_tokens(
         return Ok(HashSet::new());
     }
     let (elections, hashes) = token_columns(votes, chosen);
-    let claimed: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
+    let claimed = sqlx::query!(
         "WITH wanted AS ( \
              SELECT t.election_id, t.token_hash FROM elections.voting_tokens t \
              JOIN unnest($1::uuid[], $2::bytea[]) AS m(election_id, token_hash) \
@@ -208,15 +210,20 @@ async fn claim_tokens(
          UPDATE elections.voting_tokens t SET used = true FROM wanted w \
          WHERE t.election_id = w.election_id AND t.token_hash = w.token_hash AND NOT t.used \
          RETURNING t.election_id, t.token_hash",
+        &elections,
+        &hashes
     )
-    .bind(&elections)
-    .bind(&hashes)
     .fetch_all(&mut **tx)
     .await?;
-    Ok(claimed
-        .into_iter()
-        .filter_map(|(e, h)| Some((e, <[u8; 32]>::try_from(h).ok()?)))
-        .collect())
+    Ok(token_keys(
+        claimed.into_iter().map(|r| (r.election_id, r.token_hash)),
+    ))
+}
+
+/// (election, hash) rows as keys; a stored hash is always 32 bytes (a CHECK constraint).
+fn token_keys(rows: impl Iterator<Item = (Uuid, Vec<u8>)>) -> HashSet<TokenKey> {
+    rows.filter_map(|(e, h)| Some((e, <[u8; 32]>::try_from(h).ok()?)))
+        .collect()
 }
 
 /// Sorted (election, hash) columns of the given votes, for one `unnest`.
@@ -241,10 +248,10 @@ async fn recorded_receipts(
         return Ok(HashSet::new());
     }
     let receipts: Vec<&str> = indices.iter().map(|&i| votes[i].receipt.as_str()).collect();
-    let recorded: Vec<String> = sqlx::query_scalar(
+    let recorded = sqlx::query_scalar!(
         "SELECT receipt FROM elections.receipts WHERE receipt = ANY($1) AND status = 'recorded'",
+        &receipts as &[&str]
     )
-    .bind(&receipts)
     .fetch_all(&mut **tx)
     .await?;
     Ok(recorded.into_iter().collect())
@@ -261,19 +268,18 @@ async fn registered_tokens(
         return Ok(HashSet::new());
     }
     let (elections, hashes) = token_columns(votes, indices);
-    let known: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
+    let known = sqlx::query!(
         "SELECT t.election_id, t.token_hash FROM elections.voting_tokens t \
          JOIN unnest($1::uuid[], $2::bytea[]) AS m(election_id, token_hash) \
          ON t.election_id = m.election_id AND t.token_hash = m.token_hash",
+        &elections,
+        &hashes
     )
-    .bind(&elections)
-    .bind(&hashes)
     .fetch_all(&mut **tx)
     .await?;
-    Ok(known
-        .into_iter()
-        .filter_map(|(e, h)| Some((e, <[u8; 32]>::try_from(h).ok()?)))
-        .collect())
+    Ok(token_keys(
+        known.into_iter().map(|r| (r.election_id, r.token_hash)),
+    ))
 }
 
 /// The recorded votes' ballots, encrypted for the ballot box, in shuffled order so storage
@@ -296,13 +302,13 @@ async fn insert_ballots(
         .iter()
         .map(|&i| keys.encrypt_ballot(tenant, votes[i].election_id, &votes[i].choices))
         .collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO elections.ballot_box (org_id, election_id, sealed) \
          SELECT $1, m.election_id, m.sealed FROM unnest($2::uuid[], $3::bytea[]) AS m(election_id, sealed)",
+        tenant.as_str(),
+        &elections,
+        &sealed
     )
-    .bind(tenant.as_str())
-    .bind(&elections)
-    .bind(&sealed)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -370,18 +376,18 @@ async fn upsert_receipts(
             _ => None,
         })
         .collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO elections.receipts (receipt, org_id, election_id, status, reason) \
          SELECT m.receipt, $1, m.election_id, m.status, m.reason \
          FROM unnest($2::text[], $3::uuid[], $4::text[], $5::text[]) AS m(receipt, election_id, status, reason) \
          ON CONFLICT (receipt) DO UPDATE SET status = excluded.status, reason = excluded.reason \
          WHERE elections.receipts.status <> 'recorded'",
+        tenant.as_str(),
+        &receipts as &[&str],
+        &elections,
+        &statuses as &[&str],
+        &reasons as &[Option<&str>]
     )
-    .bind(tenant.as_str())
-    .bind(&receipts)
-    .bind(&elections)
-    .bind(&statuses)
-    .bind(&reasons)
     .execute(&mut **tx)
     .await?;
     Ok(())

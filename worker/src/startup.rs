@@ -310,10 +310,15 @@ impl Application {
 /// Sets the undecided-vote gauges from `elections.undecided_votes()` (tenants outside
 /// `METRICS_TENANTS` add up under `other`), and the seal gauges from `elections.awaiting_seal()`.
 async fn report_undecided(pool: &PgPool, metrics: &WorkerMetrics) -> Result<(), sqlx::Error> {
-    let rows: Vec<(String, i64, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as("SELECT org_id, undecided, oldest FROM elections.undecided_votes()")
-            .fetch_all(pool)
-            .await?;
+    let rows: Vec<(String, i64, chrono::DateTime<chrono::Utc>)> = sqlx::query!(
+        r#"SELECT org_id AS "org!", undecided AS "undecided!", oldest AS "oldest!"
+             FROM elections.undecided_votes()"#
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|r| (r.org, r.undecided, r.oldest))
+    .collect();
     let now = chrono::Utc::now();
     let age =
         |t: chrono::DateTime<chrono::Utc>| (now - t).num_milliseconds().max(0) as f64 / 1000.0;
@@ -332,10 +337,12 @@ async fn report_undecided(pool: &PgPool, metrics: &WorkerMetrics) -> Result<(), 
             .with_label_values(&[label])
             .set(oldest);
     }
-    let (waiting, oldest): (i64, Option<chrono::DateTime<chrono::Utc>>) =
-        sqlx::query_as("SELECT count(*), min(closed_at) FROM elections.awaiting_seal()")
-            .fetch_one(pool)
-            .await?;
+    let seals = sqlx::query!(
+        r#"SELECT count(*) AS "waiting!", min(closed_at) AS oldest FROM elections.awaiting_seal()"#
+    )
+    .fetch_one(pool)
+    .await?;
+    let (waiting, oldest) = (seals.waiting, seals.oldest);
     metrics.awaiting_seal.set(waiting);
     metrics.awaiting_seal_oldest.set(oldest.map_or(0.0, age));
     Ok(())

@@ -72,15 +72,21 @@ async fn main() -> anyhow::Result<()> {
                     "queue mode: not set (each ingest uses QUEUE_MODE_DEFAULT)"
                 ),
             }
-            let audit: Vec<AuditRow> = sqlx::query_as(
+            let audit = sqlx::query!(
                 "SELECT changed_at, changed_by, database_user, old_enabled, new_enabled \
                  FROM ops.queue_mode_audit ORDER BY id DESC LIMIT 5",
             )
             .fetch_all(&pool)
             .await
             .unwrap_or_default();
-            for (at, by, database_user, old, new) in audit {
-                let database_user = database_user.as_deref().unwrap_or("?");
+            for row in audit {
+                let (at, by, old, new) = (
+                    row.changed_at,
+                    row.changed_by,
+                    row.old_enabled,
+                    row.new_enabled,
+                );
+                let database_user = row.database_user.as_deref().unwrap_or("?");
                 say!(
                     out,
                     "  {at} {by} (database user {database_user}): {} -> {}",
@@ -103,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
             let (old, new) = ingest::queue_mode::set(&pool, mode == "on", &actor, &key, &chain)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", shared::db::redact(&e)))?;
-            let database_user: String = sqlx::query_scalar("SELECT session_user::text")
+            let database_user = sqlx::query_scalar!(r#"SELECT session_user::text AS "user!""#)
                 .fetch_one(&pool)
                 .await?;
             say!(
@@ -116,15 +122,6 @@ async fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-/// When, actor, database user (`None` before it was recorded), old and new value.
-type AuditRow = (
-    chrono::DateTime<chrono::Utc>,
-    String,
-    Option<String>,
-    Option<bool>,
-    bool,
-);
 
 fn label(mode: Option<bool>) -> &'static str {
     match mode {
