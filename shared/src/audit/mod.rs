@@ -27,6 +27,9 @@ use uuid::Uuid;
 
 use crate::domain::TenantId;
 
+mod verify;
+pub use verify::{diagnose, verify, Finding, Verdict};
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// The MAC of the entry before the first.
@@ -112,7 +115,7 @@ pub struct NewEntry<'a> {
     pub summary: serde_json::Value,
 }
 
-/// An entry as stored.
+/// An entry as stored (`FromRow` for the tests, which read the log with their own SQL).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Entry {
     pub chain: String,
@@ -131,7 +134,7 @@ pub struct Entry {
 }
 
 /// The `ops.queue_mode_audit` row a flag change's entry audits; its MAC covers all of it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueModeChange {
     pub id: i64,
     pub changed_at: DateTime<Utc>,
@@ -235,7 +238,8 @@ pub async fn append_queue_mode_changes(
     chain: &TenantId,
     path: &str,
 ) -> Result<Vec<Entry>, sqlx::Error> {
-    let changes: Vec<QueueModeChange> = sqlx::query_as(
+    let changes = sqlx::query_as!(
+        QueueModeChange,
         "SELECT id, changed_at, changed_by, database_user, old_enabled, new_enabled \
          FROM ops.queue_mode_audit WHERE txid = pg_current_xact_id() ORDER BY id",
     )
@@ -272,11 +276,13 @@ async fn write(
     actor: &str,
     summary: String,
 ) -> Result<Entry, sqlx::Error> {
-    let (last, prev_mac, at): (i64, Option<Vec<u8>>, DateTime<Utc>) =
-        sqlx::query_as("SELECT seq, mac, at FROM ops.audit_tail($1)")
-            .bind(chain.as_str())
-            .fetch_one(&mut *conn)
-            .await?;
+    let tail = sqlx::query!(
+        r#"SELECT seq AS "seq!", mac, at AS "at!" FROM ops.audit_tail($1)"#,
+        chain.as_str()
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let (last, prev_mac, at) = (tail.seq, tail.mac, tail.at);
     let mut entry = Entry {
         chain: chain.as_str().to_owned(),
         seq: last + 1,
@@ -291,22 +297,23 @@ async fn write(
         mac: Vec::new(),
     };
     entry.mac = mac_of(key, &entry, entry.seq).to_vec();
-    sqlx::query(
+    // The summary goes in as text so the stored JSON is the very bytes the MAC covers.
+    sqlx::query!(
         "INSERT INTO ops.audit_log (chain, seq, at, event, election_id, queue_mode_change, \
                                     change_mac, actor, summary, prev_mac, mac) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::json, $10, $11)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::json, $10, $11)",
+        &entry.chain,
+        entry.seq,
+        entry.at,
+        &entry.event,
+        entry.election_id,
+        entry.queue_mode_change,
+        entry.change_mac.as_deref(),
+        &entry.actor,
+        &entry.summary,
+        &entry.prev_mac,
+        &entry.mac
     )
-    .bind(&entry.chain)
-    .bind(entry.seq)
-    .bind(entry.at)
-    .bind(&entry.event)
-    .bind(entry.election_id)
-    .bind(entry.queue_mode_change)
-    .bind(&entry.change_mac)
-    .bind(&entry.actor)
-    .bind(&entry.summary)
-    .bind(&entry.prev_mac)
-    .bind(&entry.mac)
     .execute(&mut *conn)
     .await?;
     // An anchor outside the database: the log shows how far each chain went.
@@ -320,317 +327,5 @@ async fn write(
     Ok(entry)
 }
 
-/// What is wrong with a chain: its first problem, by the entry's sequence number.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Finding {
-    /// The entry's content (or the flag change it audits) is not what was written.
-    Edited { seq: i64 },
-    /// Entries `from..=to` are missing: the entry after them was written after another one.
-    Deleted { from: i64, to: i64 },
-    /// The entry was never written with the key; the chain goes on as if it were not there.
-    Inserted { seq: i64 },
-    /// The entry stands at `seq` but was written as entry `written_as`.
-    Reordered { seq: i64, written_as: i64 },
-    /// The last entry does not verify: edited, or appended by someone without the key (with
-    /// nothing after it, the two look alike).
-    NotAuthentic { seq: i64 },
-    /// Two genuine entries follow the same one: the writers were not serialised.
-    Forked { seq: i64 },
-    /// The entry is genuine, but the `ops.queue_mode_audit` row it audits was edited or deleted.
-    ChangeEdited { seq: i64, change: i64 },
-}
-
-impl Finding {
-    /// The sequence number of the entry the finding names.
-    pub fn seq(&self) -> i64 {
-        match *self {
-            Self::Edited { seq }
-            | Self::Inserted { seq }
-            | Self::Reordered { seq, .. }
-            | Self::NotAuthentic { seq }
-            | Self::Forked { seq }
-            | Self::ChangeEdited { seq, .. } => seq,
-            Self::Deleted { from, .. } => from,
-        }
-    }
-}
-
-impl std::fmt::Display for Finding {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match *self {
-            Self::Edited { seq } => write!(f, "entry #{seq} was edited"),
-            Self::Deleted { from, to } if from == to => {
-                write!(
-                    f,
-                    "entry #{from} was deleted (#{} follows #{})",
-                    to + 1,
-                    from - 1
-                )
-            }
-            Self::Deleted { from, to } => write!(
-                f,
-                "entries #{from} to #{to} were deleted (#{} follows #{})",
-                to + 1,
-                from - 1
-            ),
-            Self::Inserted { seq } => {
-                write!(f, "entry #{seq} was inserted (not written with the key)")
-            }
-            Self::Reordered { seq, written_as } => {
-                write!(
-                    f,
-                    "entry #{seq} was reordered (it was written as #{written_as})"
-                )
-            }
-            Self::NotAuthentic { seq } => write!(
-                f,
-                "entry #{seq} is not authentic: edited, or inserted at the end of the chain"
-            ),
-            Self::Forked { seq } => write!(
-                f,
-                "entry #{seq} forks the chain (another genuine entry follows the same one)"
-            ),
-            Self::ChangeEdited { seq, change } => write!(
-                f,
-                "entry #{seq} is genuine, but the queue-mode change {change} it audits \
-                 (ops.queue_mode_audit) was edited or deleted"
-            ),
-        }
-    }
-}
-
-/// The outcome of [`verify`].
-#[derive(Debug, Clone)]
-pub struct Verdict {
-    pub chain: String,
-    pub entries: usize,
-    /// How many entries carry a MAC that verifies (0 of many: probably the wrong key).
-    pub authentic: usize,
-    /// The last entry, as stored (compare with the last `audit entry appended` log line).
-    pub last: Option<Entry>,
-    pub finding: Option<Finding>,
-    /// The entry the finding names, as stored (a deleted entry's successor).
-    pub named: Option<Entry>,
-}
-
-impl Verdict {
-    pub fn intact(&self) -> bool {
-        self.finding.is_none()
-    }
-}
-
-/// Walks `chain` in sequence order and names its first problem. Run it as the database owner
-/// (the services cannot read the log).
-pub async fn verify(
-    conn: &mut PgConnection,
-    key: &AuditKey,
-    chain: &str,
-) -> Result<Verdict, sqlx::Error> {
-    let entries: Vec<Entry> = sqlx::query_as(
-        "SELECT chain, seq, at, event, election_id, queue_mode_change, change_mac, actor, \
-                summary::text AS summary, prev_mac, mac \
-         FROM ops.audit_log WHERE chain = $1 ORDER BY seq",
-    )
-    .bind(chain)
-    .fetch_all(&mut *conn)
-    .await?;
-    let ids: Vec<i64> = entries.iter().filter_map(|e| e.queue_mode_change).collect();
-    let changes: Vec<QueueModeChange> = sqlx::query_as(
-        "SELECT id, changed_at, changed_by, database_user, old_enabled, new_enabled \
-         FROM ops.queue_mode_audit WHERE id = ANY($1)",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(diagnose(key, chain, entries, &changes))
-}
-
-/// The walk itself, on entries sorted by `seq` (separate from the database for unit tests).
-pub fn diagnose(
-    key: &AuditKey,
-    chain: &str,
-    entries: Vec<Entry>,
-    changes: &[QueueModeChange],
-) -> Verdict {
-    let valid: Vec<bool> = entries.iter().map(|e| verifies(key, e, e.seq)).collect();
-    // A genuine entry's flag change is as it was written, or gone.
-    let change_intact = |e: &Entry| match (e.queue_mode_change, &e.change_mac) {
-        (None, _) => true,
-        (Some(id), Some(mac)) => changes
-            .iter()
-            .find(|c| c.id == id)
-            .is_some_and(|c| change_mac_of(key, c).as_slice() == mac.as_slice()),
-        (Some(_), None) => false,
-    };
-    let mut finding = None;
-    let mut named = None;
-    let (mut expected_seq, mut expected_prev) = (1i64, GENESIS.to_vec());
-    for (i, entry) in entries.iter().enumerate() {
-        if valid[i] && entry.seq == expected_seq && entry.prev_mac == expected_prev {
-            if !change_intact(entry) {
-                finding = Some(Finding::ChangeEdited {
-                    seq: entry.seq,
-                    change: entry.queue_mode_change.unwrap_or_default(),
-                });
-                named = Some(entry.clone());
-                break;
-            }
-            expected_seq += 1;
-            expected_prev = entry.mac.clone();
-            continue;
-        }
-        let found = if valid[i] {
-            // Genuine where it stands (the MAC covers its seq), but not after the entry before.
-            if entry.seq > expected_seq {
-                Finding::Deleted {
-                    from: expected_seq,
-                    to: entry.seq - 1,
-                }
-            } else {
-                Finding::Forked { seq: entry.seq }
-            }
-        } else {
-            let last_seq = entries.last().map_or(0, |e| e.seq);
-            let limit = last_seq.max(entries.len() as i64) + 1;
-            let written_as = (1..=limit)
-                .filter(|&s| s != entry.seq)
-                .find(|&s| verifies(key, entry, s));
-            let next = entries.get(i + 1);
-            if let Some(written_as) = written_as {
-                Finding::Reordered {
-                    seq: entry.seq,
-                    written_as,
-                }
-            } else if entries[i + 1..].iter().any(|l| l.prev_mac == entry.mac) {
-                // Its MAC is the one the chain goes on from: the MAC is genuine, the content not.
-                Finding::Edited { seq: entry.seq }
-            } else if next.is_some_and(|n| n.prev_mac == expected_prev) {
-                Finding::Inserted { seq: entry.seq }
-            } else {
-                Finding::NotAuthentic { seq: entry.seq }
-            }
-        };
-        finding = Some(found);
-        named = Some(entry.clone());
-        break;
-    }
-    Verdict {
-        chain: chain.to_owned(),
-        entries: entries.len(),
-        authentic: valid.iter().filter(|v| **v).count(),
-        last: entries.last().cloned(),
-        finding,
-        named,
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key() -> AuditKey {
-        AuditKey::new(vec![7; 32]).unwrap()
-    }
-
-    /// A chain of `n` entries as `append` writes them.
-    fn chain(key: &AuditKey, n: i64) -> Vec<Entry> {
-        let mut prev = GENESIS.to_vec();
-        (1..=n)
-            .map(|seq| {
-                let mut e = Entry {
-                    chain: "party-a".into(),
-                    seq,
-                    at: DateTime::from_timestamp_micros(1_700_000_000_000_000 + seq).unwrap(),
-                    event: "tokens_registered".into(),
-                    election_id: Some(Uuid::from_u128(seq as u128)),
-                    queue_mode_change: None,
-                    change_mac: None,
-                    actor: "party-a-s2s".into(),
-                    summary: format!("{{\"received\":{seq}}}"),
-                    prev_mac: prev.clone(),
-                    mac: Vec::new(),
-                };
-                e.mac = mac_of(key, &e, seq).to_vec();
-                prev = e.mac.clone();
-                e
-            })
-            .collect()
-    }
-
-    fn finding(entries: Vec<Entry>) -> Option<Finding> {
-        let mut entries = entries;
-        entries.sort_by_key(|e| e.seq);
-        diagnose(&key(), "party-a", entries, &[]).finding
-    }
-
-    #[test]
-    fn an_intact_chain_verifies_and_each_tampering_is_named() {
-        let key = key();
-        assert_eq!(finding(chain(&key, 6)), None);
-        assert_eq!(finding(Vec::new()), None);
-
-        let mut edited = chain(&key, 6);
-        edited[2].summary = "{\"received\":999}".into();
-        assert_eq!(finding(edited), Some(Finding::Edited { seq: 3 }));
-
-        let mut deleted = chain(&key, 6);
-        deleted.remove(2);
-        assert_eq!(finding(deleted), Some(Finding::Deleted { from: 3, to: 3 }));
-        let mut first_gone = chain(&key, 3);
-        first_gone.remove(0);
-        assert_eq!(
-            finding(first_gone),
-            Some(Finding::Deleted { from: 1, to: 1 })
-        );
-
-        // A forged entry slipped in after #3: the later ones moved up one place.
-        let mut inserted = chain(&key, 6);
-        let mut forged = inserted[2].clone();
-        forged.summary = "{\"received\":1000}".into();
-        forged.prev_mac = inserted[2].mac.clone();
-        forged.mac = vec![1; 32];
-        for e in &mut inserted[3..] {
-            e.seq += 1;
-        }
-        forged.seq = 4;
-        inserted.push(forged);
-        assert_eq!(finding(inserted), Some(Finding::Inserted { seq: 4 }));
-
-        let mut swapped = chain(&key, 6);
-        swapped[1].seq = 3;
-        swapped[2].seq = 2;
-        assert_eq!(
-            finding(swapped),
-            Some(Finding::Reordered {
-                seq: 2,
-                written_as: 3
-            })
-        );
-
-        let mut appended = chain(&key, 3);
-        let mut forged = appended[2].clone();
-        forged.seq = 4;
-        forged.prev_mac = appended[2].mac.clone();
-        forged.mac = vec![2; 32];
-        appended.push(forged);
-        assert_eq!(finding(appended), Some(Finding::NotAuthentic { seq: 4 }));
-    }
-
-    #[test]
-    fn another_key_verifies_nothing() {
-        let entries = chain(&key(), 3);
-        let other = AuditKey::new(vec![8; 32]).unwrap();
-        let verdict = diagnose(&other, "party-a", entries, &[]);
-        assert_eq!(verdict.authentic, 0);
-        assert!(!verdict.intact());
-    }
-
-    #[test]
-    fn the_key_is_never_printed_and_must_be_long_enough() {
-        let raw = AuditKey::generate_base64();
-        let key = AuditKey::from_base64(&raw).unwrap();
-        assert!(!format!("{key:?}").contains(&raw));
-        assert!(AuditKey::from_base64(&B64.encode([1u8; 31])).is_err());
-        assert!(AuditKey::from_base64("not base64!").is_err());
-    }
-}
+mod tests;
