@@ -101,29 +101,11 @@ async fn commit_tenant(
         .collect();
     let recorded_before = recorded_receipts(tx, votes, &undecided).await?;
     let known = registered_tokens(tx, votes, &unclaimed).await?;
-    for &i in &unclaimed {
-        let vote = &votes[i];
-        outcomes[i] = if recorded_before.contains(vote.receipt.as_str()) {
-            // A redelivery of a submission recorded before.
-            Outcome::Duplicate
-        } else if known.contains(&(vote.election_id, vote.token_hash.0)) {
-            // Another submission used the token.
-            Outcome::Rejected(RejectionReason::TokenAlreadyUsed)
-        } else {
-            Outcome::Rejected(RejectionReason::UnknownToken)
-        };
-    }
-    for (i, chosen) in siblings {
-        // A sibling shares its chosen vote's token, so it cannot be recorded too; unless it
-        // is itself a redelivery of an earlier recorded submission.
-        outcomes[i] = if recorded_before.contains(votes[i].receipt.as_str()) {
-            Outcome::Duplicate
-        } else if outcomes[chosen] == Outcome::Rejected(RejectionReason::UnknownToken) {
-            Outcome::Rejected(RejectionReason::UnknownToken)
-        } else {
-            Outcome::Rejected(RejectionReason::TokenAlreadyUsed)
-        };
-    }
+    let settled = Settled {
+        recorded_before: &recorded_before,
+        known: &known,
+    };
+    settled.decide(votes, &unclaimed, &siblings, outcomes);
     let recorded: Vec<usize> = chosen
         .iter()
         .copied()
@@ -141,6 +123,49 @@ async fn commit_tenant(
         committed.reopened_seals.push(election);
     }
     upsert_receipts(tx, tenant, votes, indices, outcomes).await
+}
+
+/// What the database says about the votes that did not claim their token.
+struct Settled<'a> {
+    /// Receipts recorded before (by an earlier delivery of the same submission).
+    recorded_before: &'a HashSet<String>,
+    /// Tokens registered at all (used or not).
+    known: &'a HashSet<TokenKey>,
+}
+
+impl Settled<'_> {
+    /// Outcomes of the unclaimed chosen votes, then of their siblings.
+    fn decide(
+        &self,
+        votes: &[VoteMessage],
+        unclaimed: &[usize],
+        siblings: &[(usize, usize)],
+        outcomes: &mut [Outcome],
+    ) {
+        for &i in unclaimed {
+            let vote = &votes[i];
+            outcomes[i] = if self.recorded_before.contains(vote.receipt.as_str()) {
+                // A redelivery of a submission recorded before.
+                Outcome::Duplicate
+            } else if self.known.contains(&(vote.election_id, vote.token_hash.0)) {
+                // Another submission used the token.
+                Outcome::Rejected(RejectionReason::TokenAlreadyUsed)
+            } else {
+                Outcome::Rejected(RejectionReason::UnknownToken)
+            };
+        }
+        for &(i, chosen) in siblings {
+            // A sibling shares its chosen vote's token, so it cannot be recorded too; unless it
+            // is itself a redelivery of an earlier recorded submission.
+            outcomes[i] = if self.recorded_before.contains(votes[i].receipt.as_str()) {
+                Outcome::Duplicate
+            } else if outcomes[chosen] == Outcome::Rejected(RejectionReason::UnknownToken) {
+                Outcome::Rejected(RejectionReason::UnknownToken)
+            } else {
+                Outcome::Rejected(RejectionReason::TokenAlreadyUsed)
+            };
+        }
+    }
 }
 
 /// The batch's elections, read `FOR KEY SHARE` (`elections.lock_for_votes`): each stays as it

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::batch::{self, Committed, Outcome};
 use crate::configuration::Settings;
-use crate::startup::WorkerMetrics;
+use crate::state::WorkerMetrics;
 
 /// What the progress reporter needs to know.
 #[derive(Default)]

@@ -21,7 +21,7 @@ use shared::Problem;
 use uuid::Uuid;
 
 use crate::error::IngestError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use shared::domain::VoteStatus;
 
 use crate::error::IngestError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReceiptStatus {
