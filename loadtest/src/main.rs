@@ -452,8 +452,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Meeting { rate, secs, run } => {
-            let schedule = Schedule::Constant { rate, secs };
-            schedule.check()?;
+            let schedule = Schedule::constant(rate, secs)?;
             let body = scenario::votes(run.target()?, &run.common(), &schedule).await?;
             let report = Report::new(
                 "meeting",
@@ -465,8 +464,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             finish(report, run.output.out)
         }
         Command::Burst { votes, run } => {
-            let schedule = Schedule::Burst { votes };
-            schedule.check()?;
+            let schedule = Schedule::burst(votes)?;
             let body = scenario::votes(run.target()?, &run.common(), &schedule).await?;
             let name = if votes == 1000 { "burst-1000" } else { "burst" };
             let report = Report::new(name, started_at, command, Vec::new(), Body::Votes(body));
@@ -537,8 +535,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             no_vote,
             run,
         } => {
-            let schedule = Schedule::Constant { rate, secs };
-            schedule.check()?;
+            let schedule = Schedule::constant(rate, secs)?;
             if schedule.requests() > 20_000 {
                 bail!("the tokens scenario logs every member in: at most 20,000 requests");
             }

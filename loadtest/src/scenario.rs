@@ -945,11 +945,7 @@ pub async fn stress(
                     stopped = format!("time budget of {} s spent", settings.budget_seconds);
                     break;
                 }
-                let schedule = Schedule::Constant {
-                    rate: rate.round(),
-                    secs: settings.step_seconds,
-                };
-                schedule.check()?;
+                let schedule = Schedule::constant(rate.round(), settings.step_seconds)?;
                 let tokens = target.bulk_tokens(election, schedule.requests()).await?;
                 let fired = fire_votes(
                     &target,
@@ -1213,9 +1209,7 @@ pub async fn tokens(
     };
     if vote_with_them && !tokens.is_empty() {
         let http = fire::voter_client();
-        let burst = Schedule::Burst {
-            votes: tokens.len(),
-        };
+        let burst = Schedule::burst(tokens.len())?;
         let run = restoring_flag(&target, async {
             let mut probe = Probe::new(&target).await?;
             probe.switch(&target, &http, Mode::Queue).await?;
