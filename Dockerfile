@@ -45,7 +45,10 @@ RUN set -eu; \
 
 # 2. The project's code. COPY keeps the files' own times, which can be older than the
 #    stand-ins just built: touch them so cargo rebuilds the project's crates.
+#    The query macros read the committed offline data (.sqlx/, copied with the sources): no
+#    database at build time.
 COPY . .
+ENV SQLX_OFFLINE=true
 RUN set -eu; \
     find shared testkit ingest worker events-svc members-fn loadtest -name '*.rs' -exec touch {} +; \
     cargo build --release --locked -p shared -p ingest -p worker -p events-svc -p members-fn -p loadtest --bins; \

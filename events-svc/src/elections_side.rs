@@ -28,19 +28,23 @@ impl ElectionsSide {
         correlation: &CorrelationId,
     ) -> Result<(), CallError> {
         let body = serde_json::json!({
-            "kind": definition.kind,
-            "options": definition.options,
-            "max_choices": definition.max_choices,
-            "status": definition.status,
-            "opens_at": definition.opens_at,
-            "closes_at": definition.closes_at,
+            "kind": definition.kind(),
+            "options": definition.options(),
+            "max_choices": definition.max_choices(),
+            "status": definition.status(),
+            "opens_at": definition.opens_at(),
+            "closes_at": definition.closes_at(),
         });
-        let key = format!("election-{}-{}", definition.id, definition.status.as_str());
+        let key = format!(
+            "election-{}-{}",
+            definition.id(),
+            definition.status().as_str()
+        );
         self.client
             .call(
-                &definition.tenant,
+                definition.tenant(),
                 Method::PUT,
-                &format!("/internal/v1/elections/{}", definition.id),
+                &format!("/internal/v1/elections/{}", definition.id()),
                 Some(&body),
                 Some(&key),
                 correlation,

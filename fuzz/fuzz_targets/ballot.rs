@@ -18,10 +18,10 @@ fn check(definition: &ElectionDefinition, choices: &[String]) {
     match definition.ballot(choices.to_vec()) {
         Ok(ballot) => {
             assert_eq!(ballot.choices(), choices, "the ballot is not what was sent");
-            assert!(!choices.is_empty() && choices.len() <= definition.max_choices as usize);
+            assert!(!choices.is_empty() && choices.len() <= definition.max_choices() as usize);
             let mut seen = HashSet::new();
             for choice in choices {
-                assert!(definition.options.iter().any(|o| &o.id == choice));
+                assert!(definition.options().iter().any(|o| &o.id == choice));
                 assert!(seen.insert(choice), "an option chosen twice");
             }
             // As a request body again, and as the `Ballot` itself.

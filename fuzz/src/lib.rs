@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use ed25519_dalek::SigningKey;
-use shared::domain::{ElectionDefinition, ElectionKind, ElectionOption, ElectionStatus, TenantId};
+use shared::domain::{ElectionDefinition, ElectionFields, ElectionKind, ElectionOption, ElectionStatus, TenantId};
 use shared::receipt::ReceiptKey;
 use shared::s2s::{Keyring, S2sKey};
 use shared::token::{TokenSigner, TokenVerifier};
@@ -145,7 +145,7 @@ pub fn definitions() -> &'static [ElectionDefinition] {
         ]
         .into_iter()
         .map(|(kind, max_choices)| {
-            let definition = ElectionDefinition {
+            ElectionDefinition::new(ElectionFields {
                 tenant: tenant(),
                 id: election(),
                 kind,
@@ -160,9 +160,8 @@ pub fn definitions() -> &'static [ElectionDefinition] {
                 status: ElectionStatus::Open,
                 opens_at: None,
                 closes_at: None,
-            };
-            definition.check().expect("the fixed definitions are valid");
-            definition
+            })
+            .expect("the fixed definitions are valid")
         })
         .collect()
     })

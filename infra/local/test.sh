@@ -14,6 +14,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 # shellcheck source=env.sh
 source "$here/env.sh"
+# Builds read the committed query data (.sqlx/) and need no database; sqlx-check.sh below is
+# the one online build, and it fails when .sqlx/ is stale.
+export SQLX_OFFLINE=true
 
 # A fresh emulator per run: it never forgets a topic or subscription, and keeps serving the
 # streams of stopped clients (docs/emulator.md), so one that ran earlier suites carries their
@@ -45,6 +48,8 @@ for crate in ingest worker events-svc members-fn; do
     exit 1
   fi
 done
+echo "== sqlx-check: the committed offline query data (.sqlx/) matches the queries"
+"$here/sqlx-check.sh"
 echo "== cargo deny: licences, bans and sources of every dependency"
 "$here/deny.sh"
 echo "== cargo test"

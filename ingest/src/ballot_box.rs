@@ -33,16 +33,17 @@ pub enum DirectOutcome {
 /// in direct mode), puts the encrypted ballot in the ballot box, marks the token used and
 /// records the receipt.
 pub async fn record(pool: &PgPool, vote: DirectVote<'_>) -> Result<DirectOutcome, IngestError> {
-    let outcome: String =
-        sqlx::query_scalar("SELECT elections.record_direct_vote($1, $2, $3, $4, $5, $6)")
-            .bind(vote.tenant.as_str())
-            .bind(vote.election_id)
-            .bind(&vote.token_hash.0[..])
-            .bind(vote.receipt.as_str())
-            .bind(vote.sealed_ballot)
-            .bind(vote.replayable)
-            .fetch_one(pool)
-            .await?;
+    let outcome = sqlx::query_scalar!(
+        r#"SELECT elections.record_direct_vote($1, $2, $3, $4, $5, $6) AS "outcome!""#,
+        vote.tenant.as_str(),
+        vote.election_id,
+        &vote.token_hash.0[..],
+        vote.receipt.as_str(),
+        vote.sealed_ballot,
+        vote.replayable
+    )
+    .fetch_one(pool)
+    .await?;
     match outcome.as_str() {
         "recorded" => Ok(DirectOutcome::Recorded),
         "replayed" => Ok(DirectOutcome::Replayed),

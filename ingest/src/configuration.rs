@@ -98,45 +98,11 @@ impl Settings {
         let addr = env.listen_addr("INGEST_ADDR", "127.0.0.1:8080");
         let database = DatabaseSettings::from_env(&mut env);
         let pubsub = PubSubSettings::from_env(&mut env);
-        let token_verifier = match TokenVerifier::from_config(&env.list("VOTING_TOKEN_PUBLIC_KEYS"))
-        {
-            Ok(v) => v,
-            Err(e) => {
-                env.problem(format!("VOTING_TOKEN_PUBLIC_KEYS: {e}"));
-                TokenVerifier::new()
-            }
-        };
-        let receipt_key = match ReceiptKey::from_base64(&env.string("RECEIPT_KEY")) {
-            Ok(k) => k,
-            Err(e) => {
-                env.problem(format!("RECEIPT_KEY: {e}"));
-                ReceiptKey::new(vec![0; 32]).expect("32 bytes")
-            }
-        };
-        let s2s_keys =
-            match Keyring::from_config(&env.optional_list("S2S_KEYS").unwrap_or_default()) {
-                Ok(k) => k,
-                Err(e) => {
-                    env.problem(format!("S2S_KEYS: {e}"));
-                    Keyring::default()
-                }
-            };
+        let token_verifier = token_verifier(&mut env);
+        let receipt_key = receipt_key(&mut env);
+        let s2s_keys = s2s_keys(&mut env);
         let vote_keys = shared::vote_keys::from_env(&mut env);
-        let default_instance = format!(
-            "ingest-{}-{}-{:08x}",
-            std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into()),
-            std::process::id(),
-            rand_suffix()
-        );
-        let serve = match env.string_or("INGEST_SERVE", "both").as_str() {
-            "both" => Serve::Both,
-            "public" => Serve::Public,
-            "internal" => Serve::Internal,
-            _ => {
-                env.problem("INGEST_SERVE must be both, public or internal");
-                Serve::Both
-            }
-        };
+        let serve = serve(&mut env);
         let internal_addr = env
             .string_or("INTERNAL_ADDR", "127.0.0.1:8079")
             .parse()
@@ -153,7 +119,7 @@ impl Settings {
             vote_keys,
             audit_key: shared::audit::key_from_env(&mut env),
             usage_flush: shared::usage::flush_interval_from_env(&mut env),
-            instance_id: env.string_or("INSTANCE_ID", &default_instance),
+            instance_id: env.string_or("INSTANCE_ID", &default_instance()),
             ledger_flush: env.millis_or("LEDGER_FLUSH_MS", 250),
             database,
             pubsub,
@@ -174,19 +140,73 @@ impl Settings {
             trusted_proxy_hops: env.parse_or("TRUSTED_PROXY_HOPS", 0),
             max_body_bytes: env.parse_or("MAX_BODY_BYTES", 16 * 1024),
         };
-        if [
-            settings.rate_limit_per_client,
-            settings.rate_limit_global,
-            settings.rate_limit_per_token,
-            settings.receipt_rate_per_client,
-            settings.receipt_rate_global,
-        ]
-        .contains(&0)
-        {
+        if settings.rates().contains(&0) {
             env.problem("rate limits must be at least 1 per second");
         }
         env.finish(settings)
     }
+
+    fn rates(&self) -> [u32; 5] {
+        [
+            self.rate_limit_per_client,
+            self.rate_limit_global,
+            self.rate_limit_per_token,
+            self.receipt_rate_per_client,
+            self.receipt_rate_global,
+        ]
+    }
+}
+
+fn token_verifier(env: &mut Env) -> TokenVerifier {
+    match TokenVerifier::from_config(&env.list("VOTING_TOKEN_PUBLIC_KEYS")) {
+        Ok(v) => v,
+        Err(e) => {
+            env.problem(format!("VOTING_TOKEN_PUBLIC_KEYS: {e}"));
+            TokenVerifier::new()
+        }
+    }
+}
+
+fn receipt_key(env: &mut Env) -> ReceiptKey {
+    match ReceiptKey::from_base64(&env.string("RECEIPT_KEY")) {
+        Ok(k) => k,
+        Err(e) => {
+            env.problem(format!("RECEIPT_KEY: {e}"));
+            ReceiptKey::new(vec![0; 32]).expect("32 bytes")
+        }
+    }
+}
+
+fn s2s_keys(env: &mut Env) -> Keyring {
+    match Keyring::from_config(&env.optional_list("S2S_KEYS").unwrap_or_default()) {
+        Ok(k) => k,
+        Err(e) => {
+            env.problem(format!("S2S_KEYS: {e}"));
+            Keyring::default()
+        }
+    }
+}
+
+fn serve(env: &mut Env) -> Serve {
+    match env.string_or("INGEST_SERVE", "both").as_str() {
+        "both" => Serve::Both,
+        "public" => Serve::Public,
+        "internal" => Serve::Internal,
+        _ => {
+            env.problem("INGEST_SERVE must be both, public or internal");
+            Serve::Both
+        }
+    }
+}
+
+/// `INSTANCE_ID`'s default: host, pid and a random suffix.
+fn default_instance() -> String {
+    format!(
+        "ingest-{}-{}-{:08x}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into()),
+        std::process::id(),
+        rand_suffix()
+    )
 }
 
 fn rand_suffix() -> u32 {

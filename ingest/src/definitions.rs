@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use shared::db::ElectionRow;
-use shared::domain::{ElectionDefinition, TenantId};
+use shared::domain::{ElectionDefinition, ElectionKind, ElectionStatus, TenantId};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -29,12 +29,20 @@ async fn load(
     ids: &[Uuid],
 ) -> Result<Vec<ElectionDefinition>, sqlx::Error> {
     let mut tx = shared::db::begin_for_tenant(pool, tenant).await?;
-    let rows: Vec<ElectionRow> = sqlx::query_as(ElectionRow::SELECT_BY_IDS)
-        .bind(ids)
-        .fetch_all(&mut *tx)
-        .await?;
+    let rows = sqlx::query_as!(
+        ElectionRow,
+        r#"SELECT org_id, id, kind AS "kind: ElectionKind", options, max_choices,
+                  status AS "status: ElectionStatus", opens_at, closes_at, closed_at, sealed_at
+             FROM elections.elections WHERE id = ANY($1)"#,
+        ids
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     tx.commit().await?;
-    Ok(rows.iter().filter_map(ElectionRow::definition).collect())
+    Ok(rows
+        .iter()
+        .filter_map(ElectionRow::usable_definition)
+        .collect())
 }
 
 impl Definitions {
@@ -50,7 +58,7 @@ impl Definitions {
         self.cache
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(definition.id, Arc::new(definition));
+            .insert(definition.id(), Arc::new(definition));
     }
 
     /// The definition of `id` in `tenant`, from the cache or, once, from the database.
@@ -62,7 +70,7 @@ impl Definitions {
         id: Uuid,
     ) -> Result<Option<Arc<ElectionDefinition>>, sqlx::Error> {
         if let Some(d) = self.cached(id) {
-            return Ok((&d.tenant == tenant).then_some(d));
+            return Ok((d.tenant() == tenant).then_some(d));
         }
         let lock = self
             .loading
@@ -74,7 +82,7 @@ impl Definitions {
         let loaded = async {
             let _guard = lock.lock().await;
             if let Some(d) = self.cached(id) {
-                return Ok((&d.tenant == tenant).then_some(d));
+                return Ok((d.tenant() == tenant).then_some(d));
             }
             let found = load(pool, tenant, &[id]).await?.into_iter().next();
             Ok(found.map(|d| {
@@ -100,7 +108,10 @@ impl Definitions {
             .unwrap_or_else(|p| p.into_inner())
             .values()
         {
-            by_tenant.entry(d.tenant.clone()).or_default().push(d.id);
+            by_tenant
+                .entry(d.tenant().clone())
+                .or_default()
+                .push(d.id());
         }
         for (tenant, ids) in by_tenant {
             for d in load(pool, &tenant, &ids).await? {

@@ -39,44 +39,9 @@ impl IngestError {
                 "Unauthorized",
                 "send the voting token as `Authorization: Bearer <token>`",
             ),
-            Self::Token(TokenError::WrongElection) => Problem::new(
-                StatusCode::FORBIDDEN,
-                "token-for-other-election",
-                "Forbidden",
-                TokenError::WrongElection.to_string(),
-            ),
-            Self::Token(e) => {
-                let slug = match e {
-                    TokenError::Expired => "token-expired",
-                    TokenError::NotYetValid => "token-not-yet-valid",
-                    TokenError::UnknownKey => "token-unknown-key",
-                    TokenError::WrongTenant => "token-wrong-tenant",
-                    TokenError::BadSignature => "token-bad-signature",
-                    _ => "token-malformed",
-                };
-                Problem::new(
-                    StatusCode::UNAUTHORIZED,
-                    slug,
-                    "Unauthorized",
-                    e.to_string(),
-                )
-            }
+            Self::Token(e) => token_problem(e),
             Self::UnknownElection => Problem::not_found("no such election"),
-            Self::Domain(e @ (DomainError::NotOpen(_) | DomainError::OutsideWindow)) => {
-                Problem::new(
-                    StatusCode::FORBIDDEN,
-                    "election-not-open",
-                    "Forbidden",
-                    e.to_string(),
-                )
-            }
-            Self::Domain(e @ DomainError::InvalidBallot(_)) => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-ballot",
-                "Invalid ballot",
-                e.to_string(),
-            ),
-            Self::Domain(e) => Problem::bad_request("invalid-request", e.to_string()),
+            Self::Domain(e) => domain_problem(e),
             Self::UnregisteredToken => Problem::new(
                 StatusCode::FORBIDDEN,
                 "token-not-registered",
@@ -110,6 +75,49 @@ impl IngestError {
             Self::Database(e) => shared::db::problem_for(e),
             Self::Problem(p) => p.clone(),
         }
+    }
+}
+
+fn token_problem(e: &TokenError) -> Problem {
+    if *e == TokenError::WrongElection {
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "token-for-other-election",
+            "Forbidden",
+            e.to_string(),
+        );
+    }
+    let slug = match e {
+        TokenError::Expired => "token-expired",
+        TokenError::NotYetValid => "token-not-yet-valid",
+        TokenError::UnknownKey => "token-unknown-key",
+        TokenError::WrongTenant => "token-wrong-tenant",
+        TokenError::BadSignature => "token-bad-signature",
+        _ => "token-malformed",
+    };
+    Problem::new(
+        StatusCode::UNAUTHORIZED,
+        slug,
+        "Unauthorized",
+        e.to_string(),
+    )
+}
+
+fn domain_problem(e: &DomainError) -> Problem {
+    match e {
+        DomainError::NotOpen(_) | DomainError::OutsideWindow => Problem::new(
+            StatusCode::FORBIDDEN,
+            "election-not-open",
+            "Forbidden",
+            e.to_string(),
+        ),
+        DomainError::InvalidBallot(_) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-ballot",
+            "Invalid ballot",
+            e.to_string(),
+        ),
+        _ => Problem::bad_request("invalid-request", e.to_string()),
     }
 }
 

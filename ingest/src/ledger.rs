@@ -121,30 +121,30 @@ impl Ledger {
             let elections: Vec<Uuid> = entries.iter().map(|e| e.election_id).collect();
             let receipts: Vec<&str> = entries.iter().map(|e| e.receipt.as_str()).collect();
             let times: Vec<DateTime<Utc>> = entries.iter().map(|e| e.accepted_at).collect();
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO elections.accepted_votes (org_id, election_id, receipt, accepted_at) \
                  SELECT $1, m.election_id, m.receipt, m.accepted_at \
                  FROM unnest($2::uuid[], $3::text[], $4::timestamptz[]) AS m(election_id, receipt, accepted_at) \
                  ON CONFLICT (receipt) DO NOTHING",
+                tenant.as_str(),
+                &elections,
+                &receipts as &[&str],
+                &times
             )
-            .bind(tenant.as_str())
-            .bind(&elections)
-            .bind(&receipts)
-            .bind(&times)
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO ops.ingest_ledger \
                  (instance_id, heartbeat_at, flushed_through, queue_mode, queue_mode_read_at) \
              VALUES ($1, now(), $2, $3, $4) ON CONFLICT (instance_id) DO UPDATE \
              SET heartbeat_at = now(), flushed_through = excluded.flushed_through, \
                  queue_mode = excluded.queue_mode, queue_mode_read_at = excluded.queue_mode_read_at",
+            &self.instance_id,
+            watermark,
+            self.queue_mode.enabled(),
+            self.queue_mode.read_at()
         )
-        .bind(&self.instance_id)
-        .bind(watermark)
-        .bind(self.queue_mode.enabled())
-        .bind(self.queue_mode.read_at())
         .execute(&mut *tx)
         .await?;
         tx.commit().await
@@ -154,11 +154,13 @@ impl Ledger {
     pub async fn close(&self, pool: &PgPool) {
         match self.flush(pool).await {
             Ok(_) => {
-                if let Err(e) = sqlx::query("DELETE FROM ops.ingest_ledger WHERE instance_id = $1")
-                    .bind(&self.instance_id)
-                    .execute(pool)
-                    .await
-                {
+                let left = sqlx::query!(
+                    "DELETE FROM ops.ingest_ledger WHERE instance_id = $1",
+                    &self.instance_id
+                )
+                .execute(pool)
+                .await;
+                if let Err(e) = left {
                     tracing::warn!(error = %shared::db::redact(&e), "could not remove this instance from the ledger");
                 }
             }

@@ -11,3 +11,4 @@ pub mod publisher;
 pub mod queue_mode;
 pub mod routes;
 pub mod startup;
+pub mod state;

@@ -37,7 +37,7 @@ impl QueueMode {
 
     /// The flag as stored; `None` while ops never set it.
     pub async fn read(pool: &PgPool) -> Result<Option<bool>, sqlx::Error> {
-        sqlx::query_scalar("SELECT enabled FROM ops.queue_mode WHERE singleton")
+        sqlx::query_scalar!("SELECT enabled FROM ops.queue_mode WHERE singleton")
             .fetch_optional(pool)
             .await
     }
@@ -78,13 +78,14 @@ pub async fn set(
     chain: &shared::domain::TenantId,
 ) -> Result<(Option<bool>, bool), sqlx::Error> {
     let mut tx = shared::db::begin_for_tenant(pool, chain).await?;
-    let row: (Option<bool>, bool) =
-        sqlx::query_as("SELECT old_enabled, new_enabled FROM ops.set_queue_mode($1, $2)")
-            .bind(enabled)
-            .bind(actor)
-            .fetch_one(&mut *tx)
-            .await?;
+    let changed = sqlx::query!(
+        r#"SELECT old_enabled, new_enabled AS "new_enabled!" FROM ops.set_queue_mode($1, $2)"#,
+        enabled,
+        actor
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     shared::audit::append_queue_mode_changes(&mut tx, key, chain, CLI_PATH).await?;
     tx.commit().await?;
-    Ok(row)
+    Ok((changed.old_enabled, changed.new_enabled))
 }

@@ -5,18 +5,17 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use prometheus::{Histogram, HistogramOpts, IntCounterVec};
 use shared::metrics::HttpMetrics;
-use sqlx::PgPool;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::configuration::Settings;
-use crate::definitions::Definitions;
-use crate::ledger::Ledger;
 use crate::queue_mode::QueueMode;
 use crate::routes::{ballots, internal, receipts};
+// Until routes/ballots.rs imports it from `crate::state` (its owner restructures that file).
+pub use crate::state::AppState;
+use crate::state::VoteMetrics;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -86,41 +85,6 @@ impl utoipa::Modify for S2sScheme {
 /// keeps the table at about eleven minutes of internal calls.
 const NONCE_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
-pub struct VoteMetrics {
-    /// Votes by mode and outcome (`accepted` or the problem slug).
-    pub votes: IntCounterVec,
-    pub publish_latency: Histogram,
-}
-
-pub struct Inner {
-    pub settings: Settings,
-    pub pool: PgPool,
-    pub publisher: crate::publisher::VotePublisher,
-    pub definitions: Definitions,
-    pub queue_mode: QueueMode,
-    /// Receipts answered 202, on their way to `elections.accepted_votes`.
-    pub ledger: Arc<Ledger>,
-    /// Per-client and instance-wide budgets for votes with a genuine token.
-    pub limits: shared::ratelimit::Limits,
-    /// Per-token budget: one token cannot flood the queue.
-    pub token_limits: shared::ratelimit::KeyedLimit<[u8; 32]>,
-    /// Per-client and instance-wide budgets for receipt look-ups.
-    pub receipt_limits: shared::ratelimit::Limits,
-    pub metrics: VoteMetrics,
-    /// Requests and votes per tenant, added to the database every `USAGE_FLUSH_MS`.
-    pub usage: Arc<shared::usage::Usage>,
-}
-
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-impl std::ops::Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
-
 pub struct Application {
     /// The vote path (`INGEST_ADDR`/`PORT`).
     public: Option<shared::service::Server>,
@@ -147,23 +111,7 @@ impl Application {
             )),
         )
         .await?;
-        let metrics = VoteMetrics {
-            votes: http_metrics.register(&shared::metrics::counter_vec(
-                "votes_total",
-                "Votes by mode and outcome",
-                &["mode", "outcome", "tenant"],
-            )),
-            publish_latency: http_metrics.register(
-                &Histogram::with_opts(
-                    HistogramOpts::new(
-                        "publish_latency_seconds",
-                        "Time until Pub/Sub acknowledged a vote",
-                    )
-                    .buckets(shared::metrics::LATENCY_BUCKETS.to_vec()),
-                )
-                .expect("static metric"),
-            ),
-        };
+        let metrics = VoteMetrics::register(&http_metrics);
         let pool_metrics = shared::metrics::PoolMetrics::register(
             &http_metrics,
             settings.database.max_connections,
@@ -172,31 +120,7 @@ impl Application {
         if let Err(e) = queue_mode.refresh(&pool).await {
             tracing::warn!(error = %shared::db::redact(&e), "could not read the queue flag at startup; using the default");
         }
-        let state = AppState(Arc::new(Inner {
-            limits: shared::ratelimit::Limits::new(
-                settings.rate_limit_per_client,
-                settings.rate_limit_global,
-            ),
-            token_limits: shared::ratelimit::KeyedLimit::new(
-                settings.rate_limit_per_token,
-                settings.rate_limit_per_token.saturating_mul(2).max(10),
-            ),
-            receipt_limits: shared::ratelimit::Limits::new(
-                settings.receipt_rate_per_client,
-                settings.receipt_rate_global,
-            ),
-            definitions: Definitions::default(),
-            ledger: Arc::new(Ledger::new(
-                settings.instance_id.clone(),
-                queue_mode.clone(),
-            )),
-            queue_mode,
-            pool,
-            publisher,
-            metrics,
-            usage,
-            settings,
-        }));
+        let state = AppState::new(settings, pool, publisher, queue_mode, metrics, usage);
         // Nonces are spent in the database too, so a replay to another instance fails as well.
         let verifier = shared::s2s::Verifier::new(state.settings.s2s_keys.clone())
             .with_nonce_store(state.pool.clone());
@@ -204,33 +128,7 @@ impl Application {
             .nonce_store()
             .map(|store| store.spawn_pruner(NONCE_PRUNE_INTERVAL));
         let (public, internal) = bind_listeners(&state, http_metrics, Arc::new(verifier)).await?;
-        let mut background = vec![
-            state
-                .queue_mode
-                .spawn_follower(state.pool.clone(), state.settings.queue_mode_poll),
-            state
-                .definitions
-                .spawn_refresher(state.pool.clone(), state.settings.definition_refresh),
-            state
-                .ledger
-                .clone()
-                .spawn_flusher(state.pool.clone(), state.settings.ledger_flush),
-            {
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-                    for second in 0u64.. {
-                        tick.tick().await;
-                        pool_metrics.sample(&state.pool);
-                        if second % 60 == 0 {
-                            state.limits.retain_recent();
-                            state.token_limits.retain_recent();
-                            state.receipt_limits.retain_recent();
-                        }
-                    }
-                })
-            },
-        ];
+        let mut background = spawn_background(&state, pool_metrics);
         background.extend(nonce_pruner);
         let usage_flusher = state
             .usage
@@ -314,6 +212,42 @@ impl Application {
         .await;
         Ok(())
     }
+}
+
+/// The tasks that keep the state current: the queue flag, the cached definitions, the ledger,
+/// and every second the pool metrics (every minute the rate limiters forget idle clients).
+fn spawn_background(
+    state: &AppState,
+    pool_metrics: shared::metrics::PoolMetrics,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let upkeep = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            for second in 0u64.. {
+                tick.tick().await;
+                pool_metrics.sample(&state.pool);
+                if second % 60 == 0 {
+                    state.limits.retain_recent();
+                    state.token_limits.retain_recent();
+                    state.receipt_limits.retain_recent();
+                }
+            }
+        })
+    };
+    vec![
+        state
+            .queue_mode
+            .spawn_follower(state.pool.clone(), state.settings.queue_mode_poll),
+        state
+            .definitions
+            .spawn_refresher(state.pool.clone(), state.settings.definition_refresh),
+        state
+            .ledger
+            .clone()
+            .spawn_flusher(state.pool.clone(), state.settings.ledger_flush),
+        upkeep,
+    ]
 }
 
 /// The listeners `INGEST_SERVE` asks for.

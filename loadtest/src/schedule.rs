@@ -7,9 +7,15 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Serialize;
 
+/// A schedule that sends something and stays within a run's bounds: built only by
+/// [`Schedule::constant`], [`Schedule::ramp`], [`Schedule::burst`] or [`Schedule::parse`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Schedule(Shape);
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Schedule {
+enum Shape {
     /// `rate` requests per second for `secs` seconds, evenly spaced.
     Constant { rate: f64, secs: f64 },
     /// The rate grows linearly from `from` to `to` per second over `secs` seconds.
@@ -22,6 +28,21 @@ pub enum Schedule {
 pub const MAX_REQUESTS: usize = 200_000;
 
 impl Schedule {
+    /// `rate` requests per second for `secs` seconds, evenly spaced.
+    pub fn constant(rate: f64, secs: f64) -> anyhow::Result<Self> {
+        Self::checked(Shape::Constant { rate, secs })
+    }
+
+    /// The rate grows linearly from `from` to `to` per second over `secs` seconds.
+    pub fn ramp(from: f64, to: f64, secs: f64) -> anyhow::Result<Self> {
+        Self::checked(Shape::Ramp { from, to, secs })
+    }
+
+    /// `votes` requests all due at the same instant.
+    pub fn burst(votes: usize) -> anyhow::Result<Self> {
+        Self::checked(Shape::Burst { votes })
+    }
+
     /// `constant:RATE:SECS`, `ramp:FROM:TO:SECS` or `burst:N`.
     pub fn parse(raw: &str) -> anyhow::Result<Self> {
         let parts: Vec<&str> = raw.split(':').collect();
@@ -35,31 +56,31 @@ impl Schedule {
             }
             Ok(v)
         };
-        let schedule = match parts.as_slice() {
-            ["constant", rate, secs] => Self::Constant {
-                rate: num(rate, "rate")?,
-                secs: num(secs, "seconds")?,
-            },
-            ["ramp", from, to, secs] => Self::Ramp {
-                from: num(from, "start rate")?,
-                to: num(to, "end rate")?,
-                secs: num(secs, "seconds")?,
-            },
-            ["burst", n] => Self::Burst {
-                votes: n
-                    .trim()
+        match parts.as_slice() {
+            ["constant", rate, secs] => Self::constant(num(rate, "rate")?, num(secs, "seconds")?),
+            ["ramp", from, to, secs] => Self::ramp(
+                num(from, "start rate")?,
+                num(to, "end rate")?,
+                num(secs, "seconds")?,
+            ),
+            ["burst", n] => Self::burst(
+                n.trim()
                     .parse()
                     .with_context(|| format!("burst size must be a whole number, got `{n}`"))?,
-            },
+            ),
             _ => bail!(
                 "a schedule is constant:RATE:SECS, ramp:FROM:TO:SECS or burst:N (got `{raw}`)"
             ),
-        };
+        }
+    }
+
+    fn checked(shape: Shape) -> anyhow::Result<Self> {
+        let schedule = Self(shape);
         schedule.check()?;
         Ok(schedule)
     }
 
-    pub fn check(&self) -> anyhow::Result<()> {
+    fn check(&self) -> anyhow::Result<()> {
         let n = self.requests();
         if n == 0 {
             bail!("the schedule sends nothing ({})", self.describe());
@@ -70,8 +91,8 @@ impl Schedule {
                 self.describe()
             );
         }
-        if let Self::Constant { secs, .. } | Self::Ramp { secs, .. } = self {
-            if *secs > 600.0 {
+        if let Shape::Constant { secs, .. } | Shape::Ramp { secs, .. } = self.0 {
+            if secs > 600.0 {
                 bail!("a schedule lasts at most 600 s");
             }
         }
@@ -80,21 +101,21 @@ impl Schedule {
 
     /// How many requests the schedule sends.
     pub fn requests(&self) -> usize {
-        match *self {
-            Self::Constant { rate, secs } => (rate * secs).round() as usize,
-            Self::Ramp { from, to, secs } => ((from + to) / 2.0 * secs).round() as usize,
-            Self::Burst { votes } => votes,
+        match self.0 {
+            Shape::Constant { rate, secs } => (rate * secs).round() as usize,
+            Shape::Ramp { from, to, secs } => ((from + to) / 2.0 * secs).round() as usize,
+            Shape::Burst { votes } => votes,
         }
     }
 
     /// When each request is due, from the start of the run.
     pub fn offsets(&self) -> Vec<Duration> {
         let n = self.requests();
-        match *self {
-            Self::Constant { rate, .. } => (0..n)
+        match self.0 {
+            Shape::Constant { rate, .. } => (0..n)
                 .map(|i| Duration::from_secs_f64(i as f64 / rate))
                 .collect(),
-            Self::Ramp { from, to, secs } => {
+            Shape::Ramp { from, to, secs } => {
                 // Requests due by t: N(t) = from·t + (to−from)·t²/(2·secs); request i is due
                 // when N(t) = i.
                 let a = (to - from) / (2.0 * secs);
@@ -110,25 +131,27 @@ impl Schedule {
                     })
                     .collect()
             }
-            Self::Burst { .. } => vec![Duration::ZERO; n],
+            Shape::Burst { .. } => vec![Duration::ZERO; n],
         }
     }
 
     /// How long the schedule lasts (0 for a burst).
     pub fn span(&self) -> Duration {
-        match *self {
-            Self::Constant { secs, .. } | Self::Ramp { secs, .. } => Duration::from_secs_f64(secs),
-            Self::Burst { .. } => Duration::ZERO,
+        match self.0 {
+            Shape::Constant { secs, .. } | Shape::Ramp { secs, .. } => {
+                Duration::from_secs_f64(secs)
+            }
+            Shape::Burst { .. } => Duration::ZERO,
         }
     }
 
     pub fn describe(&self) -> String {
-        match *self {
-            Self::Constant { rate, secs } => format!("{rate} requests/s for {secs} s"),
-            Self::Ramp { from, to, secs } => {
+        match self.0 {
+            Shape::Constant { rate, secs } => format!("{rate} requests/s for {secs} s"),
+            Shape::Ramp { from, to, secs } => {
                 format!("ramp from {from} to {to} requests/s over {secs} s")
             }
-            Self::Burst { votes } => format!("{votes} requests all at once"),
+            Shape::Burst { votes } => format!("{votes} requests all at once"),
         }
     }
 }
@@ -163,5 +186,24 @@ mod tests {
         ] {
             assert!(Schedule::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_schedule_is_checked_however_it_is_built() {
+        assert!(Schedule::constant(300.0, 5.0).is_ok());
+        assert!(Schedule::constant(0.0, 5.0).is_err(), "sends nothing");
+        assert!(
+            Schedule::constant(1000.0, 601.0).is_err(),
+            "over the request bound"
+        );
+        assert!(Schedule::constant(1.0, 601.0).is_err(), "longer than 600 s");
+        assert!(
+            Schedule::ramp(1.0, 2.0, 700.0).is_err(),
+            "longer than 600 s"
+        );
+        assert!(Schedule::burst(0).is_err(), "sends nothing");
+        assert!(Schedule::burst(MAX_REQUESTS + 1).is_err());
+        let burst = serde_json::to_value(Schedule::burst(3).unwrap()).unwrap();
+        assert_eq!(burst, serde_json::json!({"kind": "burst", "votes": 3}));
     }
 }

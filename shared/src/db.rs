@@ -4,11 +4,16 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Executor, PgPool, Postgres, Transaction};
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgTypeInfo, PgValueRef};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
 
 use crate::config::DatabaseSettings;
-use crate::domain::TenantId;
+use crate::domain::{
+    ElectionDefinition, ElectionFields, ElectionKind, ElectionOption, ElectionStatus, TenantId,
+    VoteStatus,
+};
 use crate::problem::Problem;
 
 /// Builds a pool that never makes a request wait more than `acquire_timeout` for a connection
@@ -47,7 +52,8 @@ pub async fn set_tenant(
     tx: &mut Transaction<'_, Postgres>,
     tenant: &TenantId,
 ) -> Result<(), sqlx::Error> {
-    tx.execute(sqlx::query("SELECT set_config('app.org_id', $1, true)").bind(tenant.as_str()))
+    sqlx::query!("SELECT set_config('app.org_id', $1, true)", tenant.as_str())
+        .fetch_one(&mut **tx)
         .await?;
     Ok(())
 }
@@ -155,8 +161,8 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 
 /// A cheap readiness probe.
 pub async fn ping(pool: &PgPool) -> Result<(), String> {
-    sqlx::query("SELECT 1")
-        .execute(pool)
+    sqlx::query!("SELECT 1 AS one")
+        .fetch_one(pool)
         .await
         .map(|_| ())
         .map_err(|e| format!("database unreachable: {}", redact(&e)))
@@ -206,43 +212,93 @@ pub fn redact(error: &sqlx::Error) -> String {
     }
 }
 
-/// An `elections.elections` row as both ingest and the worker read it.
-#[derive(sqlx::FromRow)]
+/// An `elections.elections` row as both ingest and the worker read it. `kind` and `status`
+/// are enums (the table's CHECK constraints admit nothing else); what the row cannot promise
+/// (a valid tenant, options that parse and fit `max_choices`) is checked by
+/// [`ElectionRow::definition`].
+#[derive(Debug)]
 pub struct ElectionRow {
     pub org_id: String,
-    pub id: uuid::Uuid,
-    pub kind: String,
-    pub options: sqlx::types::Json<Vec<crate::domain::ElectionOption>>,
+    pub id: Uuid,
+    pub kind: ElectionKind,
+    pub options: serde_json::Value,
     pub max_choices: i32,
-    pub status: String,
-    pub opens_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub closes_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub status: ElectionStatus,
+    pub opens_at: Option<DateTime<Utc>>,
+    pub closes_at: Option<DateTime<Utc>>,
     /// When the close was received; votes accepted after it are rejected.
-    pub closed_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub sealed_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub sealed_at: Option<DateTime<Utc>>,
+}
+
+/// A stored election no vote can be checked against, and why. Its votes are refused; the
+/// caller logs this (the definition was checked when stored, so it means the row was edited).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("stored election {election_id} of `{tenant}` is unusable: {reason}")]
+pub struct UnusableElection {
+    pub election_id: Uuid,
+    pub tenant: String,
+    pub reason: String,
 }
 
 impl ElectionRow {
-    /// The elections with these ids, in the transaction's tenant.
-    pub const SELECT_BY_IDS: &'static str =
-        "SELECT org_id, id, kind, options, max_choices, status, opens_at, closes_at, \
-         closed_at, sealed_at FROM elections.elections WHERE id = ANY($1)";
-
-    /// `None` if a stored value no longer parses (the definition was checked when stored).
-    pub fn definition(&self) -> Option<crate::domain::ElectionDefinition> {
-        use crate::domain::{ElectionDefinition, ElectionKind, ElectionStatus, TenantId};
-        Some(ElectionDefinition {
-            tenant: TenantId::parse(&self.org_id).ok()?,
+    /// The definition the row holds, or why it holds none.
+    pub fn definition(&self) -> Result<ElectionDefinition, UnusableElection> {
+        let unusable = |reason: String| UnusableElection {
+            election_id: self.id,
+            tenant: self.org_id.chars().take(64).collect(),
+            reason,
+        };
+        let tenant = TenantId::parse(&self.org_id).map_err(|e| unusable(e.to_string()))?;
+        let options: Vec<ElectionOption> = serde_json::from_value(self.options.clone())
+            .map_err(|e| unusable(format!("options do not parse: {e}")))?;
+        let max_choices = u32::try_from(self.max_choices)
+            .map_err(|_| unusable(format!("max_choices {} is negative", self.max_choices)))?;
+        ElectionDefinition::new(ElectionFields {
+            tenant,
             id: self.id,
-            kind: ElectionKind::parse(&self.kind).ok()?,
-            options: self.options.0.clone(),
-            max_choices: u32::try_from(self.max_choices).ok()?,
-            status: ElectionStatus::parse(&self.status).ok()?,
+            kind: self.kind,
+            options,
+            max_choices,
+            status: self.status,
             opens_at: self.opens_at,
             closes_at: self.closes_at,
         })
+        .map_err(|e| unusable(e.to_string()))
+    }
+
+    /// The definition, or `None` once the reason there is none was logged as an error: its
+    /// votes are then refused as for an election this side does not know.
+    pub fn usable_definition(&self) -> Option<ElectionDefinition> {
+        self.definition()
+            .inspect_err(|e| {
+                tracing::error!(election_id = %e.election_id, tenant = %e.tenant,
+                    reason = %e.reason, "stored election is unusable; its votes are refused");
+            })
+            .ok()
     }
 }
+
+/// Enums stored as `text` columns whose CHECK constraints list their values: read with
+/// `AS "col: Type"` in the query macros.
+macro_rules! text_enum {
+    ($($ty:ty),+) => {$(
+        impl sqlx::Type<Postgres> for $ty {
+            fn type_info() -> PgTypeInfo {
+                <str as sqlx::Type<Postgres>>::type_info()
+            }
+            fn compatible(ty: &PgTypeInfo) -> bool {
+                <str as sqlx::Type<Postgres>>::compatible(ty)
+            }
+        }
+        impl<'r> sqlx::Decode<'r, Postgres> for $ty {
+            fn decode(value: PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                Ok(<$ty>::parse(<&str as sqlx::Decode<Postgres>>::decode(value)?)?)
+            }
+        }
+    )+};
+}
+text_enum!(ElectionKind, ElectionStatus, VoteStatus);
 
 #[cfg(test)]
 mod quit_proxy_tests {
@@ -272,5 +328,84 @@ mod quit_proxy_tests {
 
         super::quit_proxy(Some(&format!("http://{addr}/quitquitquit"))).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}
+
+#[cfg(test)]
+mod election_row_tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    fn row() -> ElectionRow {
+        ElectionRow {
+            org_id: "party-a".into(),
+            id: Uuid::from_u128(7),
+            kind: ElectionKind::Multiple,
+            options: serde_json::json!([{"id": "yes", "label": "Yes"}, {"id": "no", "label": "No"}]),
+            max_choices: 2,
+            status: ElectionStatus::Open,
+            opens_at: None,
+            closes_at: None,
+            closed_at: None,
+            sealed_at: None,
+        }
+    }
+
+    type Edit = fn(&mut ElectionRow);
+
+    #[test]
+    fn an_unusable_row_says_why() {
+        assert!(row().definition().is_ok());
+        let cases: [(Edit, &str); 4] = [
+            (|r| r.org_id = "Party A".into(), "tenant ids"),
+            (
+                |r| r.options = serde_json::json!({"yes": 1}),
+                "options do not parse",
+            ),
+            (|r| r.max_choices = -1, "max_choices -1 is negative"),
+            (|r| r.max_choices = 3, "max_choices must be between 1"),
+        ];
+        for (edit, why) in cases {
+            let mut bad = row();
+            edit(&mut bad);
+            let e = bad.definition().expect_err(why);
+            assert_eq!(e.election_id, Uuid::from_u128(7));
+            assert!(e.reason.contains(why), "{why}: {e}");
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_unusable_row_is_logged_not_dropped_silently() {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        let mut bad = row();
+        bad.max_choices = 3;
+        let usable = tracing::subscriber::with_default(subscriber, || {
+            (row().usable_definition(), bad.usable_definition())
+        });
+        assert!(usable.0.is_some() && usable.1.is_none());
+        let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(logged.lines().count(), 1, "{logged}");
+        assert!(logged.contains("ERROR"), "{logged}");
+        assert!(logged.contains(&Uuid::from_u128(7).to_string()), "{logged}");
+        assert!(logged.contains("max_choices must be between 1"), "{logged}");
     }
 }

@@ -125,9 +125,25 @@ pub struct ElectionOption {
     pub label: String,
 }
 
-/// What the elections side needs to accept or refuse a ballot.
+/// What the elections side needs to accept or refuse a ballot. Built only from checked
+/// [`ElectionFields`] (`ElectionDefinition::new`, or deserialized through them), so holding one
+/// means its options and limits are consistent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ElectionFields")]
 pub struct ElectionDefinition {
+    tenant: TenantId,
+    id: Uuid,
+    kind: ElectionKind,
+    options: Vec<ElectionOption>,
+    max_choices: u32,
+    status: ElectionStatus,
+    opens_at: Option<DateTime<Utc>>,
+    closes_at: Option<DateTime<Utc>>,
+}
+
+/// The parts of an election definition, not yet checked against each other.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ElectionFields {
     pub tenant: TenantId,
     pub id: Uuid,
     pub kind: ElectionKind,
@@ -141,35 +157,18 @@ pub struct ElectionDefinition {
 pub const MAX_OPTIONS: usize = 256;
 pub const MAX_OPTION_ID_LEN: usize = 64;
 
-impl ElectionDefinition {
-    /// Checks the definition's own consistency (unique, short option ids; a sane `max_choices`).
-    pub fn check(&self) -> Result<(), DomainError> {
-        if self.options.is_empty() || self.options.len() > MAX_OPTIONS {
-            return Err(DomainError::InvalidDefinition(format!(
-                "an election needs 1 to {MAX_OPTIONS} options"
-            )));
-        }
-        let mut seen = HashSet::new();
-        for option in &self.options {
-            if option.id.is_empty() || option.id.len() > MAX_OPTION_ID_LEN {
-                return Err(DomainError::InvalidDefinition(format!(
-                    "option ids must be 1 to {MAX_OPTION_ID_LEN} characters"
-                )));
-            }
-            // PostgreSQL text cannot hold NUL, and no voter's client should show a control
-            // character: refused here, not discovered when a batch of ballots fails to commit.
-            if option.id.chars().any(char::is_control) {
-                return Err(DomainError::InvalidDefinition(
-                    "option ids must not contain control characters".into(),
-                ));
-            }
-            if !seen.insert(option.id.as_str()) {
-                return Err(DomainError::InvalidDefinition(format!(
-                    "duplicate option id `{}`",
-                    option.id
-                )));
-            }
-        }
+impl TryFrom<ElectionFields> for ElectionDefinition {
+    type Error = DomainError;
+    fn try_from(fields: ElectionFields) -> Result<Self, Self::Error> {
+        Self::new(fields)
+    }
+}
+
+impl ElectionFields {
+    /// The definition's own consistency: unique, short option ids; a sane `max_choices`; a
+    /// window that closes after it opens.
+    fn check(&self) -> Result<(), DomainError> {
+        check_options(&self.options)?;
         let max = self.max_choices as usize;
         if max == 0 || max > self.options.len() {
             return Err(DomainError::InvalidDefinition(
@@ -189,6 +188,94 @@ impl ElectionDefinition {
             }
         }
         Ok(())
+    }
+}
+
+fn check_options(options: &[ElectionOption]) -> Result<(), DomainError> {
+    if options.is_empty() || options.len() > MAX_OPTIONS {
+        return Err(DomainError::InvalidDefinition(format!(
+            "an election needs 1 to {MAX_OPTIONS} options"
+        )));
+    }
+    let mut seen = HashSet::new();
+    for option in options {
+        if option.id.is_empty() || option.id.len() > MAX_OPTION_ID_LEN {
+            return Err(DomainError::InvalidDefinition(format!(
+                "option ids must be 1 to {MAX_OPTION_ID_LEN} characters"
+            )));
+        }
+        // PostgreSQL text cannot hold NUL, and no voter's client should show a control
+        // character: refused here, not discovered when a batch of ballots fails to commit.
+        if option.id.chars().any(char::is_control) {
+            return Err(DomainError::InvalidDefinition(
+                "option ids must not contain control characters".into(),
+            ));
+        }
+        if !seen.insert(option.id.as_str()) {
+            return Err(DomainError::InvalidDefinition(format!(
+                "duplicate option id `{}`",
+                option.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl ElectionDefinition {
+    /// The only way to a definition: its fields, checked against each other.
+    pub fn new(fields: ElectionFields) -> Result<Self, DomainError> {
+        fields.check()?;
+        let ElectionFields {
+            tenant,
+            id,
+            kind,
+            options,
+            max_choices,
+            status,
+            opens_at,
+            closes_at,
+        } = fields;
+        Ok(Self {
+            tenant,
+            id,
+            kind,
+            options,
+            max_choices,
+            status,
+            opens_at,
+            closes_at,
+        })
+    }
+
+    /// The same election with another status (no other invariant depends on it).
+    #[must_use]
+    pub fn with_status(self, status: ElectionStatus) -> Self {
+        Self { status, ..self }
+    }
+
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+    pub fn kind(&self) -> ElectionKind {
+        self.kind
+    }
+    pub fn options(&self) -> &[ElectionOption] {
+        &self.options
+    }
+    pub fn max_choices(&self) -> u32 {
+        self.max_choices
+    }
+    pub fn status(&self) -> ElectionStatus {
+        self.status
+    }
+    pub fn opens_at(&self) -> Option<DateTime<Utc>> {
+        self.opens_at
+    }
+    pub fn closes_at(&self) -> Option<DateTime<Utc>> {
+        self.closes_at
     }
 
     /// Whether a vote arriving `at` may be accepted: the status says open and `at` lies
@@ -333,6 +420,36 @@ pub enum DomainError {
     InvalidBallot(String),
     #[error("a token hash is 64 hexadecimal characters")]
     InvalidTokenHash,
+    #[error("unknown vote status `{0}`")]
+    InvalidStatus(String),
+}
+
+/// Where a vote stands, as its answer and its receipt say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VoteStatus {
+    /// Accepted and on its way through the queue; no outcome yet.
+    Queued,
+    /// Its ballot is in the ballot box.
+    Recorded,
+    /// Refused by the worker (or direct mode); the receipt names the reason.
+    Rejected,
+}
+
+impl VoteStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Recorded => "recorded",
+            Self::Rejected => "rejected",
+        }
+    }
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        [Self::Queued, Self::Recorded, Self::Rejected]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+            .ok_or_else(|| DomainError::InvalidStatus(raw.chars().take(32).collect()))
+    }
 }
 
 /// Why the worker (or direct mode) rejected a vote; shown on its receipt.
@@ -374,8 +491,8 @@ impl RejectionReason {
 mod tests {
     use super::*;
 
-    fn definition(kind: ElectionKind, max: u32) -> ElectionDefinition {
-        ElectionDefinition {
+    fn fields(kind: ElectionKind, max: u32) -> ElectionFields {
+        ElectionFields {
             tenant: TenantId::parse("xd").unwrap(),
             id: Uuid::new_v4(),
             kind,
@@ -391,6 +508,10 @@ mod tests {
             opens_at: None,
             closes_at: None,
         }
+    }
+
+    fn definition(kind: ElectionKind, max: u32) -> ElectionDefinition {
+        ElectionDefinition::new(fields(kind, max)).unwrap()
     }
 
     #[test]
@@ -412,21 +533,49 @@ mod tests {
     }
 
     #[test]
-    fn definitions_check_themselves() {
-        assert!(definition(ElectionKind::Single, 2).check().is_err());
-        assert!(definition(ElectionKind::Multiple, 4).check().is_err());
-        let mut dup = definition(ElectionKind::Multiple, 2);
+    fn definitions_are_checked_when_built() {
+        let new = ElectionDefinition::new;
+        assert!(new(fields(ElectionKind::Single, 2)).is_err());
+        assert!(new(fields(ElectionKind::Multiple, 4)).is_err());
+        let mut dup = fields(ElectionKind::Multiple, 2);
         dup.options[1].id = "a".into();
-        assert!(dup.check().is_err());
+        assert!(new(dup).is_err());
         for bad in ["a\u{0}b", "tab\there", "line\n"] {
-            let mut control = definition(ElectionKind::Multiple, 2);
+            let mut control = fields(ElectionKind::Multiple, 2);
             control.options[0].id = bad.into();
-            assert!(control.check().is_err(), "{bad:?} accepted");
+            assert!(new(control).is_err(), "{bad:?} accepted");
         }
-        let mut free_text = definition(ElectionKind::Multiple, 2);
+        let mut free_text = fields(ElectionKind::Multiple, 2);
         free_text.options[0].id = r#"say "no", {x} \ ✓"#.into();
-        assert!(free_text.check().is_ok());
-        assert!(definition(ElectionKind::Multiple, 3).check().is_ok());
+        assert!(new(free_text).is_ok());
+        assert!(new(fields(ElectionKind::Multiple, 3)).is_ok());
+    }
+
+    #[test]
+    fn a_definition_cannot_be_deserialized_unchecked() {
+        let good = serde_json::to_value(definition(ElectionKind::Multiple, 2)).unwrap();
+        assert!(serde_json::from_value::<ElectionDefinition>(good.clone()).is_ok());
+        let mut too_many = good.clone();
+        too_many["max_choices"] = 9.into();
+        let mut duplicate = good;
+        duplicate["options"][1]["id"] = "a".into();
+        for bad in [too_many, duplicate] {
+            let refused = serde_json::from_value::<ElectionDefinition>(bad.clone());
+            assert!(refused.is_err(), "accepted {bad}");
+        }
+    }
+
+    #[test]
+    fn vote_statuses_keep_their_json_strings() {
+        for (status, text) in [
+            (VoteStatus::Queued, "queued"),
+            (VoteStatus::Recorded, "recorded"),
+            (VoteStatus::Rejected, "rejected"),
+        ] {
+            assert_eq!(serde_json::to_value(status).unwrap(), text);
+            assert_eq!(VoteStatus::parse(text), Ok(status));
+        }
+        assert!(VoteStatus::parse("lost").is_err());
     }
 
     #[test]

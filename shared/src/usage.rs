@@ -117,17 +117,19 @@ impl Usage {
             second.push(at(*s));
             count.push(*n);
         }
-        let added = sqlx::query("SELECT ops.add_usage($1, $2, $3, $4, $5, $6, $7, $8)")
-            .bind(&org)
-            .bind(&minute)
-            .bind(&logins)
-            .bind(&requests)
-            .bind(&votes)
-            .bind(&vote_org)
-            .bind(&second)
-            .bind(&count)
-            .execute(pool)
-            .await;
+        let added = sqlx::query!(
+            "SELECT ops.add_usage($1, $2, $3, $4, $5, $6, $7, $8)",
+            &org,
+            &minute,
+            &logins,
+            &requests,
+            &votes,
+            &vote_org,
+            &second,
+            &count
+        )
+        .execute(pool)
+        .await;
         if let Err(e) = added {
             self.counts
                 .lock()
@@ -265,37 +267,43 @@ pub async fn report(
     month: Month,
     prices: UnitPrices,
 ) -> Result<UsageReport, sqlx::Error> {
-    let rows: Vec<Row> = sqlx::query_as(
-        "WITH e AS (SELECT org_id, id FROM events.elections WHERE created_at >= $1 AND created_at < $2), \
-              elections AS (SELECT org_id, count(*) AS n FROM e GROUP BY 1), \
-              tokens AS (SELECT t.org_id, count(*) AS n FROM events.token_issuance t \
-                           JOIN e ON e.id = t.election_id GROUP BY 1), \
-              votes AS (SELECT v.org_id, count(*) AS n FROM elections.voting_tokens v \
-                          JOIN e ON e.id = v.election_id WHERE v.used GROUP BY 1), \
-              counted AS (SELECT org_id, sum(logins) AS logins, sum(requests) AS requests \
-                            FROM ops.usage_minutes WHERE minute >= $1 AND minute < $2 GROUP BY 1), \
-              peak AS (SELECT org_id, max(votes) AS peak FROM ops.usage_vote_seconds \
-                         WHERE second >= $1 AND second < $2 GROUP BY 1), \
-              orgs AS (SELECT org_id FROM elections UNION SELECT org_id FROM counted \
-                       UNION SELECT org_id FROM peak) \
-         SELECT o.org_id, coalesce(elections.n, 0), coalesce(tokens.n, 0), coalesce(votes.n, 0), \
-                coalesce(counted.logins, 0)::bigint, coalesce(counted.requests, 0)::bigint, \
-                coalesce(peak.peak, 0) \
-           FROM orgs o \
-           LEFT JOIN elections USING (org_id) LEFT JOIN tokens USING (org_id) \
-           LEFT JOIN votes USING (org_id) LEFT JOIN counted USING (org_id) \
-           LEFT JOIN peak USING (org_id) \
-          ORDER BY o.org_id",
+    let rows: Vec<Row> = sqlx::query!(
+        r#"WITH e AS (SELECT org_id, id FROM events.elections WHERE created_at >= $1 AND created_at < $2),
+              elections AS (SELECT org_id, count(*) AS n FROM e GROUP BY 1),
+              tokens AS (SELECT t.org_id, count(*) AS n FROM events.token_issuance t
+                           JOIN e ON e.id = t.election_id GROUP BY 1),
+              votes AS (SELECT v.org_id, count(*) AS n FROM elections.voting_tokens v
+                          JOIN e ON e.id = v.election_id WHERE v.used GROUP BY 1),
+              counted AS (SELECT org_id, sum(logins) AS logins, sum(requests) AS requests
+                            FROM ops.usage_minutes WHERE minute >= $1 AND minute < $2 GROUP BY 1),
+              peak AS (SELECT org_id, max(votes) AS peak FROM ops.usage_vote_seconds
+                         WHERE second >= $1 AND second < $2 GROUP BY 1),
+              orgs AS (SELECT org_id FROM elections UNION SELECT org_id FROM counted
+                       UNION SELECT org_id FROM peak)
+         SELECT o.org_id AS "org_id!", coalesce(elections.n, 0) AS "elections!",
+                coalesce(tokens.n, 0) AS "tokens!", coalesce(votes.n, 0) AS "votes!",
+                coalesce(counted.logins, 0)::bigint AS "logins!",
+                coalesce(counted.requests, 0)::bigint AS "requests!",
+                coalesce(peak.peak, 0) AS "peak!"
+           FROM orgs o
+           LEFT JOIN elections USING (org_id) LEFT JOIN tokens USING (org_id)
+           LEFT JOIN votes USING (org_id) LEFT JOIN counted USING (org_id)
+           LEFT JOIN peak USING (org_id)
+          ORDER BY o.org_id"#,
+        month.start,
+        month.end
     )
-    .bind(month.start)
-    .bind(month.end)
     .fetch_all(&mut *conn)
-    .await?;
-    let counted: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM ops.usage_minutes WHERE minute >= $1 AND minute < $2)",
+    .await?
+    .into_iter()
+    .map(|r| (r.org_id, r.elections, r.tokens, r.votes, r.logins, r.requests, r.peak))
+    .collect();
+    let counted = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM ops.usage_minutes WHERE minute >= $1 AND minute < $2)
+           AS "counted!""#,
+        month.start,
+        month.end
     )
-    .bind(month.start)
-    .bind(month.end)
     .fetch_one(&mut *conn)
     .await?;
     Ok(UsageReport::from_rows(month, prices, counted, rows))
@@ -355,10 +363,11 @@ impl UsageReport {
         let mut out = format!("# Usage report {} (UTC)\n\n", self.month);
         out.push_str("| tenant | elections | tokens issued | votes recorded | logins | requests | peak votes/s | estimated cost (USD) | cost share |\n");
         out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
-        let row = |out: &mut String, name: &str, t: &TenantUsage, share: &str| {
+        for t in &self.tenants {
             let _ = writeln!(
                 out,
-                "| {name} | {} | {} | {} | {} | {} | {} | {:.4} | {share} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {:.4} | {:.1} % |",
+                t.tenant,
                 t.elections,
                 t.tokens_issued,
                 t.votes_recorded,
@@ -366,11 +375,16 @@ impl UsageReport {
                 self.counted_figure(t.requests),
                 self.counted_figure(t.peak_votes_per_second),
                 t.estimated_cost,
+                t.cost_share,
             );
-        };
-        for t in &self.tenants {
-            row(&mut out, &t.tenant, t, &format!("{:.1} %", t.cost_share));
         }
+        self.total_row(&mut out);
+        out.push('\n');
+        self.legend(&mut out);
+        out
+    }
+
+    fn total_row(&self, out: &mut String) {
         let sum = |f: fn(&TenantUsage) -> i64| self.tenants.iter().map(f).sum::<i64>();
         // Tenants peak at different moments: the sum of their peaks is no peak, so none is given.
         let _ = writeln!(
@@ -388,7 +402,10 @@ impl UsageReport {
                 "100 %"
             },
         );
-        out.push('\n');
+    }
+
+    /// What each figure means.
+    fn legend(&self, out: &mut String) {
         out.push_str(
             "Elections: created in the month; tokens issued and votes recorded: those of these \
              elections (votes recorded = voting tokens used).\n",
@@ -416,7 +433,6 @@ impl UsageReport {
              1,000 requests {}. Cost share: the tenant's part of all tenants' estimate.",
             p.election, p.token, p.vote, p.login, p.thousand_requests
         );
-        out
     }
 
     /// One line per tenant; `n/a` figures are empty.
@@ -453,50 +469,4 @@ impl UsageReport {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn months_are_calendar_months_in_utc() {
-        let m: Month = "2026-12".parse().unwrap();
-        assert_eq!(m.start.to_rfc3339(), "2026-12-01T00:00:00+00:00");
-        assert_eq!(m.end.to_rfc3339(), "2027-01-01T00:00:00+00:00");
-        assert_eq!(m.to_string(), "2026-12");
-        for bad in ["2026-13", "2026-1", "26-01", "2026/01", "", "2026-00"] {
-            assert!(bad.parse::<Month>().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn counts_add_up_per_tenant_and_minute_and_survive_a_failed_flush() {
-        let usage = Usage::default();
-        usage.request("party-a");
-        usage.request("party-a");
-        usage.login("party-a");
-        usage.vote("party-b");
-        let taken = std::mem::take(&mut *usage.counts.lock().unwrap());
-        let sum = |tenant: &str, what: usize| -> i64 {
-            taken
-                .minutes
-                .iter()
-                .filter(|((t, _), _)| t == tenant)
-                .map(|(_, c)| c[what])
-                .sum()
-        };
-        assert_eq!(
-            (
-                sum("party-a", REQUESTS),
-                sum("party-a", LOGINS),
-                sum("party-b", VOTES)
-            ),
-            (2, 1, 1)
-        );
-        assert_eq!(taken.seconds.values().sum::<i64>(), 1);
-        // What a failed flush puts back is added to what was counted meanwhile.
-        usage.request("party-a");
-        usage.counts.lock().unwrap().merge(taken);
-        let counts = usage.counts.lock().unwrap();
-        let requests: i64 = counts.minutes.values().map(|c| c[REQUESTS]).sum();
-        assert_eq!(requests, 3);
-    }
-}
+mod tests;

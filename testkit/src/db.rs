@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use shared::config::DatabaseSettings;
-use shared::domain::{ElectionDefinition, ElectionKind, ElectionOption, ElectionStatus, TenantId};
+use shared::domain::{
+    ElectionDefinition, ElectionFields, ElectionKind, ElectionOption, ElectionStatus, TenantId,
+};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use uuid::Uuid;
@@ -218,7 +220,7 @@ impl TestDb {
     /// An open single-choice election of `tenant` with options `o0`…, stored as the owner
     /// (for tests and benchmarks of the elections side that do not run ingest's S2S API).
     pub async fn open_election(&self, tenant: &TenantId, options: usize) -> ElectionDefinition {
-        let definition = ElectionDefinition {
+        let definition = ElectionDefinition::new(ElectionFields {
             tenant: tenant.clone(),
             id: Uuid::new_v4(),
             kind: ElectionKind::Single,
@@ -232,17 +234,18 @@ impl TestDb {
             status: ElectionStatus::Open,
             opens_at: None,
             closes_at: None,
-        };
+        })
+        .expect("a valid election");
         sqlx::query(
             "INSERT INTO elections.elections (org_id, id, kind, options, max_choices, status) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(tenant.as_str())
-        .bind(definition.id)
-        .bind(definition.kind.as_str())
-        .bind(sqlx::types::Json(&definition.options))
-        .bind(definition.max_choices as i32)
-        .bind(definition.status.as_str())
+        .bind(definition.id())
+        .bind(definition.kind().as_str())
+        .bind(sqlx::types::Json(definition.options()))
+        .bind(definition.max_choices() as i32)
+        .bind(definition.status().as_str())
         .execute(&self.owner)
         .await
         .expect("open election");

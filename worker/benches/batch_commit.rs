@@ -116,11 +116,11 @@ impl Fixture {
             let submission = shared::receipt::submission_digest(&choices, None);
             votes.push(VoteMessage {
                 tenant: self.tenant.clone(),
-                election_id: self.definition.id,
+                election_id: self.definition.id(),
                 token_hash,
                 receipt: self
                     .receipt_key
-                    .derive(self.definition.id, &token_id, &submission),
+                    .derive(self.definition.id(), &token_id, &submission),
                 choices,
                 accepted_at: now,
             });
@@ -130,7 +130,7 @@ impl Fixture {
              SELECT $1, $2, unnest($3::bytea[])",
         )
         .bind(TENANT)
-        .bind(self.definition.id)
+        .bind(self.definition.id())
         .bind(&hashes)
         .execute(&self.db.owner)
         .await

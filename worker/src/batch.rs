@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rand::seq::SliceRandom;
 use shared::db::ElectionRow;
-use shared::domain::{RejectionReason, TenantId};
+use shared::domain::{ElectionKind, ElectionStatus, RejectionReason, TenantId};
 use shared::vote::VoteMessage;
 use shared::vote_keys::VoteKeys;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -101,29 +101,11 @@ async fn commit_tenant(
         .collect();
     let recorded_before = recorded_receipts(tx, votes, &undecided).await?;
     let known = registered_tokens(tx, votes, &unclaimed).await?;
-    for &i in &unclaimed {
-        let vote = &votes[i];
-        outcomes[i] = if recorded_before.contains(vote.receipt.as_str()) {
-            // A redelivery of a submission recorded before.
-            Outcome::Duplicate
-        } else if known.contains(&(vote.election_id, vote.token_hash.0)) {
-            // Another submission used the token.
-            Outcome::Rejected(RejectionReason::TokenAlreadyUsed)
-        } else {
-            Outcome::Rejected(RejectionReason::UnknownToken)
-        };
-    }
-    for (i, chosen) in siblings {
-        // A sibling shares its chosen vote's token, so it cannot be recorded too; unless it
-        // is itself a redelivery of an earlier recorded submission.
-        outcomes[i] = if recorded_before.contains(votes[i].receipt.as_str()) {
-            Outcome::Duplicate
-        } else if outcomes[chosen] == Outcome::Rejected(RejectionReason::UnknownToken) {
-            Outcome::Rejected(RejectionReason::UnknownToken)
-        } else {
-            Outcome::Rejected(RejectionReason::TokenAlreadyUsed)
-        };
-    }
+    let settled = Settled {
+        recorded_before: &recorded_before,
+        known: &known,
+    };
+    settled.decide(votes, &unclaimed, &siblings, outcomes);
     let recorded: Vec<usize> = chosen
         .iter()
         .copied()
@@ -131,14 +113,59 @@ async fn commit_tenant(
         .collect();
     insert_ballots(tx, keys, tenant, votes, &recorded).await?;
     for election in elections_to_reseal(votes, &recorded, &elections) {
-        sqlx::query("SELECT elections.reopen_seal($1, $2)")
-            .bind(tenant.as_str())
-            .bind(election)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query!(
+            "SELECT elections.reopen_seal($1, $2)",
+            tenant.as_str(),
+            election
+        )
+        .execute(&mut **tx)
+        .await?;
         committed.reopened_seals.push(election);
     }
     upsert_receipts(tx, tenant, votes, indices, outcomes).await
+}
+
+/// What the database says about the votes that did not claim their token.
+struct Settled<'a> {
+    /// Receipts recorded before (by an earlier delivery of the same submission).
+    recorded_before: &'a HashSet<String>,
+    /// Tokens registered at all (used or not).
+    known: &'a HashSet<TokenKey>,
+}
+
+impl Settled<'_> {
+    /// Outcomes of the unclaimed chosen votes, then of their siblings.
+    fn decide(
+        &self,
+        votes: &[VoteMessage],
+        unclaimed: &[usize],
+        siblings: &[(usize, usize)],
+        outcomes: &mut [Outcome],
+    ) {
+        for &i in unclaimed {
+            let vote = &votes[i];
+            outcomes[i] = if self.recorded_before.contains(vote.receipt.as_str()) {
+                // A redelivery of a submission recorded before.
+                Outcome::Duplicate
+            } else if self.known.contains(&(vote.election_id, vote.token_hash.0)) {
+                // Another submission used the token.
+                Outcome::Rejected(RejectionReason::TokenAlreadyUsed)
+            } else {
+                Outcome::Rejected(RejectionReason::UnknownToken)
+            };
+        }
+        for &(i, chosen) in siblings {
+            // A sibling shares its chosen vote's token, so it cannot be recorded too; unless it
+            // is itself a redelivery of an earlier recorded submission.
+            outcomes[i] = if self.recorded_before.contains(votes[i].receipt.as_str()) {
+                Outcome::Duplicate
+            } else if outcomes[chosen] == Outcome::Rejected(RejectionReason::UnknownToken) {
+                Outcome::Rejected(RejectionReason::UnknownToken)
+            } else {
+                Outcome::Rejected(RejectionReason::TokenAlreadyUsed)
+            };
+        }
+    }
 }
 
 /// The batch's elections, read `FOR KEY SHARE` (`elections.lock_for_votes`): each stays as it
@@ -155,17 +182,23 @@ async fn lock_elections(
     let mut ids: Vec<Uuid> = indices.iter().map(|&i| votes[i].election_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let rows: Vec<ElectionRow> = sqlx::query_as("SELECT * FROM elections.lock_for_votes($1, $2)")
-        .bind(tenant.as_str())
-        .bind(&ids)
-        .fetch_all(&mut **tx)
-        .await?;
+    // A function's columns are nullable as far as the macro knows; these are the table's.
+    let rows = sqlx::query_as!(
+        ElectionRow,
+        r#"SELECT org_id AS "org_id!", id AS "id!", kind AS "kind!: ElectionKind",
+                  options AS "options!", max_choices AS "max_choices!",
+                  status AS "status!: ElectionStatus", opens_at, closes_at, closed_at, sealed_at
+             FROM elections.lock_for_votes($1, $2)"#,
+        tenant.as_str(),
+        &ids
+    )
+    .fetch_all(&mut **tx)
+    .await?;
     let mut elections = HashMap::with_capacity(rows.len());
     for row in rows {
-        let Some(definition) = row.definition() else {
-            // Every vote for it is then rejected as for an unknown election: say why, loudly.
-            tracing::error!(election_id = %row.id, tenant = %row.org_id,
-                "stored election does not parse; its votes are rejected");
+        // Every vote for an unusable election is then rejected as for an unknown one; the
+        // reason is logged.
+        let Some(definition) = row.usable_definition() else {
             continue;
         };
         elections.insert(
@@ -192,7 +225,7 @@ async fn claim_tokens(
         return Ok(HashSet::new());
     }
     let (elections, hashes) = token_columns(votes, chosen);
-    let claimed: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
+    let claimed = sqlx::query!(
         "WITH wanted AS ( \
              SELECT t.election_id, t.token_hash FROM elections.voting_tokens t \
              JOIN unnest($1::uuid[], $2::bytea[]) AS m(election_id, token_hash) \
@@ -202,15 +235,20 @@ async fn claim_tokens(
          UPDATE elections.voting_tokens t SET used = true FROM wanted w \
          WHERE t.election_id = w.election_id AND t.token_hash = w.token_hash AND NOT t.used \
          RETURNING t.election_id, t.token_hash",
+        &elections,
+        &hashes
     )
-    .bind(&elections)
-    .bind(&hashes)
     .fetch_all(&mut **tx)
     .await?;
-    Ok(claimed
-        .into_iter()
-        .filter_map(|(e, h)| Some((e, <[u8; 32]>::try_from(h).ok()?)))
-        .collect())
+    Ok(token_keys(
+        claimed.into_iter().map(|r| (r.election_id, r.token_hash)),
+    ))
+}
+
+/// (election, hash) rows as keys; a stored hash is always 32 bytes (a CHECK constraint).
+fn token_keys(rows: impl Iterator<Item = (Uuid, Vec<u8>)>) -> HashSet<TokenKey> {
+    rows.filter_map(|(e, h)| Some((e, <[u8; 32]>::try_from(h).ok()?)))
+        .collect()
 }
 
 /// Sorted (election, hash) columns of the given votes, for one `unnest`.
@@ -235,10 +273,10 @@ async fn recorded_receipts(
         return Ok(HashSet::new());
     }
     let receipts: Vec<&str> = indices.iter().map(|&i| votes[i].receipt.as_str()).collect();
-    let recorded: Vec<String> = sqlx::query_scalar(
+    let recorded = sqlx::query_scalar!(
         "SELECT receipt FROM elections.receipts WHERE receipt = ANY($1) AND status = 'recorded'",
+        &receipts as &[&str]
     )
-    .bind(&receipts)
     .fetch_all(&mut **tx)
     .await?;
     Ok(recorded.into_iter().collect())
@@ -255,19 +293,18 @@ async fn registered_tokens(
         return Ok(HashSet::new());
     }
     let (elections, hashes) = token_columns(votes, indices);
-    let known: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
+    let known = sqlx::query!(
         "SELECT t.election_id, t.token_hash FROM elections.voting_tokens t \
          JOIN unnest($1::uuid[], $2::bytea[]) AS m(election_id, token_hash) \
          ON t.election_id = m.election_id AND t.token_hash = m.token_hash",
+        &elections,
+        &hashes
     )
-    .bind(&elections)
-    .bind(&hashes)
     .fetch_all(&mut **tx)
     .await?;
-    Ok(known
-        .into_iter()
-        .filter_map(|(e, h)| Some((e, <[u8; 32]>::try_from(h).ok()?)))
-        .collect())
+    Ok(token_keys(
+        known.into_iter().map(|r| (r.election_id, r.token_hash)),
+    ))
 }
 
 /// The recorded votes' ballots, encrypted for the ballot box, in shuffled order so storage
@@ -290,13 +327,13 @@ async fn insert_ballots(
         .iter()
         .map(|&i| keys.encrypt_ballot(tenant, votes[i].election_id, &votes[i].choices))
         .collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO elections.ballot_box (org_id, election_id, sealed) \
          SELECT $1, m.election_id, m.sealed FROM unnest($2::uuid[], $3::bytea[]) AS m(election_id, sealed)",
+        tenant.as_str(),
+        &elections,
+        &sealed
     )
-    .bind(tenant.as_str())
-    .bind(&elections)
-    .bind(&sealed)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -364,18 +401,18 @@ async fn upsert_receipts(
             _ => None,
         })
         .collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO elections.receipts (receipt, org_id, election_id, status, reason) \
          SELECT m.receipt, $1, m.election_id, m.status, m.reason \
          FROM unnest($2::text[], $3::uuid[], $4::text[], $5::text[]) AS m(receipt, election_id, status, reason) \
          ON CONFLICT (receipt) DO UPDATE SET status = excluded.status, reason = excluded.reason \
          WHERE elections.receipts.status <> 'recorded'",
+        tenant.as_str(),
+        &receipts as &[&str],
+        &elections,
+        &statuses as &[&str],
+        &reasons as &[Option<&str>]
     )
-    .bind(tenant.as_str())
-    .bind(&receipts)
-    .bind(&elections)
-    .bind(&statuses)
-    .bind(&reasons)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -6,4 +6,5 @@ pub mod configuration;
 pub mod consumer;
 pub mod seal;
 pub mod startup;
+pub mod state;
 pub mod triage;

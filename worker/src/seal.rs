@@ -19,24 +19,26 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 pub async fn report(pool: &PgPool, worker_id: &str, idle: bool) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO ops.worker_progress (worker_id, heartbeat_at, idle_since) \
          VALUES ($1, now(), CASE WHEN $2 THEN now() END) \
          ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now(), \
              idle_since = CASE WHEN $2 THEN COALESCE(ops.worker_progress.idle_since, now()) END",
+        worker_id,
+        idle
     )
-    .bind(worker_id)
-    .bind(idle)
     .execute(pool)
     .await?;
     Ok(())
 }
 
 pub async fn forget(pool: &PgPool, worker_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM ops.worker_progress WHERE worker_id = $1")
-        .bind(worker_id)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM ops.worker_progress WHERE worker_id = $1",
+        worker_id
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -57,17 +59,20 @@ pub async fn seal_ready(
     keys: &VoteKeys,
     delay: Duration,
 ) -> Result<Vec<Uuid>, SealError> {
-    let closed: Vec<(String, Uuid)> =
-        sqlx::query_as("SELECT org_id, id FROM elections.close_due()")
-            .fetch_all(pool)
-            .await?;
-    for (org, id) in closed {
-        tracing::info!(election_id = %id, tenant = %org, "election reached closes_at: closed");
+    let closed = sqlx::query!(r#"SELECT org_id AS "org!", id AS "id!" FROM elections.close_due()"#)
+        .fetch_all(pool)
+        .await?;
+    for c in closed {
+        tracing::info!(election_id = %c.id, tenant = %c.org, "election reached closes_at: closed");
     }
-    let waiting: Vec<(String, Uuid, Option<DateTime<Utc>>)> =
-        sqlx::query_as("SELECT org_id, id, closed_at FROM elections.awaiting_seal()")
-            .fetch_all(pool)
-            .await?;
+    let waiting: Vec<(String, Uuid, Option<DateTime<Utc>>)> = sqlx::query!(
+        r#"SELECT org_id AS "org!", id AS "id!", closed_at FROM elections.awaiting_seal()"#
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|w| (w.org, w.id, w.closed_at))
+    .collect();
     let delay_chrono = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
     let mut sealed = Vec::new();
     for (org, id, closed_at) in waiting {
@@ -96,22 +101,24 @@ pub async fn seal(
 ) -> Result<bool, SealError> {
     let mut tx = shared::db::begin_for_tenant(pool, tenant).await?;
     // Locks the election row FOR UPDATE: no batch can add a ballot until this commits.
-    let state: String =
-        sqlx::query_scalar("SELECT elections.begin_seal($1, $2, make_interval(secs => $3))")
-            .bind(tenant.as_str())
-            .bind(election_id)
-            .bind(delay.as_secs_f64())
-            .fetch_one(&mut *tx)
-            .await?;
+    let state = sqlx::query_scalar!(
+        r#"SELECT elections.begin_seal($1, $2, make_interval(secs => $3)) AS "state!""#,
+        tenant.as_str(),
+        election_id,
+        delay.as_secs_f64()
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     if state != "ready" {
         tracing::debug!(election_id = %election_id, state, "not sealed yet");
         return Ok(false);
     }
-    let boxed: Vec<Vec<u8>> =
-        sqlx::query_scalar("SELECT sealed FROM elections.ballot_box WHERE election_id = $1")
-            .bind(election_id)
-            .fetch_all(&mut *tx)
-            .await?;
+    let boxed = sqlx::query_scalar!(
+        "SELECT sealed FROM elections.ballot_box WHERE election_id = $1",
+        election_id
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     let ballots = boxed
         .iter()
         .map(|sealed| {
@@ -120,12 +127,14 @@ pub async fn seal(
         })
         .collect::<Result<Vec<String>, _>>()
         .map_err(|e| SealError::Undecryptable(election_id, e))?;
-    let total: i64 = sqlx::query_scalar("SELECT elections.finish_seal($1, $2, $3)")
-        .bind(tenant.as_str())
-        .bind(election_id)
-        .bind(&ballots)
-        .fetch_one(&mut *tx)
-        .await?;
+    let total = sqlx::query_scalar!(
+        r#"SELECT elections.finish_seal($1, $2, $3) AS "total!""#,
+        tenant.as_str(),
+        election_id,
+        &ballots
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     tx.commit().await?;
     tracing::info!(election_id = %election_id, tenant = %tenant, ballots = total, "election sealed");
     Ok(true)

@@ -4,152 +4,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-};
+use google_cloud_pubsub::subscriber::ShutdownToken;
 use shared::metrics::HttpMetrics;
 use sqlx::PgPool;
 
 use crate::configuration::Settings;
 use crate::consumer::{self, Activity};
 use crate::seal;
-
-pub struct WorkerMetrics {
-    pub batch_size: Histogram,
-    pub commit_latency: Histogram,
-    /// Accept (ingest) → commit (worker).
-    pub queue_lag: Histogram,
-    /// recorded, duplicate, or the rejection reason.
-    pub outcomes: IntCounterVec,
-    /// Messages that are not votes this worker can read, by kind (forged, malformed, ...).
-    pub undecodable: IntCounterVec,
-    /// Messages received, by subscription (`votes`, `dead_letter`): with the outcomes, how much
-    /// this worker holds that is not decided yet.
-    pub received: IntCounterVec,
-    /// Votes that reached the dead-letter subscription (each one is worth an alert).
-    pub dead_letter_received: IntCounter,
-    /// Votes that failed to commit on their own (nacked; their batch-mates committed).
-    pub poison: IntCounter,
-    /// Votes accepted before a close that arrived after the election was sealed.
-    pub votes_after_seal: IntCounter,
-    /// Batches that met an unavailable database.
-    pub failed_batches: IntCounter,
-    /// Votes ingest accepted with no outcome yet, and the age of the oldest, per tenant.
-    pub undecided: IntGaugeVec,
-    pub undecided_oldest: GaugeVec,
-    /// Closed elections not sealed yet, and how long the oldest has waited.
-    pub awaiting_seal: IntGauge,
-    pub awaiting_seal_oldest: prometheus::Gauge,
-    pub tenants: shared::metrics::TenantLabels,
-}
-
-impl WorkerMetrics {
-    fn new(http: &HttpMetrics, tenants: &shared::metrics::TenantLabels) -> Self {
-        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
-            http.register(
-                &Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
-                    .expect("static metric"),
-            )
-        };
-        Self {
-            batch_size: histogram(
-                "worker_batch_size",
-                "Votes per committed batch",
-                vec![
-                    1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0,
-                ],
-            ),
-            commit_latency: histogram(
-                "worker_commit_seconds",
-                "Batch transaction time",
-                shared::metrics::LATENCY_BUCKETS.to_vec(),
-            ),
-            queue_lag: histogram(
-                "worker_queue_lag_seconds",
-                "Time from ingest's accept to the worker's commit",
-                shared::metrics::LATENCY_BUCKETS.to_vec(),
-            ),
-            outcomes: http.register(&shared::metrics::counter_vec(
-                "worker_votes_total",
-                "Votes by outcome (recorded, duplicate, or rejection reason)",
-                &["outcome"],
-            )),
-            undecodable: http.register(&shared::metrics::counter_vec(
-                "worker_undecodable_total",
-                "Messages that are not votes this worker can read, by kind",
-                &["kind"],
-            )),
-            received: http.register(&shared::metrics::counter_vec(
-                "worker_messages_received_total",
-                "Messages received, by subscription",
-                &["subscription"],
-            )),
-            dead_letter_received: http.register(
-                &IntCounter::new(
-                    "worker_dead_letter_votes_total",
-                    "Votes received from the dead-letter subscription",
-                )
-                .expect("static"),
-            ),
-            poison: http.register(
-                &IntCounter::new(
-                    "worker_poison_votes_total",
-                    "Votes that failed to commit on their own and were nacked",
-                )
-                .expect("static"),
-            ),
-            votes_after_seal: http.register(
-                &IntCounter::new(
-                    "worker_votes_after_seal_total",
-                    "Votes accepted before a close that arrived after its seal (resealed)",
-                )
-                .expect("static"),
-            ),
-            undecided: http.register(
-                &IntGaugeVec::new(
-                    Opts::new(
-                        "votes_undecided",
-                        "Votes accepted by ingest whose receipt has no outcome yet",
-                    ),
-                    &["tenant"],
-                )
-                .expect("static"),
-            ),
-            awaiting_seal: http.register(
-                &IntGauge::new(
-                    "elections_awaiting_seal",
-                    "Closed elections whose results are not final yet",
-                )
-                .expect("static"),
-            ),
-            awaiting_seal_oldest: http.register(
-                &prometheus::Gauge::new(
-                    "elections_awaiting_seal_oldest_seconds",
-                    "Time since the close of the oldest election not sealed yet",
-                )
-                .expect("static"),
-            ),
-            tenants: tenants.clone(),
-            undecided_oldest: http.register(
-                &GaugeVec::new(
-                    Opts::new(
-                        "votes_undecided_oldest_seconds",
-                        "Age of the oldest accepted vote without an outcome",
-                    ),
-                    &["tenant"],
-                )
-                .expect("static"),
-            ),
-            failed_batches: http.register(
-                &IntCounter::new(
-                    "worker_failed_batches_total",
-                    "Batch transactions that failed",
-                )
-                .expect("static"),
-            ),
-        }
-    }
-}
+use crate::state::WorkerMetrics;
 
 pub struct Application {
     settings: Settings,
@@ -233,37 +95,13 @@ impl Application {
         let server = tokio::spawn(async move {
             let _ = server.run_until(std::future::pending()).await;
         });
-        let progress = {
-            let pool = pool.clone();
-            let settings = settings.clone();
-            let activity = activity.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(500));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                for n in 0u64.. {
-                    tick.tick().await;
-                    pool_metrics.sample(&pool);
-                    let idle = activity.idle(settings.idle_after);
-                    if let Err(e) = seal::report(&pool, &settings.worker_id, idle).await {
-                        tracing::warn!(error = %shared::db::redact(&e), "progress report failed");
-                        continue;
-                    }
-                    match seal::seal_ready(&pool, &settings.vote_keys, settings.seal_delay).await {
-                        Ok(_) => {}
-                        Err(seal::SealError::Database(e)) => {
-                            tracing::warn!(error = %shared::db::redact(&e), "sealing failed")
-                        }
-                        Err(e) => tracing::error!(error = %e, "sealing failed"),
-                    }
-                    if n % 4 == 0 {
-                        if let Err(e) = report_undecided(&pool, &metrics).await {
-                            tracing::warn!(error = %shared::db::redact(&e), "counting undecided votes failed");
-                        }
-                    }
-                }
-            })
-        };
-
+        let progress = spawn_progress(
+            pool.clone(),
+            settings.clone(),
+            activity,
+            metrics,
+            pool_metrics,
+        );
         let consumer::Consumer {
             shutdown_tokens,
             mut done,
@@ -281,24 +119,7 @@ impl Application {
             anyhow::bail!("all StreamingPull streams ended; see the log for the error");
         }
         tracing::info!("draining: no new pulls, finishing in-flight batches");
-        let drain = async {
-            let shutdowns = shutdown_tokens.clone();
-            // Shutdown waits for every handed-out message to be acked or nacked, which the
-            // batcher does; so it runs beside the batcher, not before it.
-            let stopper = tokio::spawn(async move {
-                for token in shutdowns {
-                    token.shutdown().await;
-                }
-            });
-            let _ = done.await;
-            let _ = stopper.await;
-        };
-        if tokio::time::timeout(settings.shutdown_grace, drain)
-            .await
-            .is_err()
-        {
-            tracing::warn!("drain exceeded its bound; unacked messages will be redelivered");
-        }
+        drain(shutdown_tokens, done, settings.shutdown_grace).await;
         progress.abort();
         server.abort();
         let _ = seal::forget(&pool, &settings.worker_id).await;
@@ -307,13 +128,77 @@ impl Application {
     }
 }
 
+/// Every 500 ms: pool metrics, this worker's progress report, closing and sealing; every 2 s
+/// the undecided-vote gauges.
+fn spawn_progress(
+    pool: PgPool,
+    settings: Settings,
+    activity: Arc<Activity>,
+    metrics: Arc<WorkerMetrics>,
+    pool_metrics: shared::metrics::PoolMetrics,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for n in 0u64.. {
+            tick.tick().await;
+            pool_metrics.sample(&pool);
+            let idle = activity.idle(settings.idle_after);
+            if let Err(e) = seal::report(&pool, &settings.worker_id, idle).await {
+                tracing::warn!(error = %shared::db::redact(&e), "progress report failed");
+                continue;
+            }
+            match seal::seal_ready(&pool, &settings.vote_keys, settings.seal_delay).await {
+                Ok(_) => {}
+                Err(seal::SealError::Database(e)) => {
+                    tracing::warn!(error = %shared::db::redact(&e), "sealing failed")
+                }
+                Err(e) => tracing::error!(error = %e, "sealing failed"),
+            }
+            if n % 4 == 0 {
+                if let Err(e) = report_undecided(&pool, &metrics).await {
+                    tracing::warn!(error = %shared::db::redact(&e), "counting undecided votes failed");
+                }
+            }
+        }
+    })
+}
+
+/// Stops pulling, then waits (at most `grace`) until the batcher has committed and acked or
+/// nacked everything it was handed; anything unacked after that is redelivered elsewhere.
+async fn drain(
+    shutdown_tokens: Vec<ShutdownToken>,
+    done: tokio::task::JoinHandle<()>,
+    grace: Duration,
+) {
+    let drain = async {
+        // Shutdown waits for every handed-out message to be acked or nacked, which the
+        // batcher does; so it runs beside the batcher, not before it.
+        let stopper = tokio::spawn(async move {
+            for token in shutdown_tokens {
+                token.shutdown().await;
+            }
+        });
+        let _ = done.await;
+        let _ = stopper.await;
+    };
+    if tokio::time::timeout(grace, drain).await.is_err() {
+        tracing::warn!("drain exceeded its bound; unacked messages will be redelivered");
+    }
+}
+
 /// Sets the undecided-vote gauges from `elections.undecided_votes()` (tenants outside
 /// `METRICS_TENANTS` add up under `other`), and the seal gauges from `elections.awaiting_seal()`.
 async fn report_undecided(pool: &PgPool, metrics: &WorkerMetrics) -> Result<(), sqlx::Error> {
-    let rows: Vec<(String, i64, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as("SELECT org_id, undecided, oldest FROM elections.undecided_votes()")
-            .fetch_all(pool)
-            .await?;
+    let rows: Vec<(String, i64, chrono::DateTime<chrono::Utc>)> = sqlx::query!(
+        r#"SELECT org_id AS "org!", undecided AS "undecided!", oldest AS "oldest!"
+             FROM elections.undecided_votes()"#
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|r| (r.org, r.undecided, r.oldest))
+    .collect();
     let now = chrono::Utc::now();
     let age =
         |t: chrono::DateTime<chrono::Utc>| (now - t).num_milliseconds().max(0) as f64 / 1000.0;
@@ -332,10 +217,12 @@ async fn report_undecided(pool: &PgPool, metrics: &WorkerMetrics) -> Result<(), 
             .with_label_values(&[label])
             .set(oldest);
     }
-    let (waiting, oldest): (i64, Option<chrono::DateTime<chrono::Utc>>) =
-        sqlx::query_as("SELECT count(*), min(closed_at) FROM elections.awaiting_seal()")
-            .fetch_one(pool)
-            .await?;
+    let seals = sqlx::query!(
+        r#"SELECT count(*) AS "waiting!", min(closed_at) AS oldest FROM elections.awaiting_seal()"#
+    )
+    .fetch_one(pool)
+    .await?;
+    let (waiting, oldest) = (seals.waiting, seals.oldest);
     metrics.awaiting_seal.set(waiting);
     metrics.awaiting_seal_oldest.set(oldest.map_or(0.0, age));
     Ok(())

@@ -32,9 +32,9 @@ impl Election {
     /// Whether a vote accepted at `at` was accepted while voting was open.
     pub fn on_time(&self, at: DateTime<Utc>) -> bool {
         let d = &self.definition;
-        d.status != ElectionStatus::Draft
-            && d.opens_at.is_none_or(|open| open <= at)
-            && d.closes_at.is_none_or(|close| at < close)
+        d.status() != ElectionStatus::Draft
+            && d.opens_at().is_none_or(|open| open <= at)
+            && d.closes_at().is_none_or(|close| at < close)
             && self.closed_at.is_none_or(|closed| at <= closed)
     }
 }
@@ -109,7 +109,7 @@ pub fn triage(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::{ElectionKind, ElectionOption, TenantId, TokenHash};
+    use shared::domain::{ElectionFields, ElectionKind, ElectionOption, TenantId, TokenHash};
     use shared::receipt::Receipt;
 
     const REJ_CLOSED: Outcome = Outcome::Rejected(RejectionReason::ElectionClosed);
@@ -121,7 +121,7 @@ mod tests {
 
     fn election(status: ElectionStatus) -> Election {
         Election {
-            definition: ElectionDefinition {
+            definition: ElectionDefinition::new(ElectionFields {
                 tenant: TenantId::parse("party-a").unwrap(),
                 id: Uuid::from_u128(7),
                 kind: ElectionKind::Single,
@@ -136,7 +136,8 @@ mod tests {
                 status,
                 opens_at: Some(t(0)),
                 closes_at: Some(t(100)),
-            },
+            })
+            .unwrap(),
             closed_at: None,
             sealed: false,
         }
@@ -154,7 +155,7 @@ mod tests {
     }
 
     fn run(e: Election, votes: &[VoteMessage]) -> Triage {
-        let elections = HashMap::from([(e.definition.id, e)]);
+        let elections = HashMap::from([(e.definition.id(), e)]);
         let indices: Vec<usize> = (0..votes.len()).collect();
         let mut triage = triage(votes, &indices, &elections);
         triage.decided.sort_by_key(|(i, _)| *i);
@@ -166,10 +167,7 @@ mod tests {
         let open = election(ElectionStatus::Open);
         let closed_at_50 = Election {
             closed_at: Some(t(50)),
-            definition: ElectionDefinition {
-                status: ElectionStatus::Closed,
-                ..open.definition.clone()
-            },
+            definition: open.definition.clone().with_status(ElectionStatus::Closed),
             ..open.clone()
         };
         let sealed = Election {

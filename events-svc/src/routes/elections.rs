@@ -12,7 +12,8 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::domain::{
-    ElectionDefinition, ElectionKind, ElectionOption, ElectionStatus, Results, TenantId,
+    ElectionDefinition, ElectionFields, ElectionKind, ElectionOption, ElectionStatus, Results,
+    TenantId,
 };
 use shared::session::Role;
 use shared::telemetry::CorrelationId;
@@ -71,7 +72,7 @@ pub fn election_id(id: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, Events
 
 impl Election {
     fn definition(&self, tenant: &TenantId) -> Result<ElectionDefinition, EventsError> {
-        Ok(ElectionDefinition {
+        Ok(ElectionDefinition::new(ElectionFields {
             tenant: tenant.clone(),
             id: self.id,
             kind: self.kind,
@@ -80,7 +81,7 @@ impl Election {
             status: self.status,
             opens_at: self.opens_at,
             closes_at: self.closes_at,
-        })
+        })?)
     }
 }
 
@@ -128,7 +129,7 @@ pub async fn create(
             "option labels are 1 to {MAX_LABEL} characters"
         )));
     }
-    let definition = ElectionDefinition {
+    let definition = ElectionDefinition::new(ElectionFields {
         tenant: caller.0.org.clone(),
         id: Uuid::new_v4(),
         kind: new.kind,
@@ -137,8 +138,7 @@ pub async fn create(
         status: ElectionStatus::Draft,
         opens_at: new.opens_at,
         closes_at: new.closes_at,
-    };
-    definition.check()?;
+    })?;
     let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.0.org).await?;
     let election = store::insert(
         &mut tx,
@@ -153,7 +153,7 @@ pub async fn create(
         .put_election(&definition, &correlation)
         .await?;
     tx.commit().await?;
-    tracing::info!(election_id = %definition.id, tenant = %caller.0.org, "election created");
+    tracing::info!(election_id = %definition.id(), tenant = %caller.0.org, "election created");
     Ok((StatusCode::CREATED, Json(election)))
 }
 

@@ -11,6 +11,7 @@
 use std::io::Write;
 
 use clap::{Parser, Subcommand};
+use sqlx::PgPool;
 
 #[derive(Parser)]
 #[command(about = "Read or change Ekklesia's live queue flag")]
@@ -62,69 +63,76 @@ async fn main() -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect: {}", shared::db::redact(&e)))?;
     match cli.command {
-        Command::Get => {
-            let mode = ingest::queue_mode::QueueMode::read(&pool).await?;
-            match mode {
-                Some(true) => say!(out, "queue mode: on"),
-                Some(false) => say!(out, "queue mode: off (direct)"),
-                None => say!(
-                    out,
-                    "queue mode: not set (each ingest uses QUEUE_MODE_DEFAULT)"
-                ),
-            }
-            let audit: Vec<AuditRow> = sqlx::query_as(
-                "SELECT changed_at, changed_by, database_user, old_enabled, new_enabled \
-                 FROM ops.queue_mode_audit ORDER BY id DESC LIMIT 5",
-            )
-            .fetch_all(&pool)
-            .await
-            .unwrap_or_default();
-            for (at, by, database_user, old, new) in audit {
-                let database_user = database_user.as_deref().unwrap_or("?");
-                say!(
-                    out,
-                    "  {at} {by} (database user {database_user}): {} -> {}",
-                    label(old),
-                    label(Some(new))
-                );
-            }
-        }
-        Command::Set { mode, actor } => {
-            let key = cli
-                .audit_key
-                .as_deref()
-                .ok_or_else(|| anyhow::anyhow!("set AUDIT_KEY: every change is audited"))
-                .and_then(|k| {
-                    shared::audit::AuditKey::from_base64(k)
-                        .map_err(|e| anyhow::anyhow!("AUDIT_KEY: {e}"))
-                })?;
-            let chain = shared::domain::TenantId::parse(&cli.platform_org)
-                .map_err(|_| anyhow::anyhow!("PLATFORM_ORG is not a tenant id"))?;
-            let (old, new) = ingest::queue_mode::set(&pool, mode == "on", &actor, &key, &chain)
-                .await
-                .map_err(|e| anyhow::anyhow!("{}", shared::db::redact(&e)))?;
-            let database_user: String = sqlx::query_scalar("SELECT session_user::text")
-                .fetch_one(&pool)
-                .await?;
-            say!(
-                out,
-                "queue mode: {} -> {} (by {actor}, database user {database_user}); every ingest follows within QUEUE_MODE_POLL_MS",
-                label(old),
-                label(Some(new))
-            );
-        }
+        Command::Get => get(&pool, &mut out).await,
+        Command::Set {
+            ref mode,
+            ref actor,
+        } => set(&cli, &pool, mode == "on", actor, &mut out).await,
+    }
+}
+
+/// Prints the flag and its last five changes.
+async fn get(pool: &PgPool, out: &mut impl Write) -> anyhow::Result<()> {
+    match ingest::queue_mode::QueueMode::read(pool).await? {
+        Some(true) => say!(out, "queue mode: on"),
+        Some(false) => say!(out, "queue mode: off (direct)"),
+        None => say!(
+            out,
+            "queue mode: not set (each ingest uses QUEUE_MODE_DEFAULT)"
+        ),
+    }
+    let audit = sqlx::query!(
+        "SELECT changed_at, changed_by, database_user, old_enabled, new_enabled \
+         FROM ops.queue_mode_audit ORDER BY id DESC LIMIT 5",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default();
+    for row in audit {
+        let database_user = row.database_user.as_deref().unwrap_or("?");
+        say!(
+            out,
+            "  {} {} (database user {database_user}): {} -> {}",
+            row.changed_at,
+            row.changed_by,
+            label(row.old_enabled),
+            label(Some(row.new_enabled))
+        );
     }
     Ok(())
 }
 
-/// When, actor, database user (`None` before it was recorded), old and new value.
-type AuditRow = (
-    chrono::DateTime<chrono::Utc>,
-    String,
-    Option<String>,
-    Option<bool>,
-    bool,
-);
+/// Sets the flag (audited) and says who did it, as which database login.
+async fn set(
+    cli: &Cli,
+    pool: &PgPool,
+    on: bool,
+    actor: &str,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let key = cli
+        .audit_key
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("set AUDIT_KEY: every change is audited"))
+        .and_then(|k| {
+            shared::audit::AuditKey::from_base64(k).map_err(|e| anyhow::anyhow!("AUDIT_KEY: {e}"))
+        })?;
+    let chain = shared::domain::TenantId::parse(&cli.platform_org)
+        .map_err(|_| anyhow::anyhow!("PLATFORM_ORG is not a tenant id"))?;
+    let (old, new) = ingest::queue_mode::set(pool, on, actor, &key, &chain)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", shared::db::redact(&e)))?;
+    let database_user = sqlx::query_scalar!(r#"SELECT session_user::text AS "user!""#)
+        .fetch_one(pool)
+        .await?;
+    say!(
+        out,
+        "queue mode: {} -> {} (by {actor}, database user {database_user}); every ingest follows within QUEUE_MODE_POLL_MS",
+        label(old),
+        label(Some(new))
+    );
+    Ok(())
+}
 
 fn label(mode: Option<bool>) -> &'static str {
     match mode {

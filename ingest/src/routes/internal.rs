@@ -13,13 +13,17 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shared::audit::{Event, NewEntry};
-use shared::domain::{ElectionDefinition, ElectionKind, ElectionOption, ElectionStatus, TokenHash};
+use shared::domain::{
+    ElectionDefinition, ElectionFields, ElectionKind, ElectionOption, ElectionStatus, TokenHash,
+};
 use shared::s2s::S2sCaller;
 use shared::Problem;
 use uuid::Uuid;
 
 use crate::error::IngestError;
-use crate::startup::AppState;
+use crate::state::AppState;
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
 
 // What the S2S layer (shared::s2s::verify_layer) answers on every internal route.
 const S2S_401: &str = "`s2s-unauthorized`: missing or bad signature, unknown key, timestamp outside the window, or a nonce already spent (on any instance)";
@@ -57,8 +61,8 @@ pub struct ElectionPut {
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ElectionStored {
     pub election_id: Uuid,
-    /// The status now stored: `draft`, `open` or `closed`.
-    pub status: String,
+    /// The status now stored.
+    pub status: ElectionStatus,
 }
 
 /// Create or update an election's definition and status (idempotent). The status only moves
@@ -85,7 +89,7 @@ pub async fn put_election(
 ) -> Result<Json<ElectionStored>, IngestError> {
     let id = election_id(id)?;
     let Json(put) = body.map_err(shared::problem::from_json_rejection)?;
-    let definition = ElectionDefinition {
+    let definition = ElectionDefinition::new(ElectionFields {
         tenant: caller.tenant.clone(),
         id,
         kind: put.kind,
@@ -94,29 +98,63 @@ pub async fn put_election(
         status: put.status,
         opens_at: put.opens_at,
         closes_at: put.closes_at,
-    };
-    definition.check()?;
+    })?;
     let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.tenant).await?;
-    let existing: Option<(String, String, serde_json::Value, i32)> =
-        sqlx::query_as("SELECT status, kind, options, max_choices FROM elections.elections WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let options = serde_json::to_value(&definition.options).unwrap_or_default();
-    let previous = existing.as_ref().map(|(status, ..)| status.clone());
-    if let Some((status, kind, stored_options, max_choices)) = &existing {
-        let same_ballot = kind == definition.kind.as_str()
-            && stored_options == &options
-            && *max_choices as u32 == definition.max_choices;
-        if status != "draft" && !same_ballot {
-            return Err(
-                conflict("the options of an election cannot change once it was opened").into(),
-            );
-        }
+    let previous = stored_status(&mut tx, &definition).await?;
+    store(&mut tx, &definition, previous).await?;
+    let summary = json!({
+        "status": definition.status().as_str(),
+        "previous": previous.map(ElectionStatus::as_str),
+    });
+    audit(&state, &mut tx, &caller, Event::ElectionPushed, id, summary).await?;
+    tx.commit().await?;
+    let status = definition.status();
+    state.definitions.put(definition);
+    Ok(Json(ElectionStored {
+        election_id: id,
+        status,
+    }))
+}
+
+/// The election's stored status (locked until the commit), after checking that an opened
+/// election keeps its ballot. `None`: not stored yet.
+async fn stored_status(
+    tx: &mut Tx<'_>,
+    definition: &ElectionDefinition,
+) -> Result<Option<ElectionStatus>, IngestError> {
+    let existing = sqlx::query!(
+        r#"SELECT status AS "status: ElectionStatus", kind AS "kind: ElectionKind", options,
+                  max_choices
+             FROM elections.elections WHERE id = $1 FOR UPDATE"#,
+        definition.id()
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(existing) = existing else {
+        return Ok(None);
+    };
+    let same_ballot = existing.kind == definition.kind()
+        && existing.options == options_json(definition)
+        && existing.max_choices as u32 == definition.max_choices();
+    if existing.status != ElectionStatus::Draft && !same_ballot {
+        return Err(conflict("the options of an election cannot change once it was opened").into());
     }
-    // The status only moves forward, checked by the upsert itself so that concurrent pushes
-    // (a late create racing the open) cannot get past it: a regression updates no row.
-    let stored = sqlx::query(
+    Ok(Some(existing.status))
+}
+
+fn options_json(definition: &ElectionDefinition) -> serde_json::Value {
+    serde_json::to_value(definition.options()).unwrap_or_default()
+}
+
+/// Upserts the definition. The status only moves forward, checked by the upsert itself so
+/// that concurrent pushes (a late create racing the open) cannot get past it: a regression
+/// updates no row.
+async fn store(
+    tx: &mut Tx<'_>,
+    definition: &ElectionDefinition,
+    previous: Option<ElectionStatus>,
+) -> Result<(), IngestError> {
+    let stored = sqlx::query!(
         "INSERT INTO elections.elections (org_id, id, kind, options, max_choices, status, opens_at, closes_at, closed_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $6 = 'closed' THEN now() END, now()) \
          ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, options = excluded.options, \
@@ -125,20 +163,20 @@ pub async fn put_election(
              closed_at = COALESCE(elections.elections.closed_at, excluded.closed_at), updated_at = now() \
          WHERE array_position(ARRAY['draft', 'open', 'closed'], elections.elections.status) \
             <= array_position(ARRAY['draft', 'open', 'closed'], excluded.status)",
+        definition.tenant().as_str(),
+        definition.id(),
+        definition.kind().as_str(),
+        options_json(definition),
+        definition.max_choices() as i32,
+        definition.status().as_str(),
+        definition.opens_at(),
+        definition.closes_at(),
     )
-    .bind(caller.tenant.as_str())
-    .bind(id)
-    .bind(definition.kind.as_str())
-    .bind(&options)
-    .bind(definition.max_choices as i32)
-    .bind(definition.status.as_str())
-    .bind(definition.opens_at)
-    .bind(definition.closes_at)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?
     .rows_affected();
     if stored == 0 {
-        let current = existing.map_or_else(|| "further along".to_owned(), |(status, ..)| status);
+        let current = previous.map_or("further along", ElectionStatus::as_str);
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "status-regression",
@@ -149,28 +187,13 @@ pub async fn put_election(
         )
         .into());
     }
-    audit(
-        &state,
-        &mut tx,
-        &caller,
-        Event::ElectionPushed,
-        id,
-        json!({"status": definition.status.as_str(), "previous": previous}),
-    )
-    .await?;
-    tx.commit().await?;
-    let status = definition.status;
-    state.definitions.put(definition);
-    Ok(Json(ElectionStored {
-        election_id: id,
-        status: status.as_str().to_owned(),
-    }))
+    Ok(())
 }
 
 /// Appends the request's event to the caller's audit chain, in `tx` (last, before the commit).
 async fn audit(
     state: &AppState,
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    tx: &mut Tx<'_>,
     caller: &S2sCaller,
     event: Event,
     election_id: Uuid,
@@ -247,23 +270,24 @@ pub async fn register_tokens(
         .map(|h| TokenHash::from_hex(h).map(|h| h.0.to_vec()))
         .collect::<Result<Vec<_>, _>>()?;
     let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.tenant).await?;
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM elections.elections WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    match status.as_deref() {
+    let status = sqlx::query_scalar!(
+        r#"SELECT status AS "status: ElectionStatus" FROM elections.elections WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    match status {
         None => return Err(IngestError::UnknownElection),
-        Some("closed") => return Err(conflict("the election is closed").into()),
+        Some(ElectionStatus::Closed) => return Err(conflict("the election is closed").into()),
         Some(_) => {}
     }
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO elections.voting_tokens (org_id, election_id, token_hash) \
          SELECT $1, $2, h FROM unnest($3::bytea[]) AS h ON CONFLICT DO NOTHING",
+        caller.tenant.as_str(),
+        id,
+        &hashes,
     )
-    .bind(caller.tenant.as_str())
-    .bind(id)
-    .bind(&hashes)
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -305,58 +329,51 @@ pub async fn results(
 ) -> Result<Json<Results>, IngestError> {
     let id = election_id(id)?;
     let mut tx = shared::db::begin_for_tenant(&state.pool, &caller.tenant).await?;
-    let election: Option<(String, serde_json::Value, Option<DateTime<Utc>>)> =
-        sqlx::query_as("SELECT kind, options, sealed_at FROM elections.elections WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some((kind, options, sealed_at)) = election else {
-        return Err(IngestError::UnknownElection);
-    };
-    let (total, used_tokens): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM elections.ballots WHERE election_id = $1) \
-              + (SELECT count(*) FROM elections.ballot_box WHERE election_id = $1), \
-                (SELECT count(*) FROM elections.voting_tokens WHERE election_id = $1 AND used)",
-    )
-    .bind(id)
-    .fetch_one(&mut *tx)
-    .await?;
-    let sealed = sealed_at.is_some();
-    let mut tally = BTreeMap::new();
-    if sealed {
-        // Ranked ballots count their first preference; the others count every option named.
-        let query = if kind == "ranked" {
-            "SELECT choices[1] AS option, count(*) FROM elections.ballots WHERE election_id = $1 GROUP BY 1"
-        } else {
-            "SELECT c AS option, count(*) FROM elections.ballots, unnest(choices) AS c WHERE election_id = $1 GROUP BY 1"
-        };
-        let counts: Vec<(String, i64)> = sqlx::query_as(query).bind(id).fetch_all(&mut *tx).await?;
-        tally = serde_json::from_value::<Vec<ElectionOption>>(options)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|o| (o.id, 0))
-            .collect();
-        tally.extend(counts);
-    }
-    audit(
-        &state,
-        &mut tx,
-        &caller,
-        Event::ResultsRead,
-        id,
-        json!({"sealed": sealed, "total": total, "used_tokens": used_tokens}),
-    )
-    .await?;
+    let results = count(&mut tx, id).await?;
+    let summary = json!({"sealed": results.sealed, "total": results.total, "used_tokens": results.used_tokens});
+    audit(&state, &mut tx, &caller, Event::ResultsRead, id, summary).await?;
     tx.commit().await?;
-    let integrity_problem = (sealed && total != used_tokens).then(|| {
-        tracing::error!(election_id = %id, tenant = %caller.tenant, total, used_tokens,
+    if results.integrity_problem.is_some() {
+        tracing::error!(election_id = %id, tenant = %caller.tenant, total = results.total,
+            used_tokens = results.used_tokens,
             "sealed ballots differ from used tokens; results withheld from final");
+    }
+    Ok(Json(results))
+}
+
+/// Turnout and used tokens; once sealed the tally and whether the two figures agree.
+async fn count(tx: &mut Tx<'_>, id: Uuid) -> Result<Results, IngestError> {
+    let election = sqlx::query!(
+        r#"SELECT kind AS "kind: ElectionKind", options, sealed_at
+             FROM elections.elections WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(IngestError::UnknownElection)?;
+    let counted = sqlx::query!(
+        r#"SELECT (SELECT count(*) FROM elections.ballots WHERE election_id = $1)
+                + (SELECT count(*) FROM elections.ballot_box WHERE election_id = $1) AS "total!",
+                  (SELECT count(*) FROM elections.voting_tokens WHERE election_id = $1 AND used)
+                  AS "used_tokens!""#,
+        id
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    let (total, used_tokens) = (counted.total, counted.used_tokens);
+    let sealed = election.sealed_at.is_some();
+    let tally = if sealed {
+        tally(tx, id, election.kind, election.options).await?
+    } else {
+        BTreeMap::new()
+    };
+    let integrity_problem = (sealed && total != used_tokens).then(|| {
         format!(
             "{total} ballots are sealed but {used_tokens} voting tokens were used: a ballot was \
              added or removed outside the vote path; these results are not final"
         )
     });
-    Ok(Json(Results {
+    Ok(Results {
         election_id: id,
         total,
         tally,
@@ -364,5 +381,45 @@ pub async fn results(
         sealed,
         used_tokens,
         integrity_problem,
-    }))
+    })
+}
+
+/// Every option with its count (zero included). Ranked ballots count their first preference;
+/// the others count every option named.
+async fn tally(
+    tx: &mut Tx<'_>,
+    id: Uuid,
+    kind: ElectionKind,
+    options: serde_json::Value,
+) -> Result<BTreeMap<String, i64>, IngestError> {
+    let counts: Vec<(String, i64)> = if kind == ElectionKind::Ranked {
+        sqlx::query!(
+            r#"SELECT choices[1] AS "option!", count(*) AS "count!"
+                 FROM elections.ballots WHERE election_id = $1 GROUP BY 1"#,
+            id
+        )
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.option, r.count))
+        .collect()
+    } else {
+        sqlx::query!(
+            r#"SELECT c AS "option!", count(*) AS "count!"
+                 FROM elections.ballots, unnest(choices) AS c WHERE election_id = $1 GROUP BY 1"#,
+            id
+        )
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.option, r.count))
+        .collect()
+    };
+    let mut tally: BTreeMap<String, i64> = serde_json::from_value::<Vec<ElectionOption>>(options)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|o| (o.id, 0))
+        .collect();
+    tally.extend(counts);
+    Ok(tally)
 }

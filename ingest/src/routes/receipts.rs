@@ -10,15 +10,15 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use shared::domain::VoteStatus;
 
 use crate::error::IngestError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReceiptStatus {
     pub receipt: String,
-    /// `queued`, `recorded` or `rejected`.
-    pub status: String,
+    pub status: VoteStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -97,15 +97,16 @@ async fn find(state: &AppState, presented: &str) -> Result<ReceiptStatus, Ingest
     };
     // Whose look-up this is, if this instance knows the election (no query just for that).
     if let Some(definition) = state.definitions.cached(election) {
-        shared::telemetry::record_tenant(definition.tenant.as_str());
+        shared::telemetry::record_tenant(definition.tenant().as_str());
     }
-    let row: Option<(String, Option<String>)> =
-        sqlx::query_as("SELECT status, reason FROM elections.receipt_status($1)")
-            .bind(receipt.as_str())
-            .fetch_optional(&state.pool)
-            .await?;
+    let row = sqlx::query!(
+        r#"SELECT status AS "status!: VoteStatus", reason FROM elections.receipt_status($1)"#,
+        receipt.as_str()
+    )
+    .fetch_optional(&state.pool)
+    .await?;
     // A genuine receipt with no outcome yet belongs to a vote still in the queue.
-    let (status, reason) = row.unwrap_or_else(|| ("queued".into(), None));
+    let (status, reason) = row.map_or((VoteStatus::Queued, None), |r| (r.status, r.reason));
     Ok(ReceiptStatus {
         receipt: receipt.to_string(),
         status,

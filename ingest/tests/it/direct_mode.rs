@@ -52,7 +52,7 @@ impl Fixture {
     fn receipt(&self, token: &Token, choice: &str, key: Option<&str>) -> Receipt {
         let submission = submission_digest(&[choice.to_owned()], key);
         self.receipt_key
-            .derive(self.definition.id, &token.id, &submission)
+            .derive(self.definition.id(), &token.id, &submission)
     }
 
     async fn token(&self) -> Token {
@@ -62,7 +62,7 @@ impl Fixture {
             "INSERT INTO elections.voting_tokens (org_id, election_id, token_hash) VALUES ($1, $2, $3)",
         )
         .bind(TENANT)
-        .bind(self.definition.id)
+        .bind(self.definition.id())
         .bind(&hash.0[..])
         .execute(&self.db.owner)
         .await
@@ -98,12 +98,12 @@ impl Fixture {
             .expect("ballot");
         let sealed = self
             .keys
-            .encrypt_ballot(&tenant, self.definition.id, ballot.choices());
+            .encrypt_ballot(&tenant, self.definition.id(), ballot.choices());
         ballot_box::record(
             &self.ingest,
             DirectVote {
                 tenant: &tenant,
-                election_id: self.definition.id,
+                election_id: self.definition.id(),
                 token_hash: token.hash,
                 receipt: &self.receipt(token, choice, key),
                 sealed_ballot: &sealed,
@@ -123,14 +123,14 @@ impl Fixture {
         let used: bool = sqlx::query_scalar(
             "SELECT used FROM elections.voting_tokens WHERE election_id = $1 AND token_hash = $2",
         )
-        .bind(self.definition.id)
+        .bind(self.definition.id())
         .bind(&token.hash.0[..])
         .fetch_one(&self.db.owner)
         .await
         .expect("token");
         let ballots: i64 =
             sqlx::query_scalar("SELECT count(*) FROM elections.ballot_box WHERE election_id = $1")
-                .bind(self.definition.id)
+                .bind(self.definition.id())
                 .fetch_one(&self.db.owner)
                 .await
                 .expect("ballots");
@@ -226,7 +226,7 @@ async fn every_submission_gets_its_own_answer() {
          closes_at = now() - interval '1 second' WHERE id = $1",
     ] {
         sqlx::query(change)
-            .bind(fx.definition.id)
+            .bind(fx.definition.id())
             .execute(&fx.db.owner)
             .await
             .expect("change election");
@@ -253,7 +253,7 @@ async fn a_vote_on_a_token_another_request_holds_is_told_to_retry_at_once() {
     sqlx::query(
         "SELECT 1 FROM elections.voting_tokens WHERE election_id = $1 AND token_hash = $2 FOR UPDATE",
     )
-    .bind(fx.definition.id)
+    .bind(fx.definition.id())
     .bind(&token.hash.0[..])
     .execute(&mut *holder)
     .await
@@ -291,7 +291,7 @@ async fn the_election_row_is_locked_against_removal_not_against_closing() {
     let token = fx.token().await;
     let mut holder = fx.db.owner.begin().await.expect("begin");
     sqlx::query("SELECT 1 FROM elections.elections WHERE id = $1 FOR UPDATE")
-        .bind(fx.definition.id)
+        .bind(fx.definition.id())
         .execute(&mut *holder)
         .await
         .expect("hold the election");
@@ -303,7 +303,7 @@ async fn the_election_row_is_locked_against_removal_not_against_closing() {
     // An update of other columns (what closing does) does not block it.
     let mut holder = fx.db.owner.begin().await.expect("begin");
     sqlx::query("UPDATE elections.elections SET updated_at = now() WHERE id = $1")
-        .bind(fx.definition.id)
+        .bind(fx.definition.id())
         .execute(&mut *holder)
         .await
         .expect("update the election");
@@ -333,7 +333,7 @@ async fn another_tenant_cannot_touch_a_token_through_the_function() {
     let (outcome,): (String,) =
         sqlx::query_as("SELECT elections.record_direct_vote($1, $2, $3, $4, $5, false)")
             .bind(OTHER_TENANT)
-            .bind(fx.definition.id)
+            .bind(fx.definition.id())
             .bind(&token.hash.0[..])
             .bind(fx.receipt(&token, "o0", None).as_str())
             .bind(b"a ballot box entry of thirty bytes or more".to_vec())
@@ -367,7 +367,7 @@ async fn only_ingest_may_call_it() {
         let pool = fx.db.pool(role).await;
         let error = sqlx::query("SELECT elections.record_direct_vote($1, $2, $3, $4, $5, false)")
             .bind(TENANT)
-            .bind(fx.definition.id)
+            .bind(fx.definition.id())
             .bind(&token.hash.0[..])
             .bind(fx.receipt(&token, "o0", None).as_str())
             .bind(b"a ballot box entry of thirty bytes or more".to_vec())

@@ -26,11 +26,7 @@ pub struct Tokens {
 
 impl Tokens {
     pub async fn run(self, invocation: Invocation) -> anyhow::Result<ExitCode> {
-        let schedule = Schedule::Constant {
-            rate: self.rate,
-            secs: self.secs,
-        };
-        schedule.check()?;
+        let schedule = Schedule::constant(self.rate, self.secs)?;
         if schedule.requests() > 20_000 {
             bail!("the tokens scenario logs every member in: at most 20,000 requests");
         }

@@ -22,11 +22,7 @@ pub struct Meeting {
 
 impl Meeting {
     pub async fn run(self, invocation: Invocation) -> anyhow::Result<ExitCode> {
-        let schedule = Schedule::Constant {
-            rate: self.rate,
-            secs: self.secs,
-        };
-        schedule.check()?;
+        let schedule = Schedule::constant(self.rate, self.secs)?;
         votes("meeting", &schedule, self.run, invocation).await
     }
 }
@@ -41,8 +37,7 @@ pub struct Burst {
 
 impl Burst {
     pub async fn run(self, invocation: Invocation) -> anyhow::Result<ExitCode> {
-        let schedule = Schedule::Burst { votes: self.votes };
-        schedule.check()?;
+        let schedule = Schedule::burst(self.votes)?;
         let name = if self.votes == 1000 {
             "burst-1000"
         } else {

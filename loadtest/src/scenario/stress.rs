@@ -311,11 +311,7 @@ impl Stepper<'_> {
         rate: f64,
         sent: &mut Sent,
     ) -> anyhow::Result<StressStep> {
-        let schedule = Schedule::Constant {
-            rate,
-            secs: self.settings.step_seconds,
-        };
-        schedule.check()?;
+        let schedule = Schedule::constant(rate, self.settings.step_seconds)?;
         let tokens = self
             .target
             .bulk_tokens(election, schedule.requests())

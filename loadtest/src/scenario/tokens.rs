@@ -220,9 +220,7 @@ async fn vote_with(
     login_seconds: f64,
 ) -> anyhow::Result<ModeRun> {
     let http = fire::voter_client();
-    let burst = Schedule::Burst {
-        votes: tokens.len(),
-    };
+    let burst = Schedule::burst(tokens.len())?;
     restoring_flag(target, async {
         let mut probe = Probe::new(target).await?;
         probe.switch(target, &http, Mode::Queue).await?;

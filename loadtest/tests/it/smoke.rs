@@ -96,9 +96,13 @@ async fn a_tiny_burst_in_both_modes_passes_every_check_and_writes_the_reports() 
         ..Common::default()
     };
     let votes = 30;
-    let body = scenario::votes(target.clone(), &common, &Schedule::Burst { votes })
-        .await
-        .expect("the burst runs in both modes");
+    let body = scenario::votes(
+        target.clone(),
+        &common,
+        &Schedule::burst(votes).expect("a schedule"),
+    )
+    .await
+    .expect("the burst runs in both modes");
     let report = Report::new(
         "burst",
         chrono::Utc::now(),
@@ -153,10 +157,7 @@ async fn a_tiny_burst_in_both_modes_passes_every_check_and_writes_the_reports() 
     let tokens = scenario::tokens(
         target,
         &common,
-        &Schedule::Constant {
-            rate: 20.0,
-            secs: 0.5,
-        },
+        &Schedule::constant(20.0, 0.5).expect("a schedule"),
         true,
     )
     .await

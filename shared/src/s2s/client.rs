@@ -124,88 +124,29 @@ impl Client {
         if !self.breaker.allow() {
             return Err(CallError::CircuitOpen);
         }
-        let body_bytes = body
-            .map(|b| serde_json::to_vec(b).unwrap_or_default())
-            .unwrap_or_default();
-        let policy = backoff::ExponentialBackoffBuilder::new()
-            .with_initial_interval(self.retry.initial)
-            .with_max_interval(self.retry.max_interval)
-            .with_randomization_factor(0.5)
-            .with_multiplier(2.0)
-            .with_max_elapsed_time(Some(self.retry.max_elapsed))
-            .build();
-        let url = format!("{}{}", self.base_url, path);
+        let attempt = Attempt {
+            method: &method,
+            url: format!("{}{}", self.base_url, path),
+            path,
+            json: body.is_some(),
+            body: body
+                .map(|b| serde_json::to_vec(b).unwrap_or_default())
+                .unwrap_or_default(),
+            idempotency_key,
+            correlation,
+            trace_headers: {
+                let mut headers = axum::http::HeaderMap::new();
+                crate::traces::inject_headers(&mut headers);
+                headers
+            },
+            key,
+            started: Instant::now(),
+        };
         // The path without ids (no election or other identifier in span attributes' values
         // beyond what the route already says): its first three segments.
         let route: String = path.split('/').take(4).collect::<Vec<_>>().join("/");
         tracing::Span::current().record("route", route.as_str());
-        let mut trace_headers = axum::http::HeaderMap::new();
-        crate::traces::inject_headers(&mut trace_headers);
-        let started = Instant::now();
-        let outcome =
-            backoff::future::retry(policy, || async {
-                let mut request = self
-                    .http
-                    .request(method.clone(), &url)
-                    .header(CORRELATION_HEADER, &correlation.0)
-                    .headers(trace_headers.clone())
-                    .body(body_bytes.clone());
-                if body.is_some() {
-                    request = request.header(axum::http::header::CONTENT_TYPE, "application/json");
-                }
-                if let Some(k) = idempotency_key {
-                    request = request.header(IDEMPOTENCY_KEY, k);
-                }
-                // A fresh nonce and timestamp per attempt: a retry is not a replay.
-                for (name, value) in sign(
-                    key,
-                    &method,
-                    path,
-                    &body_bytes,
-                    chrono::Utc::now().timestamp(),
-                ) {
-                    request = request.header(name, value);
-                }
-                let response = request.send().await.map_err(|e| {
-                    backoff::Error::transient(CallError::Transport(without_url(&e)))
-                })?;
-                let status = response.status();
-                let retry_after = response
-                    .headers()
-                    .get(axum::http::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .map(|s| Duration::from_secs(s.min(5)));
-                let bytes = response.bytes().await.map_err(|e| {
-                    backoff::Error::transient(CallError::Transport(without_url(&e)))
-                })?;
-                if status.is_success() {
-                    Ok(Reply {
-                        status,
-                        body: bytes,
-                    })
-                } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-                    let err = CallError::Status {
-                        status,
-                        body: bytes,
-                    };
-                    Err(match retry_after {
-                        // backoff honours a Retry-After without looking at its budget: a peer
-                        // that keeps answering 503 would be retried for ever.
-                        Some(after) if started.elapsed() + after > self.retry.max_elapsed => {
-                            backoff::Error::permanent(err)
-                        }
-                        Some(after) => backoff::Error::retry_after(err, after),
-                        None => backoff::Error::transient(err),
-                    })
-                } else {
-                    Err(backoff::Error::permanent(CallError::Status {
-                        status,
-                        body: bytes,
-                    }))
-                }
-            })
-            .await;
+        let outcome = backoff::future::retry(self.backoff(), || self.attempt(&attempt)).await;
         let peer_failed = match &outcome {
             Ok(_) => false,
             Err(CallError::Status { status, .. }) => {
@@ -216,6 +157,78 @@ impl Client {
         self.breaker.record(!peer_failed);
         outcome
     }
+
+    fn backoff(&self) -> backoff::ExponentialBackoff {
+        backoff::ExponentialBackoffBuilder::new()
+            .with_initial_interval(self.retry.initial)
+            .with_max_interval(self.retry.max_interval)
+            .with_randomization_factor(0.5)
+            .with_multiplier(2.0)
+            .with_max_elapsed_time(Some(self.retry.max_elapsed))
+            .build()
+    }
+
+    /// One try: signed afresh, sent, and its answer sorted into done, retry or give up.
+    async fn attempt(&self, a: &Attempt<'_>) -> Result<Reply, backoff::Error<CallError>> {
+        let mut request = self
+            .http
+            .request(a.method.clone(), &a.url)
+            .header(CORRELATION_HEADER, &a.correlation.0)
+            .headers(a.trace_headers.clone())
+            .body(a.body.clone());
+        if a.json {
+            request = request.header(axum::http::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(k) = a.idempotency_key {
+            request = request.header(IDEMPOTENCY_KEY, k);
+        }
+        // A fresh nonce and timestamp per attempt: a retry is not a replay.
+        let timestamp = chrono::Utc::now().timestamp();
+        for (name, value) in sign(a.key, a.method, a.path, &a.body, timestamp) {
+            request = request.header(name, value);
+        }
+        let transport =
+            |e: reqwest::Error| backoff::Error::transient(CallError::Transport(without_url(&e)));
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(5)));
+        let body = response.bytes().await.map_err(transport)?;
+        if status.is_success() {
+            return Ok(Reply { status, body });
+        }
+        let err = CallError::Status { status, body };
+        if !(status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS) {
+            return Err(backoff::Error::permanent(err));
+        }
+        Err(match retry_after {
+            // backoff honours a Retry-After without looking at its budget: a peer that keeps
+            // answering 503 would be retried for ever.
+            Some(after) if a.started.elapsed() + after > self.retry.max_elapsed => {
+                backoff::Error::permanent(err)
+            }
+            Some(after) => backoff::Error::retry_after(err, after),
+            None => backoff::Error::transient(err),
+        })
+    }
+}
+
+/// What every try of one call sends.
+struct Attempt<'a> {
+    method: &'a Method,
+    url: String,
+    path: &'a str,
+    json: bool,
+    body: Vec<u8>,
+    idempotency_key: Option<&'a str>,
+    correlation: &'a CorrelationId,
+    trace_headers: axum::http::HeaderMap,
+    key: &'a super::keys::S2sKey,
+    started: Instant,
 }
 
 fn without_url(error: &reqwest::Error) -> String {

@@ -28,13 +28,13 @@ impl NonceStore {
         nonce: &str,
         timestamp: i64,
     ) -> Result<(), VerifyError> {
-        let inserted = sqlx::query(
+        let inserted = sqlx::query!(
             "INSERT INTO ops.s2s_nonces (key_id, nonce, signed_at) \
              VALUES ($1, $2, to_timestamp($3)) ON CONFLICT DO NOTHING",
+            key_id,
+            nonce,
+            timestamp as f64
         )
-        .bind(key_id)
-        .bind(nonce)
-        .bind(timestamp)
         .execute(&self.pool)
         .await
         .map_err(|e| {
@@ -53,13 +53,13 @@ impl NonceStore {
     /// in-memory cache, see `NonceCache`). Returns how many went.
     pub async fn prune(&self) -> Result<u64, sqlx::Error> {
         let retention = self.window * 2 + Duration::from_secs(1);
-        Ok(sqlx::query(
+        Ok(sqlx::query!(
             "DELETE FROM ops.s2s_nonces \
              WHERE seen_at < now() - make_interval(secs => $1) \
                AND signed_at < now() - make_interval(secs => $2)",
+            retention.as_secs_f64(),
+            self.window.as_secs_f64()
         )
-        .bind(retention.as_secs_f64())
-        .bind(self.window.as_secs_f64())
         .execute(&self.pool)
         .await?
         .rows_affected())
