@@ -60,7 +60,8 @@ pub struct IngestInstance {
 
 /// The live ingest instances (`ops.ingest_ledger`), by id.
 pub async fn live_ingests(pool: &PgPool) -> Result<Vec<IngestInstance>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        IngestInstance,
         "SELECT instance_id, queue_mode, queue_mode_read_at, heartbeat_at FROM ops.ingest_ledger \
          WHERE heartbeat_at > now() - interval '60 seconds' ORDER BY instance_id",
     )
@@ -89,9 +90,12 @@ pub struct ElectionVotes {
 /// Per election not sealed yet (`ops.live_votes()`: a login that may execute it, events-svc's
 /// or the owner's).
 pub async fn live_votes(pool: &PgPool) -> Result<Vec<ElectionVotes>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT org_id, election_id, status, closes_at, accepted, undecided, \
-                oldest_undecided_seconds, recorded FROM ops.live_votes()",
+    sqlx::query_as!(
+        ElectionVotes,
+        r#"SELECT org_id AS "org_id!", election_id AS "election_id!", status AS "status!",
+                  closes_at, accepted AS "accepted!", undecided AS "undecided!",
+                  oldest_undecided_seconds, recorded AS "recorded!"
+           FROM ops.live_votes()"#,
     )
     .fetch_all(pool)
     .await

@@ -95,13 +95,16 @@ pub async fn put(
     // The change and its entry in the platform organisation's audit chain commit together.
     let platform_org = &state.settings.platform_org;
     let mut tx = shared::db::begin_for_tenant(&state.pool, platform_org).await?;
-    let (changed, retry_after_ms): (bool, i64) =
-        sqlx::query_as("SELECT * FROM ops.change_queue_mode($1, $2, make_interval(secs => $3))")
-            .bind(update.enabled)
-            .bind(&actor)
-            .bind(interval.as_secs_f64())
-            .fetch_one(&mut *tx)
-            .await?;
+    let change = sqlx::query!(
+        r#"SELECT changed AS "changed!", retry_after_ms AS "retry_after_ms!"
+           FROM ops.change_queue_mode($1, $2, make_interval(secs => $3))"#,
+        update.enabled,
+        &actor,
+        interval.as_secs_f64(),
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let (changed, retry_after_ms) = (change.changed, change.retry_after_ms);
     if changed {
         shared::audit::append_queue_mode_changes(
             &mut tx,
@@ -123,11 +126,11 @@ pub async fn put(
 }
 
 async fn current(state: &AppState) -> Result<QueueModeState, EventsError> {
-    let flag: Option<(bool, DateTime<Utc>, String)> =
-        sqlx::query_as("SELECT enabled, changed_at, changed_by FROM ops.queue_mode")
-            .fetch_optional(&state.pool)
-            .await?;
-    let recent_changes: Vec<QueueModeChange> = sqlx::query_as(
+    let flag = sqlx::query!("SELECT enabled, changed_at, changed_by FROM ops.queue_mode")
+        .fetch_optional(&state.pool)
+        .await?;
+    let recent_changes = sqlx::query_as!(
+        QueueModeChange,
         "SELECT changed_at, changed_by, database_user, old_enabled, new_enabled \
          FROM ops.queue_mode_audit \
          ORDER BY id DESC LIMIT 20",
@@ -135,9 +138,9 @@ async fn current(state: &AppState) -> Result<QueueModeState, EventsError> {
     .fetch_all(&state.pool)
     .await?;
     Ok(QueueModeState {
-        enabled: flag.as_ref().map(|f| f.0),
-        changed_at: flag.as_ref().map(|f| f.1),
-        changed_by: flag.map(|f| f.2),
+        enabled: flag.as_ref().map(|f| f.enabled),
+        changed_at: flag.as_ref().map(|f| f.changed_at),
+        changed_by: flag.map(|f| f.changed_by),
         recent_changes,
     })
 }
