@@ -336,6 +336,10 @@ impl Blend for RGBAColor {
     }
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "a chart is drawn top to bottom: panels, axes, series"
+)]
 fn stress(root: &Area, s: &StressReport) -> anyhow::Result<()> {
     let (left, right) = root.split_horizontally(600);
     let rates: Vec<f64> = s
@@ -446,6 +450,10 @@ fn stress(root: &Area, s: &StressReport) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "a chart is drawn top to bottom: panels, axes, series"
+)]
 fn drain(root: &Area, d: &DrainReport) -> anyhow::Result<()> {
     let (top, bottom) = root.split_vertically(470);
     let mut series: Vec<Series> = vec![

@@ -7,6 +7,11 @@
 //! `cargo bench -p shared --bench micro` (no database or emulator needed). See
 //! docs/microbenchmarks.md for the figures and the machine they were measured on.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "a scenario test reads top to bottom: its steps are the story it tells"
+)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -316,11 +321,18 @@ fn ed25519(c: &mut Criterion) {
     let mut group = c.benchmark_group("ed25519_verify");
     group.throughput(Throughput::Elements(1));
     group.bench_function("dalek_verify_strict", |b| {
-        b.iter(|| dalek.verify_strict(black_box(&message), black_box(&signature)).expect("valid"))
+        b.iter(|| {
+            dalek
+                .verify_strict(black_box(&message), black_box(&signature))
+                .expect("valid")
+        })
     });
     let bytes = signature.to_bytes();
     group.bench_function("aws_lc_rs", |b| {
-        b.iter(|| aws.verify_sig(black_box(&message), black_box(&bytes)).expect("valid"))
+        b.iter(|| {
+            aws.verify_sig(black_box(&message), black_box(&bytes))
+                .expect("valid")
+        })
     });
     group.finish();
 }

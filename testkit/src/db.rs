@@ -64,6 +64,10 @@ static TEMPLATES: tokio::sync::Mutex<BTreeMap<usize, String>> =
 
 /// The template database migrated with the first `count` migrations: built once per migration
 /// set, shared by all test processes.
+#[allow(
+    clippy::too_many_lines,
+    reason = "test support: build or wait for the template, in order"
+)]
 async fn template(count: usize) -> String {
     let mut templates = TEMPLATES.lock().await;
     if let Some(name) = templates.get(&count) {

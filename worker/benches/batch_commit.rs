@@ -33,6 +33,11 @@
 //! `cargo bench -p worker --bench batch_commit -- --warm-up-time 1 --measurement-time 5`;
 //! figures and the machine they were measured on: docs/microbenchmarks.md.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "a scenario test reads top to bottom: its steps are the story it tells"
+)]
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 

@@ -162,6 +162,7 @@ mod tests {
         triage
     }
 
+    #[allow(clippy::too_many_lines, reason = "the table of cases is the test")]
     #[test]
     fn table() {
         let open = election(ElectionStatus::Open);

@@ -138,7 +138,10 @@ pub async fn live(
         ops_view::live_ingests(&state.pool)
     );
     let elections = elections.ok();
-    let events_ready = sqlx::query!("SELECT 1 AS one").fetch_one(&state.pool).await.is_ok();
+    let events_ready = sqlx::query!("SELECT 1 AS one")
+        .fetch_one(&state.pool)
+        .await
+        .is_ok();
     let votes = |accepted: bool| {
         ingest_metrics.as_deref().map(|text| {
             let all = metric_sum(text, "votes_total", &[]);

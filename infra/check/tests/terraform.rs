@@ -11,6 +11,11 @@
 //! literal set or a local object, `dynamic "env"` over a map); anything else fails loudly, so a
 //! change of shape is a change of this test too.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "a scenario test reads top to bottom: its steps are the story it tells"
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 

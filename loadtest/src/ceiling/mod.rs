@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use shared::domain::TenantId;
-use testkit::{Role, TestDb};
 use shared::vote::VoteMessage;
 use sqlx::{Executor, PgPool};
+use testkit::{Role, TestDb};
 use uuid::Uuid;
 
 mod batched;

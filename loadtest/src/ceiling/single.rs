@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 use shared::domain::TenantId;
-use testkit::{Role, TestDb};
 use shared::vote::VoteMessage;
 use sqlx::PgPool;
+use testkit::{Role, TestDb};
 use uuid::Uuid;
 
 use super::{count, reset, run_vote_keys, warm_pool, COUNT_BALLOTS};

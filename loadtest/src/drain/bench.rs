@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use testkit::Role;
 use shared::vote::VoteMessage;
+use testkit::Role;
 
 use super::{CeilingRun, Phases, Throughput, WriterRun};
 use crate::ceiling::{self, Batched, SingleCeiling};

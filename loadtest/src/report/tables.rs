@@ -30,6 +30,14 @@ fn le_pair(p50: Option<f64>, p99: Option<f64>) -> String {
     }
 }
 
+fn cpu_per_vote(r: &ModeRun) -> String {
+    r.cpu
+        .cpu_us_per("ingest", r.accepted)
+        .map_or("– (no --pid ingest=…)".into(), |us| {
+            format!("{us:.0} µs")
+        })
+}
+
 fn mode_rows(md: &mut String, runs: &[&ModeRun]) {
     let header: Vec<String> = runs
         .iter()
@@ -74,12 +82,13 @@ fn mode_rows(md: &mut String, runs: &[&ModeRun]) {
     });
     row("recorded", &|r| r.recorded.to_string());
     row("CPU during the spike", &|r| r.cpu.describe());
-    row("ingest CPU per accepted vote (user + system)", &|r| {
-        r.cpu
-            .cpu_us_per("ingest", r.accepted)
-            .map_or("– (no --pid ingest=…)".into(), |us| format!("{us:.0} µs"))
+    row(
+        "ingest CPU per accepted vote (user + system)",
+        &cpu_per_vote,
+    );
+    row("services' memory (RSS) after the spike", &|r| {
+        r.cpu.describe_rss()
     });
-    row("services' memory (RSS) after the spike", &|r| r.cpu.describe_rss());
     row("ingest's own latency p50 / p99 (its histogram)", &|r| {
         le_pair(r.server.ingest_p50_le_ms, r.server.ingest_p99_le_ms)
     });

@@ -4,9 +4,9 @@
 //! the national id). The test's subscriber is its thread's default, and its runtime runs
 //! members-fn's tasks on that one thread, so it sees every line of this test and no other's.
 
-use serde_json::json;
 use crate::support::fake_issuer::FakeIssuer;
 use crate::support::{kennitala, logs, Members};
+use serde_json::json;
 use testkit::oidc_provider as provider;
 
 const ORG: &str = "party-a";

@@ -1,8 +1,13 @@
 //! members-fn's integration tests, one binary (against the local stack: `source
 //! infra/local/env.sh`, with its OIDC provider).
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "a scenario test reads top to bottom: its steps are the story it tells"
+)]
+
 mod log_lines;
-mod page_login;
 mod login;
+mod page_login;
 mod registry;
 mod support;

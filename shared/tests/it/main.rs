@@ -1,5 +1,10 @@
 //! shared's integration tests, one binary (against the local stack: `source infra/local/env.sh`).
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "a scenario test reads top to bottom: its steps are the story it tells"
+)]
+
 mod audit;
 mod foundation;
 mod usage_report;
