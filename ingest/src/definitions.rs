@@ -63,6 +63,24 @@ impl Definitions {
 
     /// The definition of `id` in `tenant`, from the cache or, once, from the database.
     /// `Ok(None)`: no such election for this tenant.
+    /// A definition read from the database, unless the cache already holds a later status: a
+    /// refresh that read before a pushed open (or close) must not set the election back until
+    /// the next refresh (a status only moves forward).
+    fn put_unless_behind(&self, definition: ElectionDefinition) {
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        let rank = |s: ElectionStatus| match s {
+            ElectionStatus::Draft => 0,
+            ElectionStatus::Open => 1,
+            ElectionStatus::Closed => 2,
+        };
+        if let Some(cached) = cache.get(&definition.id()) {
+            if rank(cached.status()) > rank(definition.status()) {
+                return;
+            }
+        }
+        cache.insert(definition.id(), Arc::new(definition));
+    }
+
     pub async fn get(
         &self,
         pool: &PgPool,
@@ -115,7 +133,7 @@ impl Definitions {
         }
         for (tenant, ids) in by_tenant {
             for d in load(pool, &tenant, &ids).await? {
-                self.put(d);
+                self.put_unless_behind(d);
             }
         }
         Ok(())
@@ -127,5 +145,51 @@ impl Definitions {
             let (this, pool) = (this.clone(), pool.clone());
             async move { this.refresh(&pool).await }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::domain::{ElectionFields, ElectionOption};
+
+    fn definition(id: Uuid, status: ElectionStatus) -> ElectionDefinition {
+        ElectionDefinition::new(ElectionFields {
+            tenant: TenantId::parse("party-a").expect("tenant"),
+            id,
+            kind: ElectionKind::Single,
+            options: vec![
+                ElectionOption {
+                    id: "yes".into(),
+                    label: "Yes".into(),
+                },
+                ElectionOption {
+                    id: "no".into(),
+                    label: "No".into(),
+                },
+            ],
+            max_choices: 1,
+            status,
+            opens_at: None,
+            closes_at: None,
+        })
+        .expect("a valid election")
+    }
+
+    #[test]
+    fn a_refresh_that_read_before_a_pushed_open_does_not_set_the_election_back_to_draft() {
+        let definitions = Definitions::default();
+        let id = Uuid::new_v4();
+        definitions.put(definition(id, ElectionStatus::Open));
+        definitions.put_unless_behind(definition(id, ElectionStatus::Draft));
+        assert_eq!(
+            definitions.cached(id).map(|d| d.status()),
+            Some(ElectionStatus::Open)
+        );
+        definitions.put_unless_behind(definition(id, ElectionStatus::Closed));
+        assert_eq!(
+            definitions.cached(id).map(|d| d.status()),
+            Some(ElectionStatus::Closed)
+        );
     }
 }
