@@ -12,4 +12,3 @@ mod journey;
 mod secrecy;
 mod support;
 mod token_slots;
-mod traces;

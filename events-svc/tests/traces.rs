@@ -3,6 +3,22 @@
 //! from the worker's batch span, an S2S call continues its caller's trace, no exported attribute
 //! holds a token, hash, receipt, choice, national id or member id, and a sample ratio of 0
 //! exports nothing.
+//!
+//! A test binary of its own, the one exception to one binary per crate: tracing caches each
+//! callsite's interest process-wide, and in the binary shared with the other tests, tests
+//! running at the same time registered the S2S callsites before this test's subscriber existed,
+//! so their spans were at times never offered to it (a flaky "events-svc's S2S calls are
+//! traced").
+
+#![allow(
+    clippy::too_many_lines,
+    reason = "a scenario test reads top to bottom: its steps are the story it tells"
+)]
+
+// The world the other tests use; this binary needs only part of it.
+#[allow(dead_code)]
+#[path = "it/support.rs"]
+mod support;
 
 use std::collections::HashMap;
 
