@@ -6,8 +6,6 @@
     reason = "a scenario test reads top to bottom: its steps are the story it tells"
 )]
 
-mod log_lines;
 mod login;
-mod page_login;
 mod registry;
 mod support;

@@ -1,7 +1,6 @@
-//! Every log line of one test, as JSON, for tests that check what is never logged. The
-//! subscriber is the test thread's default: the test runs on a current-thread runtime
-//! (`#[tokio::test(flavor = "current_thread")]`), so every task of the services it spawns logs
-//! on that thread, and other tests of the binary log elsewhere.
+//! Every log line of a test binary, as JSON, for tests that check what is never logged. The
+//! subscriber is global (a thread's subscriber misses spans whose callsites other tests
+//! registered first): a binary that uses this has one test that calls [`capture`].
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -26,9 +25,8 @@ impl Captured {
     }
 }
 
-/// Installs the thread's subscriber (JSON lines with their spans, DEBUG and up) until the guard
-/// is dropped: hold it to the end of the test.
-pub fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
+/// Installs the binary's only subscriber (JSON lines with their spans, DEBUG and up).
+pub fn capture() -> Captured {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -38,6 +36,6 @@ pub fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
         .with_max_level(tracing::Level::DEBUG)
         .with_writer(move || writer.clone())
         .finish();
-    let guard = tracing::subscriber::set_default(subscriber);
-    (captured, guard)
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    captured
 }

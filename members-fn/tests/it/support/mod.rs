@@ -4,6 +4,8 @@
 //! (`fake_issuer`), for the tokens a real provider would never send.
 
 pub mod fake_issuer;
+// Used by the log-capture binaries (tests/log_lines.rs, tests/page_login.rs), not by `it`.
+#[allow(dead_code)]
 pub mod logs;
 
 use shared::session::SessionSigner;
