@@ -50,8 +50,7 @@ async fn start_inner(
     // members-fn and ingest must name events-svc's origin before events-svc is built, so its
     // port is chosen first (free now; taken again a moment later by events-svc itself).
     let events_addr = if pages {
-        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-        free.local_addr().expect("its address").to_string()
+        port_below_the_ephemeral_range()
     } else {
         "127.0.0.1:0".to_owned()
     };
@@ -166,4 +165,18 @@ async fn start_inner(
         _pubsub: pubsub,
         _services: (members, ingest, worker, events),
     }
+}
+
+/// A free port below Linux's ephemeral range (32768 and up): a port 0 gave would be free to
+/// every other connection of the binary until events-svc binds it, and was once taken in
+/// between ("Address already in use").
+fn port_below_the_ephemeral_range() -> String {
+    use rand::Rng;
+    for _ in 0..200 {
+        let port = rand::thread_rng().gen_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return format!("127.0.0.1:{port}");
+        }
+    }
+    panic!("no free port between 20000 and 32000")
 }
