@@ -173,8 +173,12 @@ start_service() {
   # LOADTEST_INGEST_WRAPPER runs ingest under a profiler, e.g. "valgrind --tool=callgrind"
   # (BENCHMARKS.md, CPU per vote): word-split on purpose.
   [[ $svc == ingest && -n ${LOADTEST_INGEST_WRAPPER:-} ]] && read -r -a wrapper <<<"$LOADTEST_INGEST_WRAPPER"
+  # LOADTEST_INGEST_BIN runs another build of ingest, for an A/B against an older commit
+  # (its path must end in release/ingest, which is how the stop finds it).
+  local program=$bin/$svc
+  [[ $svc == ingest && -n ${LOADTEST_INGEST_BIN:-} ]] && program=$LOADTEST_INGEST_BIN
   DATABASE_URL="postgres://$login:$login@$PGHOST:$PGPORT/$EKKLESIA_DB_NAME" \
-    nohup "${wrapper[@]}" "$bin/$svc" >"$EKKLESIA_STATE_DIR/loadtest-$svc.log" 2>&1 &
+    nohup "${wrapper[@]}" "$program" >"$EKKLESIA_STATE_DIR/loadtest-$svc.log" 2>&1 &
   echo $! >"$(pidfile "$svc")"
 }
 

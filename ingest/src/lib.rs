@@ -1,4 +1,4 @@
-//! ingest: the public vote path. A vote is verified (`routes::ballots`), then published to
+//! ingest: the public vote path. A vote is verified (`routes::ballots`, its token by `tokens`), then published to
 //! Pub/Sub by `publisher` (queue mode) or committed by `ballot_box` (direct mode). It also serves the elections
 //! side's internal API (`routes::internal`) and receipt look-ups (`routes::receipts`).
 
@@ -12,3 +12,4 @@ pub mod queue_mode;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod tokens;

@@ -120,7 +120,7 @@ impl Application {
         if let Err(e) = queue_mode.refresh(&pool).await {
             tracing::warn!(error = %shared::db::redact(&e), "could not read the queue flag at startup; using the default");
         }
-        let state = AppState::new(settings, pool, publisher, queue_mode, metrics, usage);
+        let state = AppState::new(settings, pool, publisher, queue_mode, metrics, usage)?;
         // Nonces are spent in the database too, so a replay to another instance fails as well.
         let verifier = shared::s2s::Verifier::new(state.settings.s2s_keys.clone())
             .with_nonce_store(state.pool.clone());

@@ -12,11 +12,14 @@ use crate::definitions::Definitions;
 use crate::ledger::Ledger;
 use crate::publisher::VotePublisher;
 use crate::queue_mode::QueueMode;
+use crate::tokens::Tokens;
 
 pub struct VoteMetrics {
     /// Votes by mode and outcome (`accepted` or the problem slug).
     pub votes: IntCounterVec,
     pub publish_latency: Histogram,
+    /// Tokens checked, alone or together (a burst's tokens are checked in batches).
+    pub tokens_checked: IntCounterVec,
 }
 
 pub struct Inner {
@@ -25,6 +28,8 @@ pub struct Inner {
     pub publisher: VotePublisher,
     pub definitions: Definitions,
     pub queue_mode: QueueMode,
+    /// Where a vote's token is verified.
+    pub tokens: Tokens,
     /// Receipts answered 202, on their way to `elections.accepted_votes`.
     pub ledger: Arc<Ledger>,
     /// Per-client and instance-wide budgets for votes with a genuine token.
@@ -66,6 +71,11 @@ impl VoteMetrics {
                 )
                 .expect("static metric"),
             ),
+            tokens_checked: http_metrics.register(&shared::metrics::counter_vec(
+                "tokens_checked_total",
+                "Voting tokens checked, alone or together with others that arrived at once",
+                &["how"],
+            )),
         }
     }
 }
@@ -78,8 +88,12 @@ impl AppState {
         queue_mode: QueueMode,
         metrics: VoteMetrics,
         usage: Arc<shared::usage::Usage>,
-    ) -> Self {
-        Self(Arc::new(Inner {
+    ) -> std::io::Result<Self> {
+        let tokens = Tokens::start(
+            settings.token_verifier.clone(),
+            metrics.tokens_checked.clone(),
+        )?;
+        Ok(Self(Arc::new(Inner {
             limits: shared::ratelimit::Limits::new(
                 settings.rate_limit_per_client,
                 settings.rate_limit_global,
@@ -98,11 +112,12 @@ impl AppState {
                 queue_mode.clone(),
             )),
             queue_mode,
+            tokens,
             pool,
             publisher,
             metrics,
             usage,
             settings,
-        }))
+        })))
     }
 }

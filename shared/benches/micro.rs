@@ -335,6 +335,30 @@ fn ed25519(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // Per signature, when `n` tokens (each signed by the same key, as every token of a tenant
+    // is) are checked together.
+    let mut group = c.benchmark_group("ed25519_verify_batch");
+    for n in [1usize, 4, 16, 64, 256] {
+        let messages: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                let mut m = message.to_vec();
+                m[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                m
+            })
+            .collect();
+        let signatures: Vec<_> = messages.iter().map(|m| key.sign(m)).collect();
+        let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        let keys = vec![dalek; n];
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(format!("dalek_verify_batch/{n}"), |b| {
+            b.iter(|| {
+                ed25519_dalek::verify_batch(black_box(&refs), black_box(&signatures), &keys)
+                    .expect("valid")
+            })
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(

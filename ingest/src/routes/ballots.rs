@@ -86,9 +86,10 @@ pub async fn cast(
     body: Result<Json<BallotRequest>, JsonRejection>,
 ) -> Response {
     let queue_mode = state.queue_mode.enabled();
-    let token = path
-        .map_err(|e| IngestError::from(shared::problem::from_path_rejection(e)))
-        .and_then(|Path(election_id)| verify_token(&state, &headers, election_id));
+    let token = match path {
+        Ok(Path(election_id)) => verify_token(&state, &headers, election_id).await,
+        Err(e) => Err(IngestError::from(shared::problem::from_path_rejection(e))),
+    };
     let verified_tenant = token.as_ref().ok().map(|t| t.tenant.clone());
     let tenant = token
         .as_ref()
@@ -172,21 +173,18 @@ struct VerifiedVote {
     accepted_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// Where a vote's token is verified: signature, claims, this election. No database, no budget.
+/// Where a vote's token is verified: signature, claims, this election (`tokens`: alone, or
+/// together with the others of a burst). No database, no budget.
 /// (No span of its own: tenant and election go on the request's span, which every log line of
 /// the request carries.)
-fn verify_token(
+async fn verify_token(
     state: &AppState,
     headers: &HeaderMap,
     election_id: Uuid,
 ) -> Result<VerifiedToken, IngestError> {
     let span = tracing::Span::current();
     span.record("election_id", tracing::field::display(election_id));
-    let token =
-        state
-            .settings
-            .token_verifier
-            .verify(bearer(headers)?, election_id, chrono::Utc::now())?;
+    let token = state.tokens.verify(bearer(headers)?, election_id).await?;
     shared::telemetry::record_tenant(token.tenant.as_str());
     Ok(token)
 }

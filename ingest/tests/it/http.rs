@@ -169,3 +169,53 @@ async fn a_lone_vote_is_published_at_once_and_votes_arriving_together_share_requ
         "every vote answered 202 is on the topic"
     );
 }
+
+/// Tokens arriving at once are checked together (one batch signature check); a forged one
+/// among them is refused alone and costs its neighbours nothing.
+#[tokio::test]
+async fn tokens_arriving_together_are_checked_together_and_a_forged_one_is_refused_alone() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let election = stack.open_election(TENANT, "single", 3, 1).await;
+    let mut tokens = stack.tokens(TENANT, election, 40).await;
+    let internal: std::net::SocketAddr = stack
+        .internal_url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("ingest's internal address");
+    // Every fifth token gets a signature that is not its own.
+    let forged: Vec<usize> = (0..40).step_by(5).collect();
+    for &i in &forged {
+        let other = &tokens[(i + 1) % 40];
+        let signature = other.rsplit('.').next().unwrap().to_owned();
+        let signing_input = tokens[i].rsplit_once('.').unwrap().0.to_owned();
+        tokens[i] = format!("{signing_input}.{signature}");
+    }
+    let answers = futures::future::join_all(
+        tokens
+            .iter()
+            .map(|token| stack.vote(election, token, &["o1"])),
+    )
+    .await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        if forged.contains(&i) {
+            assert_eq!(answer.status(), 401, "token {i}");
+            let problem: Value = answer.json().await.unwrap();
+            let slug = problem["type"].as_str().unwrap_or("").rsplit('/').next();
+            assert_eq!(slug, Some("token-bad-signature"), "{problem}");
+        } else {
+            accepted_receipt(answer, 202).await;
+        }
+    }
+    let together = metric(internal, "tokens_checked_total", "\"together\"").await;
+    let alone = metric(internal, "tokens_checked_total", "\"alone\"").await;
+    assert_eq!(together + alone, 40, "each token checked once");
+    assert!(
+        together > 0,
+        "40 at once: some queued while others were checked"
+    );
+    assert_eq!(
+        drain_count(&stack.pubsub.settings, Duration::from_secs(3)).await,
+        32,
+        "every genuine vote, no forged one, is on the topic"
+    );
+}

@@ -164,3 +164,105 @@ fn public_keys_round_trip_through_config() {
     assert!(verifier.verify(&token, election, now).is_ok());
     assert!(TokenVerifier::from_config("k1:party-a").is_err());
 }
+
+/// One token of each kind: good ones of two tenants, then every way a token fails.
+fn mixed_tokens(
+    a: &TokenSigner,
+    b: &TokenSigner,
+    election: Uuid,
+    now: DateTime<Utc>,
+) -> Vec<(String, Uuid)> {
+    let hour = now + Duration::hours(1);
+    let mut tokens: Vec<(String, Uuid)> = (0..6)
+        .map(|i| {
+            let signer = if i % 2 == 0 { a } else { b };
+            (signer.issue(election, now, hour).0, election)
+        })
+        .collect();
+    let good = tokens[0].0.clone();
+    let parts: Vec<&str> = good.split('.').collect();
+    let mut sig = B64.decode(parts[2]).unwrap();
+    sig[0] ^= 1;
+    tokens.push((
+        format!("{}.{}.{}", parts[0], parts[1], B64.encode(sig)),
+        election,
+    ));
+    let other = a.issue(Uuid::new_v4(), now, hour).0;
+    let other_claims = other.split('.').nth(1).unwrap();
+    tokens.push((
+        format!("{}.{other_claims}.{}", parts[0], parts[2]),
+        election,
+    ));
+    tokens.push((
+        a.issue(election, now - Duration::hours(2), now - Duration::hours(1))
+            .0,
+        election,
+    ));
+    tokens.push((good.clone(), Uuid::new_v4()));
+    tokens.push(("a.b.c".into(), election));
+    let stranger = TokenSigner::generate("x-1", tenant("party-a"));
+    tokens.push((stranger.issue(election, now, hour).0, election));
+    tokens.push((a.issue(election, now, hour).0, election));
+    tokens
+}
+
+#[test]
+fn tokens_verified_together_get_the_answers_they_get_one_by_one() {
+    let (a, b, verifier) = setup();
+    let election = Uuid::new_v4();
+    let now = Utc::now();
+    let tokens = mixed_tokens(&a, &b, election, now);
+    let refs: Vec<(&str, Uuid)> = tokens.iter().map(|(t, e)| (t.as_str(), *e)).collect();
+    let one_by_one: Vec<_> = refs
+        .iter()
+        .map(|(t, e)| verifier.verify(t, *e, now).map(|v| v.token_hash()))
+        .collect();
+    let together: Vec<_> = verifier
+        .verify_many(&refs, now)
+        .into_iter()
+        .map(|r| r.map(|v| v.token_hash()))
+        .collect();
+    assert_eq!(together, one_by_one);
+    // The oracle itself: seven good tokens, and each kind of failure once.
+    assert_eq!(one_by_one.iter().filter(|r| r.is_ok()).count(), 7);
+    let errors: Vec<_> = one_by_one.iter().filter_map(|r| r.clone().err()).collect();
+    assert_eq!(
+        errors,
+        [
+            TokenError::BadSignature,
+            TokenError::BadSignature,
+            TokenError::Expired,
+            TokenError::WrongElection,
+            TokenError::Malformed,
+            TokenError::UnknownKey,
+        ]
+    );
+
+    // All good (the batch passes), one forged among them (the batch fails and each is
+    // checked again), a single token, none.
+    let good: Vec<_> = refs
+        .iter()
+        .copied()
+        .filter(|(t, e)| verifier.verify(t, *e, now).is_ok())
+        .collect();
+    assert!(verifier.verify_many(&good, now).iter().all(Result::is_ok));
+    let mut one_forged = good.clone();
+    one_forged.insert(3, refs[6]);
+    let answers = verifier.verify_many(&one_forged, now);
+    assert_eq!(answers.iter().filter(|r| r.is_ok()).count(), good.len());
+    assert_eq!(answers[3].as_ref().err(), Some(&TokenError::BadSignature));
+    assert!(verifier.verify_many(&good[..1], now)[0].is_ok());
+    assert!(verifier.verify_many(&[], now).is_empty());
+}
+
+#[test]
+fn a_weak_public_key_is_refused_at_start() {
+    // The identity point: a valid encoding of a small-order point, which `verify_strict`
+    // refuses at every token and a batch check would not.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let error = TokenVerifier::from_config(&format!("k1:party-a:{}", B64.encode(identity)))
+        .err()
+        .expect("a weak key accepted");
+    assert!(error.contains("entry 1"), "{error}");
+}
