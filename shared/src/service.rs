@@ -103,9 +103,22 @@ pub struct ServerLimits {
     /// `HTTP_REQUEST_TIMEOUT_MS` (15000): a request not answered by then gets 503 (its work is
     /// dropped; every write behind a request is idempotent or transactional).
     pub request_timeout: Duration,
-    /// `HTTP_MAX_CONCURRENT_REQUESTS` (1024): more at once are answered 503 at once.
+    /// `HTTP_MAX_CONCURRENT_REQUESTS` (1024): more at once wait for a slot, in arrival order.
     pub max_concurrent_requests: usize,
+    /// `HTTP_QUEUE_TIMEOUT_MS` (2000): how long a request over the concurrency limit waits for
+    /// a slot before its 503 + `Retry-After` (0: refused at once). At most
+    /// `QUEUE_PER_SLOT × max_concurrent_requests` wait; more are refused at once.
+    pub queue_timeout: Duration,
 }
+
+/// Requests that may wait per concurrency slot (`ServerLimits::queue_timeout`).
+///
+/// Why a queue: a burst (a hall voting at once) is over in seconds, and a vote that waits
+/// half a second in line is answered sooner than one refused and retried after a whole second
+/// of `Retry-After` (a 10,000-vote burst: p99 4.4 s with refusals, see BENCHMARKS.md). A waiting
+/// request holds only its connection and head (its body is read once it has a slot), and the
+/// bound keeps a flood from queueing without end.
+pub const QUEUE_PER_SLOT: usize = 4;
 
 impl Default for ServerLimits {
     fn default() -> Self {
@@ -113,6 +126,7 @@ impl Default for ServerLimits {
             header_read_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),
             max_concurrent_requests: 1024,
+            queue_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -133,6 +147,10 @@ impl ServerLimits {
                 "HTTP_MAX_CONCURRENT_REQUESTS",
                 default.max_concurrent_requests,
             ),
+            queue_timeout: env.millis_or(
+                "HTTP_QUEUE_TIMEOUT_MS",
+                default.queue_timeout.as_millis() as u64,
+            ),
         };
         if limits.header_read_timeout.is_zero()
             || limits.request_timeout.is_zero()
@@ -145,28 +163,53 @@ impl ServerLimits {
 
     /// The request timeout and the concurrency limit as the outermost layers of `router`.
     fn apply(self, router: Router) -> Router {
-        let permits = Arc::new(Semaphore::new(self.max_concurrent_requests));
-        router.layer(middleware::from_fn_with_state(
-            (permits, self.request_timeout),
-            limit_request,
-        ))
+        let admission = Arc::new(Admission {
+            slots: Semaphore::new(self.max_concurrent_requests),
+            places: Semaphore::new(
+                self.max_concurrent_requests
+                    .saturating_mul(QUEUE_PER_SLOT + 1)
+                    .min(Semaphore::MAX_PERMITS),
+            ),
+            queue_timeout: self.queue_timeout,
+            request_timeout: self.request_timeout,
+        });
+        router.layer(middleware::from_fn_with_state(admission, limit_request))
     }
 }
 
+struct Admission {
+    /// Requests being served.
+    slots: Semaphore,
+    /// Requests being served or waiting for a slot.
+    places: Semaphore,
+    queue_timeout: Duration,
+    request_timeout: Duration,
+}
+
+fn overloaded() -> Response {
+    Problem::unavailable(
+        "overloaded",
+        "too many requests are being served; retry shortly",
+        1,
+    )
+    .into_response()
+}
+
 async fn limit_request(
-    State((permits, timeout)): State<(Arc<Semaphore>, Duration)>,
+    State(admission): State<Arc<Admission>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let Ok(_permit) = permits.try_acquire() else {
-        return Problem::unavailable(
-            "overloaded",
-            "too many requests are being served; retry shortly",
-            1,
-        )
-        .into_response();
+    let Ok(_place) = admission.places.try_acquire() else {
+        return overloaded();
     };
-    match tokio::time::timeout(timeout, next.run(request)).await {
+    // Semaphore waiters are served first come, first served.
+    let Ok(Ok(_slot)) =
+        tokio::time::timeout(admission.queue_timeout, admission.slots.acquire()).await
+    else {
+        return overloaded();
+    };
+    match tokio::time::timeout(admission.request_timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => Problem::unavailable(
             "request-timeout",
@@ -305,6 +348,7 @@ mod tests {
             header_read_timeout: Duration::from_millis(header_read_ms),
             request_timeout: Duration::from_millis(request_ms),
             max_concurrent_requests: concurrent,
+            queue_timeout: Duration::ZERO,
         }
     }
 
@@ -389,11 +433,91 @@ mod tests {
         assert_eq!(problem.slug(), "request-timeout");
     }
 
+    /// A router whose `/slow` holds its slot until the test says so.
+    fn held(entered: &Arc<Notify>, release: &Arc<Notify>) -> Router {
+        let (entered, release) = (entered.clone(), release.clone());
+        Router::new().route(
+            "/slow",
+            axum::routing::get(move || async move {
+                entered.notify_one();
+                release.notified().await;
+                "done"
+            }),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_request_over_the_concurrency_limit_waits_for_a_slot_in_line() {
+        let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let limits = ServerLimits {
+            queue_timeout: Duration::from_secs(10),
+            ..limits(1000, 10_000, 1)
+        };
+        let addr = serve(held(&entered, &release), limits).await;
+        let first = tokio::spawn(reqwest::get(format!("http://{addr}/slow")));
+        entered.notified().await;
+        // The only slot is taken: the second waits instead of being refused.
+        let second = tokio::spawn(reqwest::get(format!("http://{addr}/slow")));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !second.is_finished(),
+            "the second was answered before a slot freed"
+        );
+        release.notify_one();
+        assert_eq!(first.await.unwrap().unwrap().status(), 200);
+        entered.notified().await;
+        release.notify_one();
+        assert_eq!(second.await.unwrap().unwrap().status(), 200);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_waited_too_long_or_finds_the_line_full_gets_503() {
+        let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let limits = ServerLimits {
+            queue_timeout: Duration::from_millis(300),
+            ..limits(1000, 10_000, 1)
+        };
+        let addr = serve(held(&entered, &release), limits).await;
+        let first = tokio::spawn(reqwest::get(format!("http://{addr}/slow")));
+        entered.notified().await;
+        let started = Instant::now();
+        let waited = reqwest::get(format!("http://{addr}/slow")).await.unwrap();
+        assert_eq!(waited.status(), 503);
+        assert!(waited.headers().contains_key("retry-after"));
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(waited.json::<Problem>().await.unwrap().slug(), "overloaded");
+
+        // One slot and QUEUE_PER_SLOT places in line: with the line full, the next is refused
+        // at once.
+        let line: Vec<_> = (0..QUEUE_PER_SLOT)
+            .map(|_| tokio::spawn(reqwest::get(format!("http://{addr}/slow"))))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        let refused = reqwest::get(format!("http://{addr}/slow")).await.unwrap();
+        assert_eq!(refused.status(), 503);
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "{:?}",
+            started.elapsed()
+        );
+        release.notify_one();
+        assert_eq!(first.await.unwrap().unwrap().status(), 200);
+        for waiting in line {
+            let _ = waiting.await;
+        }
+    }
+
     #[test]
     fn limits_come_from_the_environment() {
         let mut env = Env::from_map([
             ("HTTP_HEADER_READ_TIMEOUT_MS", "1500"),
             ("HTTP_MAX_CONCURRENT_REQUESTS", "7"),
+            ("HTTP_QUEUE_TIMEOUT_MS", "0"),
         ]);
         let limits = ServerLimits::from_env(&mut env);
         assert_eq!(limits.header_read_timeout, Duration::from_millis(1500));
@@ -402,6 +526,7 @@ mod tests {
             ServerLimits::default().request_timeout
         );
         assert_eq!(limits.max_concurrent_requests, 7);
+        assert_eq!(limits.queue_timeout, Duration::ZERO);
         assert!(env.finish(()).is_ok());
         let mut env = Env::from_map([("HTTP_REQUEST_TIMEOUT_MS", "0")]);
         ServerLimits::from_env(&mut env);
