@@ -18,7 +18,7 @@ pub struct VoteMetrics {
     /// Votes by mode and outcome (`accepted` or the problem slug).
     pub votes: IntCounterVec,
     pub publish_latency: Histogram,
-    /// Tokens checked, alone or together (a burst's tokens are checked in batches).
+    /// Tokens checked, on the request or in a batch (a burst).
     pub tokens_checked: IntCounterVec,
 }
 
@@ -73,7 +73,7 @@ impl VoteMetrics {
             ),
             tokens_checked: http_metrics.register(&shared::metrics::counter_vec(
                 "tokens_checked_total",
-                "Voting tokens checked, alone or together with others that arrived at once",
+                "Voting tokens checked, on the request (few votes in flight) or in a batch (a burst)",
                 &["how"],
             )),
         }

@@ -86,6 +86,7 @@ pub async fn cast(
     body: Result<Json<BallotRequest>, JsonRejection>,
 ) -> Response {
     let queue_mode = state.queue_mode.enabled();
+    let _in_flight = state.tokens.vote_started();
     let token = match path {
         Ok(Path(election_id)) => verify_token(&state, &headers, election_id).await,
         Err(e) => Err(IngestError::from(shared::problem::from_path_rejection(e))),
