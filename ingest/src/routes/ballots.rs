@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use shared::domain::{Ballot, TenantId, TokenHash};
+use shared::domain::{Ballot, TenantId, TokenHash, VoteStatus};
 use shared::receipt::{submission_digest, Receipt};
 use shared::telemetry::CorrelationId;
 use shared::token::VerifiedToken;
@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::ballot_box::{self, DirectOutcome, DirectVote};
 use crate::error::IngestError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -33,7 +33,7 @@ pub struct BallotRequest {
 pub struct BallotAccepted {
     pub receipt: String,
     /// `queued` (queue mode) or `recorded` (direct mode).
-    pub status: String,
+    pub status: VoteStatus,
     pub status_url: String,
 }
 
@@ -230,12 +230,12 @@ async fn verify(
     })
 }
 
-fn answer(status: StatusCode, receipt: &Receipt, label: &str) -> Response {
+fn answer(status: StatusCode, receipt: &Receipt, vote_status: VoteStatus) -> Response {
     (
         status,
         Json(BallotAccepted {
             receipt: receipt.to_string(),
-            status: label.into(),
+            status: vote_status,
             status_url: format!("/v1/receipts/{receipt}"),
         }),
     )
@@ -289,7 +289,11 @@ async fn publish(
         &message.receipt,
         message.accepted_at,
     );
-    Ok(answer(StatusCode::ACCEPTED, &message.receipt, "queued"))
+    Ok(answer(
+        StatusCode::ACCEPTED,
+        &message.receipt,
+        VoteStatus::Queued,
+    ))
 }
 
 /// Direct mode: the vote is committed before the answer (`ballot_box::record`).
@@ -312,7 +316,7 @@ async fn record(state: &AppState, vote: VerifiedVote) -> Result<Response, Ingest
         },
     )
     .await?;
-    let mut response = answer(StatusCode::CREATED, &vote.receipt, "recorded");
+    let mut response = answer(StatusCode::CREATED, &vote.receipt, VoteStatus::Recorded);
     if matches!(outcome, DirectOutcome::Replayed) {
         response.headers_mut().insert(
             "idempotent-replayed",

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use loadtest::target::{metric, Target};
 use serde_json::json;
+use testkit::{eventually, eventually_every};
 use tokio::sync::OnceCell;
 
 use crate::support;
@@ -115,18 +116,14 @@ impl Browser {
             json!({ "binary": "/usr/bin/chromium", "args": args }),
         );
         let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + PATIENCE;
-        let client = loop {
-            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        let client = eventually(PATIENCE, || async {
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
                 .capabilities(caps.clone())
                 .connect(&url)
                 .await
-            {
-                Ok(client) => break client,
-                Err(e) if Instant::now() > deadline => panic!("chromedriver: {e}"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        };
+        })
+        .await
+        .unwrap_or_else(|e| panic!("chromedriver: {e}"));
         Some(Self {
             client,
             _driver: driver,
@@ -149,14 +146,9 @@ impl Browser {
     /// Clicks once the element is there and can be clicked (a page shows sections only after
     /// its calls answer).
     async fn click(&self, css: &str) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            match self.find(css).await.click().await {
-                Ok(()) => return,
-                Err(e) if Instant::now() > deadline => panic!("{css}: {e}"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
+        eventually(PATIENCE, || async { self.find(css).await.click().await })
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"));
     }
 
     async fn type_into(&self, css: &str, text: &str) {
@@ -172,18 +164,16 @@ impl Browser {
 
     /// Waits until the element's text contains `want`; returns it.
     async fn wait_text(&self, css: &str, want: &str) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
+        eventually(PATIENCE, || async {
             let text = self.text(css).await;
             if text.contains(want) {
-                return text;
+                Ok(text)
+            } else {
+                Err(format!("it says {text:?}"))
             }
-            assert!(
-                Instant::now() < deadline,
-                "{css} never said {want:?}; it says {text:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{css} never said {want:?}: {e}"))
     }
 
     /// Dev login as `national_id` on the page at `url`.
@@ -361,19 +351,16 @@ async fn with_ingest_answering_503_twice_the_page_retries_and_the_vote_counts_on
         .expect("open");
     // Direct mode, where a vote whose token row is locked is told 503 + Retry-After (`busy`).
     target.set_queue_mode(false).await.expect("flag off");
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    eventually(PATIENCE, || async {
         let following: Option<bool> =
             sqlx::query_scalar("SELECT bool_and(queue_mode = false) FROM ops.ingest_ledger")
                 .fetch_one(&stack.db.owner)
                 .await
                 .expect("ledger");
-        if following == Some(true) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "ingest never followed the flag");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        following == Some(true)
+    })
+    .await
+    .expect("ingest follows the flag");
 
     browser.log_in(&vote_page(&stack), &voter(1)).await;
     browser.click("#election-list button").await;
@@ -395,11 +382,12 @@ async fn with_ingest_answering_503_twice_the_page_retries_and_the_vote_counts_on
             .unwrap_or_default();
         metric(&text, "votes_total", "outcome=\"busy\"").unwrap_or(0.0)
     };
-    let deadline = Instant::now() + PATIENCE;
-    while busy().await < 2.0 {
-        assert!(Instant::now() < deadline, "ingest never answered 503 twice");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Polled often: the lock must be released soon after the second 503, before a third.
+    eventually_every(PATIENCE, Duration::from_millis(20), || async {
+        busy().await >= 2.0
+    })
+    .await
+    .expect("ingest answers 503 twice");
     let retrying = browser.text("#vote-status").await;
     lock.rollback().await.expect("release");
     browser.wait_text("#vote-status", "Recorded").await;
@@ -547,18 +535,19 @@ async fn console_counter(browser: &Browser, name: &str) -> Option<i64> {
 
 /// Waits until `ok` holds for the console's counter `name`; returns its value.
 async fn wait_counter(browser: &Browser, name: &str, ok: impl Fn(i64) -> bool) -> i64 {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    let waited = eventually(PATIENCE, || async {
         let value = console_counter(browser, name).await;
-        if let Some(v) = value.filter(|v| ok(*v)) {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the console's {name} never got there; it shows {value:?} ({})",
+        value
+            .filter(|v| ok(*v))
+            .ok_or_else(|| format!("it shows {value:?}"))
+    })
+    .await;
+    match waited {
+        Ok(value) => value,
+        Err(e) => panic!(
+            "the console's {name} never got there: {e} ({})",
             browser.text("#vote-path").await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        ),
     }
 }
 
