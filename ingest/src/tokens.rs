@@ -173,10 +173,7 @@ mod tests {
 
     #[tokio::test]
     async fn tokens_that_queued_together_are_checked_in_one_batch_and_each_gets_its_answer() {
-        let tenant = TenantId::parse("party-a").unwrap();
-        let signer = TokenSigner::generate("a-1", tenant.clone());
-        let verifier = TokenVerifier::new().with_key("a-1", tenant, signer.verifying_key());
-        let (tokens, batches) = Tokens::new(verifier, counter());
+        let (signer, tokens, batches) = signer_and_tokens();
         let election = Uuid::new_v4();
         let now = chrono::Utc::now();
         let mut queued = Vec::new();
